@@ -1,0 +1,196 @@
+"""Shape tracing and validation of a model: every layer's input and output (C, H, W), the
+latents that leave the flow, and every rule of schema/flow.fbs that a shape or value can break.
+
+The reader runs this on every file and the writer on every model it writes, so the evaluator
+and the exporter can assume a consistent model.
+"""
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from .errors import ConversionError
+from .model_ir import (ActNorm, AFFINE_FORM, Conv2d, COUPLING_TYPE, Coupling, HALF, INV_CONV_FORM,
+                       InvConv1x1, OutputScale, PADDING, PERMUTE_KIND, Permute, PRIOR_LAYOUT, ReLU,
+                       SCALE_FUNCTION, SHIFT_SCALE_SPLIT, SQUEEZE_ORDER, Split, Squeeze,
+                       TOP_PRIOR_KIND, TopPrior, layer_tensors)
+
+Shape = Tuple[int, int, int]
+
+
+@dataclass
+class LayerShapes:
+    in_shape: Shape
+    out_shape: Shape
+    latent: Optional[Shape] = None   # what leaves the flow here (Split, TopPrior)
+
+
+def _fail(where, message):
+    raise ConversionError(f"{where}: {message}")
+
+
+def _check_vector(where, name, t, length):
+    if t is None:
+        _fail(where, f"{name} is missing")
+    if t.ndim != 1 or t.shape[0] != length:
+        _fail(where, f"{name} has shape {list(t.shape)}, expected [{length}]")
+
+
+def _check_enum(where, name, value, enum_class):
+    valid = {v for k, v in vars(enum_class).items() if not k.startswith("_") and k != "UNSPECIFIED"}
+    if value not in valid:
+        _fail(where, f"{name} is {'unset' if value == 0 else value}; it must be one of "
+                     f"{sorted(k for k, v in vars(enum_class).items() if v in valid)}")
+
+
+def _check_permutation(where, name, perm, length):
+    if perm is None or len(perm) != length or sorted(int(p) for p in perm) != list(range(length)):
+        _fail(where, f"{name} is not a permutation of 0..{length - 1}")
+
+
+def net_output_channels(ops, in_channels: int, where: str) -> int:
+    """Channels out of a coupling net or prior run on `in_channels` channels."""
+    if not ops:
+        _fail(where, "the net is empty")
+    c = in_channels
+    for i, op in enumerate(ops):
+        at = f"{where} op {i}"
+        if isinstance(op, Conv2d):
+            _check_enum(at, "padding", op.padding, PADDING)
+            w = op.weight
+            if w.ndim != 4:
+                _fail(at, f"conv weight has rank {w.ndim}, expected 4 (OIHW)")
+            expect_in = c + (1 if op.padding == PADDING.EDGE_CHANNEL else 0)
+            if w.shape[1] != expect_in:
+                _fail(at, f"conv weight takes {w.shape[1]} input channels, the net has {expect_in}")
+            if w.shape[2] % 2 == 0 or w.shape[3] % 2 == 0:
+                _fail(at, f"conv kernel {w.shape[2]}x{w.shape[3]} is not odd-sized")
+            if op.bias is not None:
+                _check_vector(at, "conv bias", op.bias, w.shape[0])
+            c = w.shape[0]
+        elif isinstance(op, ActNorm):
+            _check_vector(at, "actnorm bias", op.bias, c)
+            _check_vector(at, "actnorm scale", op.scale, c)
+            if np.any(op.scale == 0):
+                _fail(at, "actnorm scale has a zero entry")
+        elif isinstance(op, OutputScale):
+            _check_vector(at, "output scale", op.log_scale, c)
+        elif not isinstance(op, ReLU):
+            _fail(at, f"unknown net op {type(op).__name__}")
+    return c
+
+
+def _check_invconv(where, op: InvConv1x1, c: int):
+    _check_enum(where, "form", op.form, INV_CONV_FORM)
+    if op.form == INV_CONV_FORM.DENSE:
+        if op.weight is None or op.weight.shape != (c, c):
+            _fail(where, f"dense weight must be [{c}, {c}]")
+    else:
+        _check_permutation(where, "perm", op.perm, c)
+        for name in ("lower", "upper"):
+            t = getattr(op, name)
+            if t is None or t.shape != (c, c):
+                _fail(where, f"{name} must be [{c}, {c}]")
+        _check_vector(where, "sign", op.sign, c)
+        _check_vector(where, "log_s", op.log_s, c)
+        if not np.all(np.abs(op.sign) == 1):
+            _fail(where, "sign entries must be +1 or -1")
+    w = op.matrix()
+    sign, logdet = np.linalg.slogdet(w)
+    if sign == 0 or not np.isfinite(logdet) or np.linalg.cond(w) > 1e12:
+        _fail(where, "the 1x1 convolution matrix is not invertible")
+
+
+def trace(model) -> List[LayerShapes]:
+    """Validates the model and returns the shapes at every layer."""
+    img = model.image
+    if not (img.channels >= 1 and img.height >= 1 and img.width >= 1):
+        raise ConversionError(f"image shape {img.channels}x{img.height}x{img.width} is empty")
+    if not 1 <= img.n_bits <= 8:
+        raise ConversionError(f"n_bits is {img.n_bits}, expected 1..8")
+    if not model.layers:
+        raise ConversionError("the model has no layers")
+    shape: Shape = img.shape
+    result = []
+    for index, layer in enumerate(model.layers):
+        where = f"layer {index} ({layer.name or 'unnamed'})"
+        op = layer.op
+        for t in layer_tensors(op):
+            if not np.all(np.isfinite(t)):
+                _fail(where, "a tensor holds NaN or infinity")
+        c, h, w = shape
+        latent = None
+        if isinstance(op, Squeeze):
+            _check_enum(where, "order", op.order, SQUEEZE_ORDER)
+            if h % 2 or w % 2:
+                _fail(where, f"cannot squeeze {c}x{h}x{w}: height and width must be even")
+            out = (4 * c, h // 2, w // 2)
+        elif isinstance(op, ActNorm):
+            net_output_channels([op], c, where)
+            out = shape
+        elif isinstance(op, InvConv1x1):
+            _check_invconv(where, op, c)
+            out = shape
+        elif isinstance(op, Permute):
+            _check_enum(where, "kind", op.kind, PERMUTE_KIND)
+            if op.kind == PERMUTE_KIND.INDICES:
+                _check_permutation(where, "indices", op.indices, c)
+            out = shape
+        elif isinstance(op, Coupling):
+            _check_enum(where, "type", op.type, COUPLING_TYPE)
+            _check_enum(where, "conditioning", op.conditioning, HALF)
+            if c % 2:
+                _fail(where, f"a coupling needs an even channel count, got {c}")
+            affine = op.type == COUPLING_TYPE.AFFINE
+            if affine:
+                _check_enum(where, "split", op.split, SHIFT_SCALE_SPLIT)
+                _check_enum(where, "scale_fn", op.scale_fn, SCALE_FUNCTION)
+                _check_enum(where, "form", op.form, AFFINE_FORM)
+            got = net_output_channels(op.net, c // 2, where + " net")
+            want = c if affine else c // 2
+            if got != want:
+                _fail(where, f"the net outputs {got} channels, a {'affine' if affine else 'additive'}"
+                             f" coupling on {c} channels needs {want}")
+            out = shape
+        elif isinstance(op, Split):
+            _check_enum(where, "leaving", op.leaving, HALF)
+            if c % 2:
+                _fail(where, f"a split needs an even channel count, got {c}")
+            if op.prior:
+                _check_enum(where, "prior_layout", op.prior_layout, PRIOR_LAYOUT)
+                got = net_output_channels(op.prior, c // 2, where + " prior")
+                if got != c:
+                    _fail(where, f"the prior outputs {got} channels, expected {c} (mean and log-std)")
+            out = (c // 2, h, w)
+            latent = out
+        elif isinstance(op, TopPrior):
+            if index != len(model.layers) - 1:
+                _fail(where, "the top prior must be the last layer")
+            _check_enum(where, "kind", op.kind, TOP_PRIOR_KIND)
+            if op.kind == TOP_PRIOR_KIND.LEARNED:
+                for name in ("mean", "log_std"):
+                    t = getattr(op, name)
+                    if t is None or t.shape != shape:
+                        _fail(where, f"{name} must be [{c}, {h}, {w}]")
+            if op.class_offsets is not None and (op.class_offsets.ndim != 2
+                                                 or op.class_offsets.shape[1] != 2 * c
+                                                 or op.class_offsets.shape[0] < 1):
+                _fail(where, f"class_offsets must be [n_classes, {2 * c}]")
+            out = shape
+            latent = shape
+        else:
+            _fail(where, f"unknown layer type {type(op).__name__}")
+        result.append(LayerShapes(shape, out, latent))
+        shape = out
+    if not isinstance(model.layers[-1].op, TopPrior):
+        raise ConversionError("the last layer must be the top prior")
+    return result
+
+
+def latent_shapes(model) -> List[Shape]:
+    """Shapes of the latents in the order they leave the flow (the top prior's last)."""
+    return [s.latent for s in trace(model) if s.latent is not None]
+
+
+def latent_dim(model) -> int:
+    return int(sum(int(np.prod(s)) for s in latent_shapes(model)))

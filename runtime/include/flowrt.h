@@ -1,0 +1,191 @@
+/*
+ * flowrt.h — the C API of libflowrt.
+ *
+ * libflowrt runs normalizing flows of the Glow family (Glow, RealNVP, NICE) stored in `.flow`
+ * files: it samples images (the decoder, with a temperature) and scores images (the encoder:
+ * exact log-likelihood and bits/dim).
+ *
+ * Conventions
+ * - Every function that can fail returns a flowrt_status; FLOWRT_OK is 0. On failure,
+ *   flowrt_last_error() returns a message naming what is wrong. It is thread-local and stays
+ *   valid until the next flowrt call on the same thread.
+ * - The library never throws, never aborts and never prints.
+ * - Handles are opaque. The caller owns every buffer it passes in; the library owns the handles it
+ *   creates and releases them in the matching *_free (which accepts NULL).
+ * - A flowrt_model is immutable: any number of sessions on any number of threads may share it.
+ *   A flowrt_session is used by one thread at a time (a second concurrent call fails with
+ *   FLOWRT_BUSY). A session keeps what it needs of its model alive: models and sessions may be
+ *   freed in any order.
+ * - Images are NCHW. Pixels are uint8 in [0, 255]; a model with n_bits < 8 reads the top n_bits
+ *   bits and writes its n_bits values into the top bits (p << (8 - n_bits)), so encode(decode())
+ *   is consistent.
+ * - The network's continuous input is x = p / 2^n_bits - 0.5 + 0.5 / 2^n_bits for a pixel with
+ *   n_bits value p (the bin centre), so x lies in (-0.5, 0.5).
+ * - Latents z: per image, the latents of every level in the order they leave the flow (the first
+ *   split first, the top level last), each in CHW order, flattened; images follow each other.
+ *   flowrt_model_latent_dim() gives the floats per image, which always equals C*H*W.
+ * - Any batch size n works: a session processes batches larger than its maximum batch in chunks,
+ *   with the same results.
+ */
+#ifndef FLOWRT_H
+#define FLOWRT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(FLOWRT_STATIC_DEFINE)
+#define FLOWRT_API
+#elif defined(_WIN32)
+#ifdef FLOWRT_BUILDING
+#define FLOWRT_API __declspec(dllexport)
+#else
+#define FLOWRT_API __declspec(dllimport)
+#endif
+#else
+#define FLOWRT_API __attribute__((visibility("default")))
+#endif
+
+#define FLOWRT_VERSION_MAJOR 0
+#define FLOWRT_VERSION_MINOR 1
+#define FLOWRT_VERSION_PATCH 0
+
+/* Status codes. Values are stable; new codes are only appended. */
+typedef enum flowrt_status {
+  FLOWRT_OK = 0,
+  FLOWRT_INVALID_ARGUMENT = 1, /* a NULL pointer, a size that does not fit, a NaN input... */
+  FLOWRT_IO_ERROR = 2,         /* a file could not be opened or read */
+  FLOWRT_FORMAT_ERROR = 3,     /* the bytes are not a valid .flow model */
+  FLOWRT_UNSUPPORTED = 4,      /* valid, but not supported (newer format, backend not built) */
+  FLOWRT_OUT_OF_MEMORY = 5,
+  FLOWRT_DEVICE_ERROR = 6, /* the requested device is missing or failed ("no device") */
+  FLOWRT_BUSY = 7,         /* the session is in use by another thread */
+  FLOWRT_INTERNAL_ERROR = 8
+} flowrt_status;
+
+typedef enum flowrt_backend {
+  FLOWRT_BACKEND_AUTO = 0,   /* CUDA if a device is present, else oneDNN if built, else REF */
+  FLOWRT_BACKEND_REF = 1,    /* portable C++, the reference every other backend is tested on */
+  FLOWRT_BACKEND_ONEDNN = 2, /* CPU, oneDNN */
+  FLOWRT_BACKEND_CUDA = 3    /* NVIDIA GPU */
+} flowrt_backend;
+
+typedef struct flowrt_model flowrt_model;
+typedef struct flowrt_session flowrt_session;
+typedef struct flowrt_session_options flowrt_session_options;
+
+/* ---- Library ------------------------------------------------------------------------------ */
+
+/* "MAJOR.MINOR.PATCH" of the library that is linked. */
+FLOWRT_API const char *flowrt_version(void);
+/* The highest .flow format_major this library reads. */
+FLOWRT_API int flowrt_format_major_supported(void);
+/* Static text for a status ("FLOWRT_FORMAT_ERROR"). */
+FLOWRT_API const char *flowrt_status_string(flowrt_status status);
+/* The message of the last failure on this thread ("" if none). */
+FLOWRT_API const char *flowrt_last_error(void);
+/* 1 if the backend was built into this library and can run here (for CUDA: a device is
+ * present), else 0. */
+FLOWRT_API int flowrt_backend_available(flowrt_backend backend);
+/* Static name: "auto", "ref", "onednn", "cuda". */
+FLOWRT_API const char *flowrt_backend_name(flowrt_backend backend);
+
+/* ---- Models ------------------------------------------------------------------------------- */
+
+/* Opens a .flow file. The file is memory-mapped (read into memory where mapping fails) and
+ * verified completely before this returns: structure, shapes, tensor sizes, finite values and
+ * invertible 1x1 convolutions. */
+FLOWRT_API flowrt_status flowrt_model_open(const char *path, flowrt_model **out);
+/* Same from bytes in memory. The bytes are COPIED: the caller may free them on return. */
+FLOWRT_API flowrt_status flowrt_model_from_memory(const void *data, size_t size,
+                                                  flowrt_model **out);
+FLOWRT_API void flowrt_model_free(flowrt_model *model);
+
+FLOWRT_API flowrt_status flowrt_model_image_shape(const flowrt_model *model, int *c, int *h,
+                                                  int *w);
+FLOWRT_API flowrt_status flowrt_model_n_bits(const flowrt_model *model, int *n_bits);
+/* Floats of z per image (= C*H*W). */
+FLOWRT_API flowrt_status flowrt_model_latent_dim(const flowrt_model *model,
+                                                 size_t *floats_per_image);
+/* Number of classes of a class-conditional top prior (0 when unconditional). */
+FLOWRT_API flowrt_status flowrt_model_num_classes(const flowrt_model *model, int *n_classes);
+/* Copies the metadata value of `key` (NUL-terminated, truncated to buf_size) into buf, and
+ * stores its full length in *length. FLOWRT_INVALID_ARGUMENT when the key is missing. */
+FLOWRT_API flowrt_status flowrt_model_metadata(const flowrt_model *model, const char *key,
+                                               char *buf, size_t buf_size, size_t *length);
+
+/* ---- Sessions ----------------------------------------------------------------------------- */
+
+/* Options: an opaque object so that options can be added without breaking the ABI. Defaults:
+ * backend AUTO, threads 0 (all cores), device 0, max batch 16. */
+FLOWRT_API flowrt_status flowrt_session_options_create(flowrt_session_options **out);
+FLOWRT_API void flowrt_session_options_free(flowrt_session_options *options);
+FLOWRT_API flowrt_status flowrt_session_options_set_backend(flowrt_session_options *options,
+                                                            flowrt_backend backend);
+FLOWRT_API flowrt_status flowrt_session_options_set_threads(flowrt_session_options *options,
+                                                            int threads);
+FLOWRT_API flowrt_status flowrt_session_options_set_device(flowrt_session_options *options,
+                                                           int device_index);
+/* Largest batch a single pass computes (1..65536); scratch memory is sized for it. */
+FLOWRT_API flowrt_status flowrt_session_options_set_max_batch(flowrt_session_options *options,
+                                                              size_t max_batch);
+
+/* Creates a session: chooses the backend, uploads/reorders weights and allocates all scratch
+ * memory for the maximum batch, so that later calls allocate nothing. options may be NULL. */
+FLOWRT_API flowrt_status flowrt_session_create(const flowrt_model *model,
+                                               const flowrt_session_options *options,
+                                               flowrt_session **out);
+FLOWRT_API void flowrt_session_free(flowrt_session *session);
+/* The backend the session runs on (never AUTO). */
+FLOWRT_API flowrt_backend flowrt_session_backend(const flowrt_session *session);
+
+/* ---- Compute ------------------------------------------------------------------------------ */
+
+/* Samples n images at `temperature` (>= 0; 0 gives each prior's mean, 0.7 the best-looking Glow
+ * samples). The noise is a counter-based stream keyed by (seed, image index, element), so image
+ * i is the same whatever n and whatever the backend. pixels: n*C*H*W bytes. */
+FLOWRT_API flowrt_status flowrt_sample(flowrt_session *session, size_t n, float temperature,
+                                       uint64_t seed, uint8_t *pixels);
+/* As flowrt_sample for a class-conditional model: labels[i] in [0, n_classes). */
+FLOWRT_API flowrt_status flowrt_sample_class(flowrt_session *session, size_t n,
+                                             float temperature, uint64_t seed,
+                                             const int32_t *labels, uint8_t *pixels);
+
+/* Encodes n images of pixels. z (n*latent_dim floats) and bits_per_dim (n doubles) may be NULL.
+ * bits/dim = -(log p(x) - D*log(2^n_bits)) / (D*ln 2), D = C*H*W, at the bin centre. */
+FLOWRT_API flowrt_status flowrt_encode(flowrt_session *session, size_t n, const uint8_t *pixels,
+                                       float *z, double *bits_per_dim);
+/* Encodes continuous inputs x (n*C*H*W floats, in the network's range: what flowrt_decode
+ * returns in x). Outputs as above; bits/dim uses the density of x with the same formula. */
+FLOWRT_API flowrt_status flowrt_encode_float(flowrt_session *session, size_t n, const float *x,
+                                             float *z, double *bits_per_dim);
+/* The full form: labels may be NULL (unconditional); every output may be NULL. log_p is in
+ * nats; log_det is log|det dz/dx|. */
+FLOWRT_API flowrt_status flowrt_encode_ex(flowrt_session *session, size_t n, const float *x,
+                                          const int32_t *labels, float *z, double *log_p,
+                                          double *log_det, double *bits_per_dim);
+
+/* Decodes latents z (n*latent_dim floats) to x (n*C*H*W floats) and/or pixels; either output
+ * may be NULL. The priors are not used: z are the flow's own latents (what encode returns). */
+FLOWRT_API flowrt_status flowrt_decode(flowrt_session *session, size_t n, const float *z,
+                                       float *x, uint8_t *pixels);
+/* Decodes standard-normal noise eps (n*latent_dim floats, same layout as z): each level's
+ * latent is z = mean + temperature * std * eps, with its prior evaluated on the way down (what
+ * flowrt_sample does with its own noise). labels may be NULL; either output may be NULL. */
+FLOWRT_API flowrt_status flowrt_decode_noise(flowrt_session *session, size_t n, const float *eps,
+                                             float temperature, const int32_t *labels, float *x,
+                                             uint8_t *pixels);
+
+/* Fills eps (n*latent_dim floats) with the standard normals flowrt_sample uses for (seed,
+ * images first_image .. first_image+n-1). */
+FLOWRT_API flowrt_status flowrt_model_noise(const flowrt_model *model, size_t n, uint64_t seed,
+                                            uint64_t first_image, float *eps);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FLOWRT_H */

@@ -1,0 +1,324 @@
+// The C API: every entry point converts exceptions into a status and a thread-local message.
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "api/handles.hpp"
+#include "backends/backend.hpp"
+#include "core/checked_math.hpp"
+#include "core/error.hpp"
+#include "format/flow_file.hpp"
+#include "flowrt.h"
+
+
+namespace {
+
+thread_local std::string g_last_error;
+
+template <typename F>
+flowrt_status guarded(F &&body) {
+  try {
+    g_last_error.clear();
+    body();
+    return FLOWRT_OK;
+  } catch (const flowrt::Error &e) {
+    g_last_error = e.what();
+    return e.status();
+  } catch (const std::bad_alloc &) {
+    g_last_error = "out of memory";
+    return FLOWRT_OUT_OF_MEMORY;
+  } catch (const std::exception &e) {
+    g_last_error = std::string("internal error: ") + e.what();
+    return FLOWRT_INTERNAL_ERROR;
+  } catch (...) {
+    g_last_error = "internal error: unknown exception";
+    return FLOWRT_INTERNAL_ERROR;
+  }
+}
+
+void require(const void *p, const char *name) {
+  if (!p) flowrt::invalid_argument(std::string(name) + " is NULL");
+}
+
+flowrt::Session &use(flowrt_session *s) {
+  require(s, "session");
+  return *s->session;
+}
+
+std::shared_ptr<const flowrt::Graph> load(std::shared_ptr<flowrt::ModelBytes> bytes) {
+  return std::make_shared<const flowrt::Graph>(flowrt::read_flow(std::move(bytes)));
+}
+
+}  // namespace
+
+extern "C" {
+
+const char *flowrt_version(void) { return "0.1.0"; }
+int flowrt_format_major_supported(void) { return 1; }
+
+const char *flowrt_status_string(flowrt_status status) {
+  switch (status) {
+    case FLOWRT_OK: return "FLOWRT_OK";
+    case FLOWRT_INVALID_ARGUMENT: return "FLOWRT_INVALID_ARGUMENT";
+    case FLOWRT_IO_ERROR: return "FLOWRT_IO_ERROR";
+    case FLOWRT_FORMAT_ERROR: return "FLOWRT_FORMAT_ERROR";
+    case FLOWRT_UNSUPPORTED: return "FLOWRT_UNSUPPORTED";
+    case FLOWRT_OUT_OF_MEMORY: return "FLOWRT_OUT_OF_MEMORY";
+    case FLOWRT_DEVICE_ERROR: return "FLOWRT_DEVICE_ERROR";
+    case FLOWRT_BUSY: return "FLOWRT_BUSY";
+    case FLOWRT_INTERNAL_ERROR: return "FLOWRT_INTERNAL_ERROR";
+  }
+  return "FLOWRT_UNKNOWN_STATUS";
+}
+
+const char *flowrt_last_error(void) { return g_last_error.c_str(); }
+
+int flowrt_backend_available(flowrt_backend backend) {
+  switch (backend) {
+    case FLOWRT_BACKEND_AUTO:
+    case FLOWRT_BACKEND_REF: return 1;
+    case FLOWRT_BACKEND_ONEDNN:
+#ifdef FLOWRT_HAVE_ONEDNN
+      return 1;
+#else
+      return 0;
+#endif
+    case FLOWRT_BACKEND_CUDA:
+#ifdef FLOWRT_HAVE_CUDA
+      try {
+        return flowrt::cuda_device_available(0) ? 1 : 0;
+      } catch (...) {
+        return 0;
+      }
+#else
+      return 0;
+#endif
+  }
+  return 0;
+}
+
+const char *flowrt_backend_name(flowrt_backend backend) {
+  switch (backend) {
+    case FLOWRT_BACKEND_AUTO: return "auto";
+    case FLOWRT_BACKEND_REF: return "ref";
+    case FLOWRT_BACKEND_ONEDNN: return "onednn";
+    case FLOWRT_BACKEND_CUDA: return "cuda";
+  }
+  return "unknown";
+}
+
+flowrt_status flowrt_model_open(const char *path, flowrt_model **out) {
+  return guarded([&] {
+    require(out, "out");
+    *out = nullptr;
+    require(path, "path");
+    auto m = std::make_unique<flowrt_model>();
+    try {
+      m->graph = load(flowrt::map_model_file(path));
+    } catch (const flowrt::Error &e) {
+      if (e.status() == FLOWRT_IO_ERROR) throw;
+      throw flowrt::Error(e.status(), std::string(path) + ": " + e.what());
+    }
+    *out = m.release();
+  });
+}
+
+flowrt_status flowrt_model_from_memory(const void *data, size_t size, flowrt_model **out) {
+  return guarded([&] {
+    require(out, "out");
+    *out = nullptr;
+    auto m = std::make_unique<flowrt_model>();
+    m->graph = load(flowrt::copy_model_bytes(data, size));
+    *out = m.release();
+  });
+}
+
+void flowrt_model_free(flowrt_model *model) { delete model; }
+
+flowrt_status flowrt_model_image_shape(const flowrt_model *model, int *c, int *h, int *w) {
+  return guarded([&] {
+    require(model, "model");
+    const auto &im = model->graph->image;
+    if (c) *c = static_cast<int>(im.channels);
+    if (h) *h = static_cast<int>(im.height);
+    if (w) *w = static_cast<int>(im.width);
+  });
+}
+
+flowrt_status flowrt_model_n_bits(const flowrt_model *model, int *n_bits) {
+  return guarded([&] {
+    require(model, "model");
+    require(n_bits, "n_bits");
+    *n_bits = model->graph->image.n_bits;
+  });
+}
+
+flowrt_status flowrt_model_latent_dim(const flowrt_model *model, size_t *floats_per_image) {
+  return guarded([&] {
+    require(model, "model");
+    require(floats_per_image, "floats_per_image");
+    *floats_per_image = static_cast<size_t>(model->graph->dims());
+  });
+}
+
+flowrt_status flowrt_model_num_classes(const flowrt_model *model, int *n_classes) {
+  return guarded([&] {
+    require(model, "model");
+    require(n_classes, "n_classes");
+    *n_classes = static_cast<int>(model->graph->top_prior().n_classes());
+  });
+}
+
+flowrt_status flowrt_model_metadata(const flowrt_model *model, const char *key, char *buf,
+                                    size_t buf_size, size_t *length) {
+  return guarded([&] {
+    require(model, "model");
+    require(key, "key");
+    const std::string *v = model->graph->find_metadata(key);
+    if (!v) flowrt::invalid_argument(std::string("no metadata key '") + key + "'");
+    if (length) *length = v->size();
+    if (buf && buf_size > 0) {
+      const size_t k = std::min(buf_size - 1, v->size());
+      std::memcpy(buf, v->data(), k);
+      buf[k] = '\0';
+    }
+  });
+}
+
+flowrt_status flowrt_session_options_create(flowrt_session_options **out) {
+  return guarded([&] {
+    require(out, "out");
+    *out = new flowrt_session_options();
+  });
+}
+
+void flowrt_session_options_free(flowrt_session_options *options) { delete options; }
+
+flowrt_status flowrt_session_options_set_backend(flowrt_session_options *options,
+                                                 flowrt_backend backend) {
+  return guarded([&] {
+    require(options, "options");
+    if (backend < FLOWRT_BACKEND_AUTO || backend > FLOWRT_BACKEND_CUDA)
+      flowrt::invalid_argument("unknown backend " + std::to_string(static_cast<int>(backend)));
+    options->options.backend = backend;
+  });
+}
+
+flowrt_status flowrt_session_options_set_threads(flowrt_session_options *options, int threads) {
+  return guarded([&] {
+    require(options, "options");
+    if (threads < 0 || threads > 4096)
+      flowrt::invalid_argument("threads " + std::to_string(threads) + " is out of range [0, 4096]");
+    options->options.threads = threads;
+  });
+}
+
+flowrt_status flowrt_session_options_set_device(flowrt_session_options *options,
+                                                int device_index) {
+  return guarded([&] {
+    require(options, "options");
+    if (device_index < 0) flowrt::invalid_argument("device index must be >= 0");
+    options->options.device = device_index;
+  });
+}
+
+flowrt_status flowrt_session_options_set_max_batch(flowrt_session_options *options,
+                                                   size_t max_batch) {
+  return guarded([&] {
+    require(options, "options");
+    if (max_batch < 1 || max_batch > 65536)
+      flowrt::invalid_argument("max_batch " + std::to_string(max_batch) +
+                               " is out of range [1, 65536]");
+    options->options.max_batch = max_batch;
+  });
+}
+
+flowrt_status flowrt_session_create(const flowrt_model *model,
+                                    const flowrt_session_options *options, flowrt_session **out) {
+  return guarded([&] {
+    require(out, "out");
+    *out = nullptr;
+    require(model, "model");
+    flowrt::SessionOptions o = options ? options->options : flowrt::SessionOptions{};
+    auto s = std::make_unique<flowrt_session>();
+    s->session = std::make_unique<flowrt::Session>(model->graph, o);
+    *out = s.release();
+  });
+}
+
+void flowrt_session_free(flowrt_session *session) { delete session; }
+
+flowrt_backend flowrt_session_backend(const flowrt_session *session) {
+  return session ? session->session->backend() : FLOWRT_BACKEND_AUTO;
+}
+
+flowrt_status flowrt_sample(flowrt_session *session, size_t n, float temperature, uint64_t seed,
+                            uint8_t *pixels) {
+  return flowrt_sample_class(session, n, temperature, seed, nullptr, pixels);
+}
+
+flowrt_status flowrt_sample_class(flowrt_session *session, size_t n, float temperature,
+                                  uint64_t seed, const int32_t *labels, uint8_t *pixels) {
+  return guarded([&] {
+    flowrt::Session &s = use(session);
+    if (n > 0) require(pixels, "pixels");
+    flowrt::Session::Use busy(s);
+    s.sample(n, temperature, seed, labels, nullptr, pixels);
+  });
+}
+
+flowrt_status flowrt_encode(flowrt_session *session, size_t n, const uint8_t *pixels, float *z,
+                            double *bits_per_dim) {
+  return guarded([&] {
+    flowrt::Session &s = use(session);
+    flowrt::Session::Use busy(s);
+    s.encode_pixels(n, pixels, nullptr, z, nullptr, bits_per_dim);
+  });
+}
+
+flowrt_status flowrt_encode_float(flowrt_session *session, size_t n, const float *x, float *z,
+                                  double *bits_per_dim) {
+  return flowrt_encode_ex(session, n, x, nullptr, z, nullptr, nullptr, bits_per_dim);
+}
+
+flowrt_status flowrt_encode_ex(flowrt_session *session, size_t n, const float *x,
+                               const int32_t *labels, float *z, double *log_p, double *log_det,
+                               double *bits_per_dim) {
+  return guarded([&] {
+    flowrt::Session &s = use(session);
+    flowrt::Session::Use busy(s);
+    s.encode(n, x, labels, z, log_p, log_det, bits_per_dim);
+  });
+}
+
+flowrt_status flowrt_decode(flowrt_session *session, size_t n, const float *z, float *x,
+                            uint8_t *pixels) {
+  return guarded([&] {
+    flowrt::Session &s = use(session);
+    flowrt::Session::Use busy(s);
+    s.decode(n, z, x, pixels);
+  });
+}
+
+flowrt_status flowrt_decode_noise(flowrt_session *session, size_t n, const float *eps,
+                                  float temperature, const int32_t *labels, float *x,
+                                  uint8_t *pixels) {
+  return guarded([&] {
+    flowrt::Session &s = use(session);
+    flowrt::Session::Use busy(s);
+    s.decode_noise(n, eps, temperature, labels, x, pixels);
+  });
+}
+
+flowrt_status flowrt_model_noise(const flowrt_model *model, size_t n, uint64_t seed,
+                                 uint64_t first_image, float *eps) {
+  return guarded([&] {
+    require(model, "model");
+    if (n > 0) require(eps, "eps");
+    const int64_t d = model->graph->dims();
+    flowrt::checked_mul(n, static_cast<uint64_t>(d) * sizeof(float), "eps");
+    flowrt::philox_fill(seed, first_image, n, d, eps);
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,61 @@
+// The interface every backend implements. A backend is created for one model and one maximum
+// batch, prepares its weights and allocates all its scratch memory then, and afterwards only
+// computes: no call below allocates. Inputs are checked by the session before they get here
+// (sizes, NaNs, labels), and n <= max_batch always.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "flowrt.h"
+#include "model/graph.hpp"
+
+namespace flowrt {
+
+struct BackendOptions {
+  size_t max_batch = 16;
+  int threads = 0;  // 0: all cores
+  int device = 0;
+  bool fold = true;  // apply the load-time foldings (off only to test them)
+};
+
+class Backend {
+ public:
+  explicit Backend(int64_t dims) : dims_(dims) {}
+  virtual ~Backend() = default;
+  int64_t dims() const { return dims_; }
+  virtual flowrt_backend kind() const = 0;
+
+  // x: n*D floats -> z: n*D floats; log_p: per-image log p(x) in nats (prior + log|det|);
+  // log_det: per-image log|det dz/dx|. labels may be null (unconditional).
+  virtual void encode(size_t n, const float *x, const int32_t *labels, float *z, double *log_p,
+                      double *log_det) = 0;
+  // z: n*D latents -> x: n*D.
+  virtual void decode(size_t n, const float *z, float *x) = 0;
+  // eps: n*D standard normals; each level's latent is mean + temperature * std * eps.
+  virtual void decode_noise(size_t n, const float *eps, float temperature, const int32_t *labels,
+                            float *x) = 0;
+  // Samples images first_image .. first_image+n-1 of the seed's stream. The default draws the
+  // Philox normals on the host into `eps_scratch` (n*D floats) and decodes them.
+  virtual void sample(size_t n, uint64_t seed, uint64_t first_image, float temperature,
+                      const int32_t *labels, float *eps_scratch, float *x);
+
+ protected:
+  int64_t dims_;  // D = C*H*W floats per image, for x, z and eps alike
+};
+
+// Fills eps with the Philox normals of images first_image.. (n*dims floats).
+void philox_fill(uint64_t seed, uint64_t first_image, size_t n, int64_t dims, float *eps);
+
+std::unique_ptr<Backend> create_ref_backend(const Graph &graph, const BackendOptions &options);
+#ifdef FLOWRT_HAVE_ONEDNN
+std::unique_ptr<Backend> create_onednn_backend(const Graph &graph, const BackendOptions &options);
+#endif
+#ifdef FLOWRT_HAVE_CUDA
+// Throws Error(FLOWRT_DEVICE_ERROR, "no device ...") when no usable GPU is present.
+std::unique_ptr<Backend> create_cuda_backend(const Graph &graph, const BackendOptions &options);
+bool cuda_device_available(int device);
+#endif
+
+}  // namespace flowrt

@@ -1,0 +1,37 @@
+// The reference backend: the RefExecutor in float32 behind the Backend interface. It keeps plain
+// IEEE arithmetic (no flushing of denormals): it is the oracle.
+#include "backends/backend.hpp"
+#include "backends/ref/ref_executor.hpp"
+
+namespace flowrt {
+namespace {
+
+class RefBackend final : public Backend {
+ public:
+  RefBackend(const Graph &g, const BackendOptions &o)
+      : Backend(g.dims()), exec_(g, o.max_batch, o.threads, o.fold) {}
+  flowrt_backend kind() const override { return FLOWRT_BACKEND_REF; }
+
+  void encode(size_t n, const float *x, const int32_t *labels, float *z, double *log_p,
+              double *log_det) override {
+    exec_.encode(n, x, labels, z, log_p, log_det);
+  }
+  void decode(size_t n, const float *z, float *x) override {
+    exec_.decode(n, z, false, 0.f, nullptr, x);
+  }
+  void decode_noise(size_t n, const float *eps, float temperature, const int32_t *labels,
+                    float *x) override {
+    exec_.decode(n, eps, true, temperature, labels, x);
+  }
+
+ private:
+  RefExecutor<float> exec_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> create_ref_backend(const Graph &graph, const BackendOptions &options) {
+  return std::make_unique<RefBackend>(graph, options);
+}
+
+}  // namespace flowrt

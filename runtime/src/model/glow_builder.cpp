@@ -1,0 +1,234 @@
+#include "model/glow_builder.hpp"
+
+#include <cmath>
+
+#include "core/error.hpp"
+#include "core/linalg.hpp"
+#include "core/philox.hpp"
+#include "model/finalize.hpp"
+
+namespace flowrt {
+namespace {
+
+// Deterministic random tensors: each tensor draws from its own Philox stream.
+class Init {
+ public:
+  explicit Init(uint64_t seed) : seed_(seed) {}
+  std::vector<float> normal(size_t n, double stddev, double mean = 0.0) {
+    const uint64_t stream = next_++;
+    std::vector<float> v(n);
+    for (size_t i = 0; i < n; ++i)
+      v[i] = static_cast<float>(mean + stddev * philox_normal(seed_, stream, i));
+    return v;
+  }
+  Tensor tensor(std::vector<int64_t> shape, double stddev, double mean = 0.0) {
+    size_t n = 1;
+    for (int64_t d : shape) n *= static_cast<size_t>(d);
+    return Tensor::from_vector(std::move(shape), stddev == 0 && mean == 0
+                                                     ? std::vector<float>(n, 0.f)
+                                                     : normal(n, stddev, mean));
+  }
+  Tensor constant(std::vector<int64_t> shape, float value) {
+    size_t n = 1;
+    for (int64_t d : shape) n *= static_cast<size_t>(d);
+    return Tensor::from_vector(std::move(shape), std::vector<float>(n, value));
+  }
+  // A random rotation: Gram-Schmidt on a Gaussian matrix, in double.
+  std::vector<double> rotation(int64_t c) {
+    std::vector<float> g = normal(static_cast<size_t>(c * c), 1.0);
+    std::vector<double> q(g.begin(), g.end());
+    for (int64_t i = 0; i < c; ++i) {
+      for (int64_t k = 0; k < i; ++k) {
+        double dot = 0;
+        for (int64_t j = 0; j < c; ++j) dot += q[i * c + j] * q[k * c + j];
+        for (int64_t j = 0; j < c; ++j) q[i * c + j] -= dot * q[k * c + j];
+      }
+      double norm = 0;
+      for (int64_t j = 0; j < c; ++j) norm += q[i * c + j] * q[i * c + j];
+      norm = std::sqrt(norm);
+      for (int64_t j = 0; j < c; ++j) q[i * c + j] /= norm;
+    }
+    return q;
+  }
+
+ private:
+  uint64_t seed_;
+  uint64_t next_ = 1;
+};
+
+InvConvLayer lu_layer(const std::vector<double> &w, int64_t c) {
+  // P_rows * W = L * U  =>  W = P * L * U with (P v)[i] = v[perm[i]], perm = pivot^-1.
+  LuFactors f = lu_factor(w, c);
+  if (f.singular) fail(FLOWRT_INTERNAL_ERROR, "random rotation is singular");
+  InvConvLayer l;
+  l.form = InvConvForm::LU;
+  l.perm.resize(c);
+  for (int64_t i = 0; i < c; ++i) l.perm[f.pivot[i]] = static_cast<int32_t>(i);
+  std::vector<float> lower(c * c, 0.f), upper(c * c, 0.f), sign(c), log_s(c);
+  for (int64_t i = 0; i < c; ++i)
+    for (int64_t j = 0; j < c; ++j) {
+      const double v = f.lu[i * c + j];
+      if (j < i) lower[i * c + j] = static_cast<float>(v);
+      if (j > i) upper[i * c + j] = static_cast<float>(v);
+      if (j == i) {
+        sign[i] = v < 0 ? -1.f : 1.f;
+        log_s[i] = static_cast<float>(std::log(std::fabs(v)));
+      }
+    }
+  l.lower = Tensor::from_vector({c, c}, std::move(lower));
+  l.upper = Tensor::from_vector({c, c}, std::move(upper));
+  l.sign = Tensor::from_vector({c}, std::move(sign));
+  l.log_s = Tensor::from_vector({c}, std::move(log_s));
+  return l;
+}
+
+Net coupling_net(Init &init, int64_t in, int64_t hidden, int64_t out, bool random) {
+  Net net;
+  net.ops.emplace_back(Conv2dOp{init.tensor({hidden, in, 3, 3}, 0.05), init.tensor({hidden}, 0.0),
+                                PaddingMode::Zeros, 0.f});
+  net.ops.emplace_back(ReluOp{});
+  net.ops.emplace_back(Conv2dOp{init.tensor({hidden, hidden, 1, 1}, 0.05),
+                                init.tensor({hidden}, 0.0), PaddingMode::Zeros, 0.f});
+  net.ops.emplace_back(ReluOp{});
+  net.ops.push_back(Conv2dOp{init.tensor({out, hidden, 3, 3}, random ? 0.01 : 0.0),
+                             init.tensor({out}, random ? 0.01 : 0.0), PaddingMode::Zeros, 0.f});
+  net.ops.emplace_back(OutputScaleOp{init.tensor({out}, random ? 0.05 : 0.0), 3.f});
+  return net;
+}
+
+Net prior_net(Init &init, int64_t in, bool random) {
+  Net net;
+  net.ops.emplace_back(Conv2dOp{init.tensor({2 * in, in, 3, 3}, random ? 0.02 : 0.0),
+                                init.tensor({2 * in}, random ? 0.02 : 0.0), PaddingMode::Zeros,
+                                0.f});
+  net.ops.emplace_back(OutputScaleOp{init.tensor({2 * in}, random ? 0.05 : 0.0), 3.f});
+  return net;
+}
+
+void add_layer(Graph &g, std::string name, LayerOp op) {
+  Layer l;
+  l.name = std::move(name);
+  l.op = std::move(op);
+  g.layers.push_back(std::move(l));
+}
+
+}  // namespace
+
+Graph build_glow(const GlowConfig &cfg) {
+  if (cfg.levels < 1 || cfg.levels > 8) invalid_argument("levels must be in [1, 8]");
+  if (cfg.depth < 1 || cfg.depth > 256) invalid_argument("depth must be in [1, 256]");
+  if (cfg.hidden < 1 || cfg.hidden > 8192) invalid_argument("width must be in [1, 8192]");
+  if (cfg.n_bits < 1 || cfg.n_bits > 8) invalid_argument("n_bits must be in [1, 8]");
+  const int64_t side_div = int64_t{1} << cfg.levels;
+  if (cfg.height % side_div || cfg.width % side_div)
+    invalid_argument("image " + std::to_string(cfg.height) + "x" + std::to_string(cfg.width) +
+                     " is not divisible by 2^levels = " + std::to_string(side_div));
+  Graph g;
+  g.image = {cfg.channels, cfg.height, cfg.width, cfg.n_bits};
+  Init init(cfg.seed);
+  Shape3 s = g.image.shape();
+  for (int l = 0; l < cfg.levels; ++l) {
+    const std::string level = "level" + std::to_string(l);
+    add_layer(g, level + "/squeeze", SqueezeLayer{cfg.squeeze});
+    s = {s.c * 4, s.h / 2, s.w / 2};
+    for (int k = 0; k < cfg.depth; ++k) {
+      const std::string step = level + "/step" + std::to_string(k);
+      ActNormLayer an;
+      an.bias = init.tensor({s.c}, cfg.random_nets ? 0.1 : 0.0);
+      if (cfg.random_nets) {
+        std::vector<float> ls = init.normal(s.c, 0.1);
+        for (float &v : ls) v = std::exp(v);
+        an.scale = Tensor::from_vector({s.c}, std::move(ls));
+      } else {
+        an.scale = init.constant({s.c}, 1.f);
+      }
+      add_layer(g, step + "/actnorm", std::move(an));
+      switch (cfg.permutation) {
+        case Permutation::LU: add_layer(g, step + "/invconv", lu_layer(init.rotation(s.c), s.c)); break;
+        case Permutation::Dense: {
+          InvConvLayer d;
+          d.form = InvConvForm::Dense;
+          std::vector<double> r = init.rotation(s.c);
+          d.weight = Tensor::from_vector({s.c, s.c}, std::vector<float>(r.begin(), r.end()));
+          add_layer(g, step + "/invconv", std::move(d));
+          break;
+        }
+        case Permutation::Reverse: add_layer(g, step + "/permute", PermuteLayer{PermuteKind::Reverse, {}, {}}); break;
+        case Permutation::Shuffle: {
+          // Fisher-Yates driven by the same deterministic stream.
+          std::vector<int32_t> idx(s.c);
+          for (int64_t i = 0; i < s.c; ++i) idx[i] = static_cast<int32_t>(i);
+          std::vector<float> u = init.normal(s.c, 1.0);
+          for (int64_t i = s.c - 1; i > 0; --i) {
+            const double uni = 0.5 * std::erfc(-u[i] / std::sqrt(2.0));  // normal -> uniform
+            const int64_t j = std::min<int64_t>(i, static_cast<int64_t>(uni * (i + 1)));
+            std::swap(idx[i], idx[j]);
+          }
+          add_layer(g, step + "/permute", PermuteLayer{PermuteKind::Indices, idx, {}});
+          break;
+        }
+      }
+      CouplingLayer cp;
+      cp.type = cfg.coupling;
+      cp.conditioning = Half::First;
+      const int64_t half = s.c / 2;
+      cp.net = coupling_net(init, half, cfg.hidden,
+                            cfg.coupling == CouplingType::Affine ? 2 * half : half,
+                            cfg.random_nets);
+      cp.split = ShiftScaleSplit::ScaleShiftHalves;
+      cp.scale_fn = ScaleFunction::Sigmoid;
+      cp.scale_bias = 2.f;
+      cp.form = AffineForm::ShiftThenScale;
+      add_layer(g, step + "/coupling", std::move(cp));
+    }
+    if (l + 1 < cfg.levels) {
+      SplitLayer sp;
+      sp.leaving = Half::Second;
+      sp.prior = prior_net(init, s.c / 2, cfg.random_nets);
+      sp.layout = PriorLayout::MeanLogstdHalves;
+      add_layer(g, level + "/split", std::move(sp));
+      s.c /= 2;
+    }
+  }
+  TopPriorLayer top;
+  top.kind = TopPriorKind::Learned;
+  top.mean = init.tensor({s.c, s.h, s.w}, cfg.random_nets ? 0.1 : 0.0);
+  top.log_std = init.tensor({s.c, s.h, s.w}, cfg.random_nets ? 0.1 : 0.0);
+  if (cfg.n_classes > 0)
+    top.class_offsets = init.tensor({cfg.n_classes, 2 * s.c}, cfg.random_nets ? 0.1 : 0.0);
+  add_layer(g, "top_prior", std::move(top));
+  finalize_graph(g);
+  return g;
+}
+
+GlowConfig standard_architecture(const std::string &name) {
+  GlowConfig c;
+  if (name == "tiny") {
+    c.channels = 3, c.height = 32, c.width = 32, c.levels = 2, c.depth = 4, c.hidden = 64;
+  } else if (name == "fmnist") {
+    c.channels = 1, c.height = 32, c.width = 32, c.levels = 3, c.depth = 8, c.hidden = 256;
+  } else if (name == "cifar") {
+    c.channels = 3, c.height = 32, c.width = 32, c.levels = 3, c.depth = 32, c.hidden = 512;
+  } else if (name == "celeba64") {
+    c.channels = 3, c.height = 64, c.width = 64, c.levels = 4, c.depth = 16, c.hidden = 256;
+  } else {
+    invalid_argument("unknown architecture '" + name + "' (tiny, fmnist, cifar, celeba64)");
+  }
+  return c;
+}
+
+Permutation parse_permutation(const std::string &n) {
+  if (n == "lu") return Permutation::LU;
+  if (n == "dense") return Permutation::Dense;
+  if (n == "reverse") return Permutation::Reverse;
+  if (n == "shuffle") return Permutation::Shuffle;
+  invalid_argument("unknown permutation '" + n + "' (lu, dense, reverse, shuffle)");
+}
+
+CouplingType parse_coupling(const std::string &n) {
+  if (n == "affine") return CouplingType::Affine;
+  if (n == "additive") return CouplingType::Additive;
+  invalid_argument("unknown coupling '" + n + "' (affine, additive)");
+}
+
+}  // namespace flowrt

@@ -1,0 +1,152 @@
+// The Graph: a verified flow as an ordered list of layers with their shapes and weights. It is
+// what the loader produces from a .flow file, what the writer serialises, what `flowrt init` and
+// the trainer build, and what every backend's plan is made from. The enums mirror schema/flow.fbs
+// (the meaning of every value is documented there).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "core/tensor.hpp"
+
+namespace flowrt {
+
+struct Shape3 {
+  int64_t c = 0, h = 0, w = 0;
+  int64_t numel() const { return c * h * w; }
+  int64_t plane() const { return h * w; }
+  bool operator==(const Shape3 &o) const { return c == o.c && h == o.h && w == o.w; }
+  bool operator!=(const Shape3 &o) const { return !(*this == o); }
+};
+std::string to_string(const Shape3 &s);
+
+struct ImageSpec {
+  int64_t channels = 0, height = 0, width = 0;
+  int n_bits = 8;
+  Shape3 shape() const { return {channels, height, width}; }
+};
+
+enum class SqueezeOrder { ChannelMajor = 1, SubpixelMajor = 2 };
+enum class InvConvForm { LU = 1, Dense = 2 };
+enum class PermuteKind { Reverse = 1, Indices = 2 };
+enum class PaddingMode { Zeros = 1, Constant = 2, EdgeChannel = 3 };
+enum class CouplingType { Additive = 1, Affine = 2 };
+enum class Half { First = 1, Second = 2 };
+enum class ShiftScaleSplit {
+  ShiftScaleHalves = 1,
+  ScaleShiftHalves = 2,
+  ShiftScaleInterleaved = 3,
+  ScaleShiftInterleaved = 4
+};
+enum class ScaleFunction { Sigmoid = 1, Exp = 2 };
+enum class AffineForm { ShiftThenScale = 1, ScaleThenShift = 2 };
+enum class PriorLayout { MeanLogstdHalves = 1, MeanLogstdInterleaved = 2 };
+enum class TopPriorKind { StandardNormal = 1, Learned = 2 };
+
+// ---- Ops of a small CNN (coupling nets, split priors) ----------------------------------------
+struct Conv2dOp {
+  Tensor weight;  // [O, I(+1 edge), kh, kw]
+  Tensor bias;    // [O] or empty
+  PaddingMode padding = PaddingMode::Zeros;
+  float pad_value = 0.f;
+  int64_t out_channels() const { return weight.dim(0); }
+  int64_t kernel_h() const { return weight.dim(2); }
+  int64_t kernel_w() const { return weight.dim(3); }
+  // Input channels of the data, without Glow's extra edge channel.
+  int64_t in_channels() const {
+    return weight.dim(1) - (padding == PaddingMode::EdgeChannel ? 1 : 0);
+  }
+};
+struct NetActNormOp {
+  Tensor bias, scale;  // [C]: y = scale * (x + bias)
+};
+struct ReluOp {};
+struct OutputScaleOp {
+  Tensor log_scale;  // [C]: y = x * exp(factor * log_scale)
+  float factor = 3.f;
+};
+using NetOp = std::variant<Conv2dOp, NetActNormOp, ReluOp, OutputScaleOp>;
+
+struct Net {
+  std::vector<NetOp> ops;
+  int64_t in_channels = 0, out_channels = 0;
+  // Largest channel count of any intermediate activation (for scratch sizing).
+  int64_t max_channels = 0;
+  bool empty() const { return ops.empty(); }
+};
+
+// ---- Layers -----------------------------------------------------------------------------------
+struct SqueezeLayer {
+  SqueezeOrder order = SqueezeOrder::ChannelMajor;
+};
+struct ActNormLayer {
+  Tensor bias, scale;  // [C]
+};
+struct InvConvLayer {
+  InvConvForm form = InvConvForm::LU;
+  Tensor weight;              // Dense: [C, C]
+  std::vector<int32_t> perm;  // LU: (P v)[i] = v[perm[i]]
+  Tensor lower, upper, sign, log_s;
+  // Prepared at load time in double precision: W (row-major [out][in]), W^-1, log|det W|.
+  std::vector<double> w, w_inv;
+  double log_abs_det = 0;
+};
+struct PermuteLayer {
+  PermuteKind kind = PermuteKind::Reverse;
+  std::vector<int32_t> indices;  // Indices only
+  // Prepared: y[c] = x[source[c]] for both kinds.
+  std::vector<int32_t> source;
+};
+struct CouplingLayer {
+  CouplingType type = CouplingType::Affine;
+  Half conditioning = Half::First;
+  Net net;
+  ShiftScaleSplit split = ShiftScaleSplit::ScaleShiftHalves;
+  ScaleFunction scale_fn = ScaleFunction::Sigmoid;
+  float scale_bias = 2.f;
+  AffineForm form = AffineForm::ShiftThenScale;
+};
+struct SplitLayer {
+  Half leaving = Half::Second;
+  Net prior;  // empty: standard normal
+  PriorLayout layout = PriorLayout::MeanLogstdHalves;
+};
+struct TopPriorLayer {
+  TopPriorKind kind = TopPriorKind::StandardNormal;
+  Tensor mean, log_std;  // Learned: [C, H, W]
+  Tensor class_offsets;  // optional [n_classes, 2C]
+  int64_t n_classes() const { return class_offsets.empty() ? 0 : class_offsets.dim(0); }
+};
+
+using LayerOp = std::variant<SqueezeLayer, ActNormLayer, InvConvLayer, PermuteLayer,
+                             CouplingLayer, SplitLayer, TopPriorLayer>;
+
+struct Layer {
+  std::string name;
+  LayerOp op;
+  Shape3 in, out;  // the current tensor before and after this layer (encoder direction)
+  // Split: the leaving latent's shape and its offset in an image's flattened z.
+  Shape3 latent;
+  int64_t latent_offset = 0;
+};
+
+struct Graph {
+  ImageSpec image;
+  std::vector<Layer> layers;
+  std::vector<std::pair<std::string, std::string>> metadata;
+  int format_major = 1, format_minor = 0;
+
+  int64_t dims() const { return image.shape().numel(); }  // D = C*H*W = latent floats per image
+  const TopPriorLayer &top_prior() const;
+  const Layer &top_layer() const;
+  int levels() const;  // number of splits + 1
+  const std::string *find_metadata(const std::string &key) const;
+};
+
+// Layer-kind name for messages and tools: "squeeze", "actnorm", "invconv1x1", ...
+const char *layer_kind_name(const LayerOp &op);
+
+}  // namespace flowrt

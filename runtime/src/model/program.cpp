@@ -1,0 +1,237 @@
+#include "model/program.hpp"
+
+#include <cmath>
+
+#include "core/error.hpp"
+
+namespace flowrt {
+namespace {
+
+template <typename T>
+std::vector<T> cast(const std::vector<double> &v) {
+  return std::vector<T>(v.begin(), v.end());
+}
+template <typename T>
+std::vector<T> cast(const Tensor &t) {
+  return std::vector<T>(t.data(), t.data() + t.size());
+}
+
+template <typename T>
+PNet<T> build_net(const Net &net, bool fold) {
+  PNet<T> p;
+  p.in_ch = net.in_channels;
+  p.out_ch = net.out_channels;
+  p.max_ch = net.max_channels;
+  // Conv weights and biases in double while folding, cast once at the end.
+  struct ConvD {
+    std::vector<double> w, b;
+    PConv<T> meta;
+  };
+  std::vector<std::variant<ConvD, PChannelAffine<T>, PRelu>> ops;
+  auto last_conv = [&]() -> ConvD * {
+    return ops.empty() ? nullptr : std::get_if<ConvD>(&ops.back());
+  };
+  for (const NetOp &op : net.ops) {
+    if (auto *c = std::get_if<Conv2dOp>(&op)) {
+      ConvD d;
+      d.w = c->weight.to_double();
+      d.b = c->bias.empty() ? std::vector<double>(c->out_channels(), 0.0) : c->bias.to_double();
+      d.meta.out_ch = c->out_channels();
+      d.meta.in_total = c->weight.dim(1);
+      d.meta.in_ch = c->in_channels();
+      d.meta.kh = c->kernel_h();
+      d.meta.kw = c->kernel_w();
+      d.meta.padding = c->padding;
+      d.meta.pad_value = static_cast<T>(c->pad_value);
+      ops.emplace_back(std::move(d));
+      continue;
+    }
+    // Per-channel affine y = s*x + t from an actnorm or an output scale.
+    std::vector<double> s, t;
+    if (auto *a = std::get_if<NetActNormOp>(&op)) {
+      s = a->scale.to_double();
+      t.resize(s.size());
+      for (size_t i = 0; i < s.size(); ++i) t[i] = s[i] * a->bias[i];
+    } else if (auto *o = std::get_if<OutputScaleOp>(&op)) {
+      s.resize(o->log_scale.size());
+      t.assign(s.size(), 0.0);
+      for (size_t i = 0; i < s.size(); ++i)
+        s[i] = std::exp(static_cast<double>(o->factor) * o->log_scale[i]);
+    } else {  // ReLU
+      if (ConvD *d = last_conv(); fold && d && !d->meta.relu) {
+        d->meta.relu = true;
+      } else {
+        ops.emplace_back(PRelu{});
+      }
+      continue;
+    }
+    if (ConvD *d = last_conv(); fold && d && !d->meta.relu) {
+      const int64_t per_out = d->meta.in_total * d->meta.kh * d->meta.kw;
+      for (int64_t oc = 0; oc < d->meta.out_ch; ++oc) {
+        for (int64_t k = 0; k < per_out; ++k) d->w[oc * per_out + k] *= s[oc];
+        d->b[oc] = s[oc] * d->b[oc] + t[oc];
+      }
+    } else {
+      ops.emplace_back(PChannelAffine<T>{cast<T>(s), cast<T>(t)});
+    }
+  }
+  for (auto &op : ops) {
+    if (auto *d = std::get_if<ConvD>(&op)) {
+      PConv<T> c = d->meta;
+      c.weight = cast<T>(d->w);
+      c.bias = cast<T>(d->b);
+      p.ops.emplace_back(std::move(c));
+    } else if (auto *a = std::get_if<PChannelAffine<T>>(&op)) {
+      p.ops.emplace_back(std::move(*a));
+    } else {
+      p.ops.emplace_back(PRelu{});
+    }
+  }
+  return p;
+}
+
+}  // namespace
+
+template <typename T>
+Program<T> build_program(const Graph &g, bool fold) {
+  Program<T> prog;
+  prog.image = g.image;
+  prog.dims = g.dims();
+  for (size_t i = 0; i < g.layers.size(); ++i) {
+    const Layer &layer = g.layers[i];
+    PStep<T> step;
+    step.in = layer.in;
+    step.out = layer.out;
+    step.latent = layer.latent;
+    step.latent_offset = layer.latent_offset;
+    step.layer_index = i;
+    const double plane = static_cast<double>(layer.in.plane());
+    if (std::holds_alternative<SqueezeLayer>(layer.op)) {
+      step.op = PSqueeze{std::get<SqueezeLayer>(layer.op).order};
+    } else if (auto *an = std::get_if<ActNormLayer>(&layer.op)) {
+      const int64_t c = layer.in.c;
+      std::vector<double> s = an->scale.to_double(), sb(c);
+      double lds = 0;
+      for (int64_t k = 0; k < c; ++k) {
+        sb[k] = s[k] * an->bias[k];
+        lds += std::log(std::fabs(s[k]));
+      }
+      const bool fuse = fold && i + 1 < g.layers.size() &&
+                        std::holds_alternative<InvConvLayer>(g.layers[i + 1].op);
+      if (fuse) {
+        const auto &ic = std::get<InvConvLayer>(g.layers[i + 1].op);
+        PLinear<T> lin;
+        std::vector<double> a(c * c), cv(c, 0.0), ainv(c * c);
+        for (int64_t r = 0; r < c; ++r)
+          for (int64_t k = 0; k < c; ++k) {
+            a[r * c + k] = ic.w[r * c + k] * s[k];
+            cv[r] += ic.w[r * c + k] * sb[k];
+            ainv[r * c + k] = ic.w_inv[r * c + k] / s[r];
+          }
+        lin.a = cast<T>(a);
+        lin.c = cast<T>(cv);
+        lin.a_inv = cast<T>(ainv);
+        step.op = std::move(lin);
+        step.logdet = plane * (lds + ic.log_abs_det);
+        step.out = g.layers[i + 1].out;
+        ++i;
+      } else {
+        step.op = PAffine<T>{cast<T>(s), cast<T>(sb)};
+        step.logdet = plane * lds;
+      }
+    } else if (auto *ic = std::get_if<InvConvLayer>(&layer.op)) {
+      PLinear<T> lin;
+      lin.a = cast<T>(ic->w);
+      lin.c.assign(layer.in.c, T(0));
+      lin.a_inv = cast<T>(ic->w_inv);
+      step.op = std::move(lin);
+      step.logdet = plane * ic->log_abs_det;
+    } else if (auto *pm = std::get_if<PermuteLayer>(&layer.op)) {
+      step.op = PPermute{pm->source};
+    } else if (auto *cp = std::get_if<CouplingLayer>(&layer.op)) {
+      PCoupling<T> c{cp->type,     cp->conditioning,
+                     build_net<T>(cp->net, fold),
+                     cp->split,    cp->scale_fn,
+                     static_cast<T>(cp->scale_bias),
+                     cp->form};
+      prog.max_net_elems = std::max(prog.max_net_elems, c.net.max_ch * layer.in.plane());
+      step.op = std::move(c);
+    } else if (auto *sp = std::get_if<SplitLayer>(&layer.op)) {
+      PSplit<T> s{sp->leaving, build_net<T>(sp->prior, fold), sp->layout};
+      prog.max_net_elems = std::max(prog.max_net_elems, s.prior.max_ch * layer.in.plane());
+      step.op = std::move(s);
+    } else {
+      const auto &tp = std::get<TopPriorLayer>(layer.op);
+      PTop<T> t;
+      t.kind = tp.kind;
+      if (tp.kind == TopPriorKind::Learned) {
+        t.mean = cast<T>(tp.mean);
+        t.log_std = cast<T>(tp.log_std);
+      } else {
+        t.mean.assign(layer.in.numel(), T(0));
+        t.log_std.assign(layer.in.numel(), T(0));
+      }
+      t.class_offsets = cast<T>(tp.class_offsets);
+      t.n_classes = tp.n_classes();
+      prog.n_classes = t.n_classes;
+      step.op = std::move(t);
+    }
+    prog.steps.push_back(std::move(step));
+  }
+  return prog;
+}
+
+template Program<float> build_program<float>(const Graph &, bool);
+template Program<double> build_program<double>(const Graph &, bool);
+
+static double net_flops(const Net &net, const Shape3 &s) {
+  double f = 0;
+  for (const NetOp &op : net.ops)
+    if (auto *c = std::get_if<Conv2dOp>(&op))
+      f += 2.0 * c->out_channels() * c->weight.dim(1) * c->kernel_h() * c->kernel_w() * s.plane();
+  return f;
+}
+
+FlopCount count_flops(const Graph &g) {
+  FlopCount fc;
+  for (const Layer &l : g.layers) {
+    double f = 0;
+    if (std::holds_alternative<InvConvLayer>(l.op)) {
+      f = 2.0 * l.in.c * l.in.c * l.in.plane();
+    } else if (auto *c = std::get_if<CouplingLayer>(&l.op)) {
+      f = net_flops(c->net, l.in);
+    } else if (auto *s = std::get_if<SplitLayer>(&l.op)) {
+      f = net_flops(s->prior, l.in);
+    }
+    fc.encode += f;
+    fc.decode += f;
+  }
+  return fc;
+}
+
+int64_t count_parameters(const Graph &g) {
+  int64_t n = 0;
+  auto net_params = [](const Net &net) {
+    int64_t k = 0;
+    for (const NetOp &op : net.ops) {
+      if (auto *c = std::get_if<Conv2dOp>(&op)) k += c->weight.size() + c->bias.size();
+      if (auto *a = std::get_if<NetActNormOp>(&op)) k += a->bias.size() + a->scale.size();
+      if (auto *o = std::get_if<OutputScaleOp>(&op)) k += o->log_scale.size();
+    }
+    return k;
+  };
+  for (const Layer &l : g.layers) {
+    if (auto *a = std::get_if<ActNormLayer>(&l.op)) n += a->bias.size() + a->scale.size();
+    if (auto *c = std::get_if<InvConvLayer>(&l.op))
+      n += c->form == InvConvForm::Dense
+               ? c->weight.size()
+               : c->lower.size() + c->upper.size() + c->sign.size() + c->log_s.size();
+    if (auto *c = std::get_if<CouplingLayer>(&l.op)) n += net_params(c->net);
+    if (auto *s = std::get_if<SplitLayer>(&l.op)) n += net_params(s->prior);
+    if (auto *t = std::get_if<TopPriorLayer>(&l.op))
+      n += t->mean.size() + t->log_std.size() + t->class_offsets.size();
+  }
+  return n;
+}
+
+}  // namespace flowrt
