@@ -40,7 +40,7 @@ void require(const void *p, const char *name) {
   if (!p) flowrt::invalid_argument(std::string(name) + " is NULL");
 }
 
-flowrt::Session &use(flowrt_session *s) {
+flowrt::InferenceSession &use(flowrt_session *s) {
   require(s, "session");
   return *s->session;
 }
@@ -239,9 +239,9 @@ flowrt_status flowrt_session_create(const flowrt_model *model,
     require(out, "out");
     *out = nullptr;
     require(model, "model");
-    flowrt::SessionOptions o = options ? options->options : flowrt::SessionOptions{};
+    flowrt::InferenceOptions o = options ? options->options : flowrt::InferenceOptions{};
     auto s = std::make_unique<flowrt_session>();
-    s->session = std::make_unique<flowrt::Session>(model->graph, o);
+    s->session = std::make_unique<flowrt::InferenceSession>(model->graph, o);
     *out = s.release();
   });
 }
@@ -260,9 +260,9 @@ flowrt_status flowrt_sample(flowrt_session *session, size_t n, float temperature
 flowrt_status flowrt_sample_class(flowrt_session *session, size_t n, float temperature,
                                   uint64_t seed, const int32_t *labels, uint8_t *pixels) {
   return guarded([&] {
-    flowrt::Session &s = use(session);
+    flowrt::InferenceSession &s = use(session);
     if (n > 0) require(pixels, "pixels");
-    flowrt::Session::Use busy(s);
+    flowrt::InferenceSession::Use busy(s);
     s.sample(n, temperature, seed, labels, nullptr, pixels);
   });
 }
@@ -270,8 +270,8 @@ flowrt_status flowrt_sample_class(flowrt_session *session, size_t n, float tempe
 flowrt_status flowrt_encode(flowrt_session *session, size_t n, const uint8_t *pixels, float *z,
                             double *bits_per_dim) {
   return guarded([&] {
-    flowrt::Session &s = use(session);
-    flowrt::Session::Use busy(s);
+    flowrt::InferenceSession &s = use(session);
+    flowrt::InferenceSession::Use busy(s);
     s.encode_pixels(n, pixels, nullptr, z, nullptr, bits_per_dim);
   });
 }
@@ -285,8 +285,8 @@ flowrt_status flowrt_encode_ex(flowrt_session *session, size_t n, const float *x
                                const int32_t *labels, float *z, double *log_p, double *log_det,
                                double *bits_per_dim) {
   return guarded([&] {
-    flowrt::Session &s = use(session);
-    flowrt::Session::Use busy(s);
+    flowrt::InferenceSession &s = use(session);
+    flowrt::InferenceSession::Use busy(s);
     s.encode(n, x, labels, z, log_p, log_det, bits_per_dim);
   });
 }
@@ -294,8 +294,8 @@ flowrt_status flowrt_encode_ex(flowrt_session *session, size_t n, const float *x
 flowrt_status flowrt_decode(flowrt_session *session, size_t n, const float *z, float *x,
                             uint8_t *pixels) {
   return guarded([&] {
-    flowrt::Session &s = use(session);
-    flowrt::Session::Use busy(s);
+    flowrt::InferenceSession &s = use(session);
+    flowrt::InferenceSession::Use busy(s);
     s.decode(n, z, x, pixels);
   });
 }
@@ -304,8 +304,8 @@ flowrt_status flowrt_decode_noise(flowrt_session *session, size_t n, const float
                                   float temperature, const int32_t *labels, float *x,
                                   uint8_t *pixels) {
   return guarded([&] {
-    flowrt::Session &s = use(session);
-    flowrt::Session::Use busy(s);
+    flowrt::InferenceSession &s = use(session);
+    flowrt::InferenceSession::Use busy(s);
     s.decode_noise(n, eps, temperature, labels, x, pixels);
   });
 }

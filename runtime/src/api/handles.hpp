@@ -12,9 +12,9 @@ struct flowrt_model {
 };
 
 struct flowrt_session_options {
-  flowrt::SessionOptions options;
+  flowrt::InferenceOptions options;
 };
 
 struct flowrt_session {
-  std::unique_ptr<flowrt::Session> session;
+  std::unique_ptr<flowrt::InferenceSession> session;
 };

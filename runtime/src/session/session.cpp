@@ -24,7 +24,7 @@ uint8_t x_to_pixel(float x, int n_bits) {
 
 namespace {
 
-std::unique_ptr<Backend> make_backend(const Graph &g, const SessionOptions &o) {
+std::unique_ptr<Backend> make_backend(const Graph &g, const InferenceOptions &o) {
   BackendOptions bo;
   bo.max_batch = o.max_batch;
   bo.threads = o.threads;
@@ -59,13 +59,13 @@ std::unique_ptr<Backend> make_backend(const Graph &g, const SessionOptions &o) {
 
 }  // namespace
 
-Session::Use::Use(Session &s) : s_(s) {
+InferenceSession::Use::Use(InferenceSession &s) : s_(s) {
   bool expected = false;
   if (!s_.busy_.compare_exchange_strong(expected, true))
     fail(FLOWRT_BUSY, "the session is in use by another thread");
 }
 
-Session::Session(std::shared_ptr<const Graph> graph, const SessionOptions &o)
+InferenceSession::InferenceSession(std::shared_ptr<const Graph> graph, const InferenceOptions &o)
     : graph_(std::move(graph)), max_batch_(o.max_batch), dims_(graph_->dims()) {
   if (o.max_batch < 1 || o.max_batch > 65536)
     invalid_argument("max_batch " + std::to_string(o.max_batch) + " is out of range [1, 65536]");
@@ -80,13 +80,13 @@ Session::Session(std::shared_ptr<const Graph> graph, const SessionOptions &o)
   log_p_stage_.resize(o.max_batch);
 }
 
-void Session::check_batch(size_t n, const void *input, const char *name) const {
+void InferenceSession::check_batch(size_t n, const void *input, const char *name) const {
   if (n > 0 && !input) invalid_argument(std::string(name) + " is NULL");
   // n*D floats must be addressable.
   checked_mul(checked_mul(n, static_cast<uint64_t>(dims_), "batch"), sizeof(double), "batch");
 }
 
-void Session::check_labels(size_t n, const int32_t *labels) const {
+void InferenceSession::check_labels(size_t n, const int32_t *labels) const {
   if (!labels) return;
   const int64_t classes = graph_->top_prior().n_classes();
   if (classes == 0) invalid_argument("labels given, but the model is not class-conditional");
@@ -96,7 +96,7 @@ void Session::check_labels(size_t n, const int32_t *labels) const {
                        " is out of range [0, " + std::to_string(classes) + ")");
 }
 
-void Session::check_finite(size_t n, const float *v, const char *name) const {
+void InferenceSession::check_finite(size_t n, const float *v, const char *name) const {
   const size_t total = n * static_cast<size_t>(dims_);
   for (size_t k = 0; k < total; ++k)
     if (!std::isfinite(v[k]))
@@ -104,20 +104,20 @@ void Session::check_finite(size_t n, const float *v, const char *name) const {
                        std::to_string(k / dims_) + ", element " + std::to_string(k % dims_) + ")");
 }
 
-void Session::to_pixels(size_t n, const float *x, uint8_t *pixels) const {
+void InferenceSession::to_pixels(size_t n, const float *x, uint8_t *pixels) const {
   const int nb = graph_->image.n_bits;
   const size_t total = n * static_cast<size_t>(dims_);
   for (size_t k = 0; k < total; ++k) pixels[k] = x_to_pixel(x[k], nb);
 }
 
-void Session::finish_scores(size_t n, const double *log_p, double *bits_per_dim) const {
+void InferenceSession::finish_scores(size_t n, const double *log_p, double *bits_per_dim) const {
   if (!bits_per_dim) return;
   const double d = static_cast<double>(dims_);
   const double nb = graph_->image.n_bits;
   for (size_t i = 0; i < n; ++i) bits_per_dim[i] = nb - log_p[i] / (d * std::log(2.0));
 }
 
-void Session::encode(size_t n, const float *x, const int32_t *labels, float *z, double *log_p,
+void InferenceSession::encode(size_t n, const float *x, const int32_t *labels, float *z, double *log_p,
                      double *log_det, double *bits_per_dim) {
   check_batch(n, x, "x");
   check_labels(n, labels);
@@ -134,7 +134,7 @@ void Session::encode(size_t n, const float *x, const int32_t *labels, float *z, 
   }
 }
 
-void Session::encode_pixels(size_t n, const uint8_t *pixels, const int32_t *labels, float *z,
+void InferenceSession::encode_pixels(size_t n, const uint8_t *pixels, const int32_t *labels, float *z,
                             double *log_p, double *bits_per_dim) {
   check_batch(n, pixels, "pixels");
   check_labels(n, labels);
@@ -151,7 +151,7 @@ void Session::encode_pixels(size_t n, const uint8_t *pixels, const int32_t *labe
   }
 }
 
-void Session::decode(size_t n, const float *z, float *x, uint8_t *pixels) {
+void InferenceSession::decode(size_t n, const float *z, float *x, uint8_t *pixels) {
   check_batch(n, z, "z");
   check_finite(n, z, "z");
   for (size_t done = 0; done < n;) {
@@ -164,7 +164,7 @@ void Session::decode(size_t n, const float *z, float *x, uint8_t *pixels) {
   }
 }
 
-void Session::decode_noise(size_t n, const float *eps, float temperature, const int32_t *labels,
+void InferenceSession::decode_noise(size_t n, const float *eps, float temperature, const int32_t *labels,
                            float *x, uint8_t *pixels) {
   check_batch(n, eps, "eps");
   check_labels(n, labels);
@@ -181,7 +181,7 @@ void Session::decode_noise(size_t n, const float *eps, float temperature, const 
   }
 }
 
-void Session::sample(size_t n, float temperature, uint64_t seed, const int32_t *labels, float *x,
+void InferenceSession::sample(size_t n, float temperature, uint64_t seed, const int32_t *labels, float *x,
                      uint8_t *pixels) {
   check_batch(n, reinterpret_cast<const void *>(1), "output");
   check_labels(n, labels);

@@ -1,4 +1,4 @@
-// A Session binds a verified model to one backend with scratch for a maximum batch. It checks
+// An InferenceSession binds a verified model to one backend with scratch for a maximum batch. It checks
 // every argument (sizes with overflow checks, NaNs, labels, temperature), converts between pixels
 // and the network's continuous range, computes bits/dim, and splits large batches into chunks of
 // the maximum batch. Nothing here allocates after construction.
@@ -13,7 +13,7 @@
 
 namespace flowrt {
 
-struct SessionOptions {
+struct InferenceOptions {
   flowrt_backend backend = FLOWRT_BACKEND_AUTO;
   int threads = 0;
   int device = 0;
@@ -21,9 +21,9 @@ struct SessionOptions {
   bool fold = true;
 };
 
-class Session {
+class InferenceSession {
  public:
-  Session(std::shared_ptr<const Graph> graph, const SessionOptions &options);
+  InferenceSession(std::shared_ptr<const Graph> graph, const InferenceOptions &options);
   flowrt_backend backend() const { return backend_->kind(); }
   const Graph &graph() const { return *graph_; }
   size_t max_batch() const { return max_batch_; }
@@ -42,13 +42,13 @@ class Session {
   // Marks the session busy for the duration of a call (one thread at a time).
   class Use {
    public:
-    explicit Use(Session &s);
+    explicit Use(InferenceSession &s);
     ~Use() { s_.busy_.store(false); }
     Use(const Use &) = delete;
     Use &operator=(const Use &) = delete;
 
    private:
-    Session &s_;
+    InferenceSession &s_;
   };
 
  private:
