@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages flowrt builds and tests with, when any is missing.
+# Usage: scripts/deps.sh [extra-package...]
+set -euo pipefail
+packages=(build-essential cmake pkg-config clang clang-format flatbuffers-compiler
+  libflatbuffers-dev doctest-dev libdnnl-dev libpng-dev zlib1g-dev python3 python3-numpy
+  python3-flatbuffers python3-onnx nodejs dataset-fashion-mnist "$@")
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
