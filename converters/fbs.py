@@ -18,9 +18,15 @@ from flowrt.fb import (  # noqa: E402  (needs the path above)
     Permute, PermuteKind, PriorLayout, ReLU, ScaleFunction, ShiftScaleSplit, Split, Squeeze,
     SqueezeOrder, Tensor, TopPrior, TopPriorKind)
 
+__all__ = [
+    "ActNorm", "AffineForm", "Conv2d", "Coupling", "CouplingType", "DType", "Half", "ImageSpec",
+    "InvConv1x1", "InvConvForm", "KeyValue", "Layer", "LayerOp", "Model", "NetLayer", "NetOp",
+    "OutputScale", "PaddingMode", "Permute", "PermuteKind", "PriorLayout", "ReLU", "ScaleFunction",
+    "ShiftScaleSplit", "Split", "Squeeze", "SqueezeOrder", "Tensor", "TopPrior", "TopPriorKind",
+    "FILE_IDENTIFIER", "enum_names",
+]
+
 FILE_IDENTIFIER = b"FLOW"
-SCHEMA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "schema", "flow.fbs")
 
 
 def enum_names(enum_class):

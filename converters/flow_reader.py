@@ -18,11 +18,14 @@ from .shapes import trace
 _LAYER_OP = fbs.LayerOp.LayerOp
 _NET_OP = fbs.NetOp.NetOp
 _MAX_ELEMENTS = 1 << 31
-# vtable offsets (4 + 2 * field index) of the int vectors and the layer list, read with bounds
-# checks instead of through the generated accessors.
+# vtable offsets (4 + 2 * field index) of the vectors whose bounds are checked before the
+# generated accessors walk them.
 _INVCONV_PERM = 8
 _PERMUTE_INDICES = 6
 _MODEL_LAYERS = 10
+_MODEL_METADATA = 12
+_COUPLING_NET = 8
+_SPLIT_PRIOR = 6
 
 
 class _Buffer:
@@ -131,11 +134,13 @@ def _layer(buf, fl, index):
         c = _union(fl, fbs.Coupling.Coupling)
         if c.NetIsNone():
             raise ConversionError(f"{at}: the coupling has no net")
+        buf.vector_span(c._tab, _COUPLING_NET, 4)
         net = _net(buf, c.NetLength(), c.Net, at + " net")
         op = Coupling(c.Type(), c.Conditioning(), net, c.Split(), c.ScaleFn(), c.ScaleBias(),
                       c.Form())
     elif kind == _LAYER_OP.Split:
         s = _union(fl, fbs.Split.Split)
+        buf.vector_span(s._tab, _SPLIT_PRIOR, 4)
         prior = [] if s.PriorIsNone() else _net(buf, s.PriorLength(), s.Prior, at + " prior")
         op = Split(s.Leaving(), prior, s.PriorLayout())
     elif kind == _LAYER_OP.TopPrior:
@@ -166,6 +171,7 @@ def from_bytes(data: bytes) -> Model:
         buf.vector_span(m._tab, _MODEL_LAYERS, 4)
         layers = [_layer(buf, m.Layers(i), i) for i in range(m.LayersLength())]
         metadata = []
+        buf.vector_span(m._tab, _MODEL_METADATA, 4)
         for i in range(m.MetadataLength()):
             kv = m.Metadata(i)
             key = kv.Key()

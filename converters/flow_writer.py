@@ -217,7 +217,10 @@ def write(model, path: str) -> None:
     """Writes atomically: a temporary file in the same folder, flushed, then renamed."""
     data = to_bytes(model)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".flow-", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".flow-", dir=folder)
+    except OSError as e:
+        raise ConversionError(f"cannot write {path}: {e.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -35,7 +35,8 @@ from .pickle_reader import CheckpointTensor, load_state_dict
 
 PRODUCER = "flowrt converters glow-pytorch"
 _FLOAT_DTYPES = {"FloatStorage", "DoubleStorage", "HalfStorage", "BFloat16Storage"}
-_LU_KEYS = ("w_p", "w_l", "w_s", "w_u", "s_sign")
+_DTYPE_NAMES = {"LongStorage": "int64", "IntStorage": "int32", "ShortStorage": "int16",
+                "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool"}
 _LU_BUFFERS = ("u_mask", "l_mask", "l_eye")   # deterministic buffers; checked when present
 
 
@@ -67,8 +68,8 @@ class _Params:
             raise ConversionError(f"the checkpoint lacks '{key}'")
         self.used.add(key)
         if t.torch_dtype not in _FLOAT_DTYPES:
-            raise ConversionError(f"'{key}' is a {t.torch_dtype[:-len('Storage')].lower()} "
-                                  "tensor, expected floating point")
+            raise ConversionError(f"'{key}' holds {_DTYPE_NAMES.get(t.torch_dtype, t.torch_dtype)} "
+                                  "values, expected floating point")
         if tuple(t.shape) != tuple(shape):
             raise ConversionError(f"'{key}' has shape {list(t.shape)}, expected {list(shape)}")
         values = t.array.astype(np.float64)

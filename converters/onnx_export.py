@@ -57,10 +57,10 @@ class _Graph:
     def ints(self, values, hint="i") -> str:
         return self.const(np.asarray(values, dtype=np.int64), hint, np.int64)
 
-    def op(self, op_type, inputs, n_out=1, hint=None, **attrs):
-        outs = [self._name(hint or op_type.lower()) for _ in range(n_out)]
-        self.nodes.append(helper.make_node(op_type, list(inputs), outs, **attrs))
-        return outs[0] if n_out == 1 else outs
+    def op(self, op_type, inputs, **attrs) -> str:
+        out = self._name(op_type.lower())
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out], **attrs))
+        return out
 
     # ---- shape helpers ----------------------------------------------------------------
     def reshape(self, x, shape):

@@ -18,6 +18,9 @@ import numpy as np
 from .errors import ConversionError
 
 
+_MAX_EXPANSION = 100
+
+
 class CheckpointError(ConversionError):
     pass
 
@@ -176,6 +179,11 @@ def load_state_dict(path: str) -> "OrderedDict[str, CheckpointTensor]":
             except KeyError:
                 raise CheckpointError(f"{path}: storage '{key}' is missing from the archive") from None
             expected = numel * storage_type.dtype.itemsize
+            # torch.save stores members uncompressed; a compressed one may expand without bound.
+            if info.compress_type != zipfile.ZIP_STORED and info.file_size > _MAX_EXPANSION * max(
+                    info.compress_size, 1):
+                raise CheckpointError(f"{path}: storage '{key}' expands {info.file_size} bytes "
+                                      f"from {info.compress_size}: refusing a possible zip bomb")
             if info.file_size != expected:
                 raise CheckpointError(f"{path}: storage '{key}' holds {info.file_size} bytes, "
                                       f"expected {expected} ({numel} x {storage_type.torch_name})")

@@ -10,9 +10,7 @@ root=$(pwd)
 jobs=${FLOWRT_JOBS:-2}
 
 scripts/deps.sh
-if [ -f tests/converters/install_onnxruntime.sh ]; then
-  bash tests/converters/install_onnxruntime.sh || echo "onnxruntime-node unavailable: the ONNX Runtime tests will skip"
-fi
+bash tests/converters/install_onnxruntime.sh
 
 echo "== Release build"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release

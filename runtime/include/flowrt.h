@@ -110,6 +110,12 @@ FLOWRT_API flowrt_status flowrt_model_n_bits(const flowrt_model *model, int *n_b
 /* Floats of z per image (= C*H*W). */
 FLOWRT_API flowrt_status flowrt_model_latent_dim(const flowrt_model *model,
                                                  size_t *floats_per_image);
+/* Number of latent levels (splits + 1) and the shape of level i's latent (0 = the first to leave
+ * the flow, levels-1 = the top); their CHW sizes add up to the latent dim. */
+FLOWRT_API flowrt_status flowrt_model_levels(const flowrt_model *model, int *levels);
+FLOWRT_API flowrt_status flowrt_model_latent_shape(const flowrt_model *model, int level, int *c,
+                                                   int *h, int *w, size_t *offset);
+/* (offset: where level i starts in an image's z, in floats; any output pointer may be NULL.) */
 /* Number of classes of a class-conditional top prior (0 when unconditional). */
 FLOWRT_API flowrt_status flowrt_model_num_classes(const flowrt_model *model, int *n_classes);
 /* Copies the metadata value of `key` (NUL-terminated, truncated to buf_size) into buf, and

@@ -161,6 +161,34 @@ flowrt_status flowrt_model_latent_dim(const flowrt_model *model, size_t *floats_
   });
 }
 
+flowrt_status flowrt_model_levels(const flowrt_model *model, int *levels) {
+  return guarded([&] {
+    require(model, "model");
+    require(levels, "levels");
+    *levels = model->graph->levels();
+  });
+}
+
+flowrt_status flowrt_model_latent_shape(const flowrt_model *model, int level, int *c, int *h,
+                                        int *w, size_t *offset) {
+  return guarded([&] {
+    require(model, "model");
+    int i = 0;
+    for (const flowrt::Layer &l : model->graph->layers) {
+      const bool latent = std::holds_alternative<flowrt::SplitLayer>(l.op) ||
+                          std::holds_alternative<flowrt::TopPriorLayer>(l.op);
+      if (!latent || i++ != level) continue;
+      if (c) *c = static_cast<int>(l.latent.c);
+      if (h) *h = static_cast<int>(l.latent.h);
+      if (w) *w = static_cast<int>(l.latent.w);
+      if (offset) *offset = static_cast<size_t>(l.latent_offset);
+      return;
+    }
+    flowrt::invalid_argument("level " + std::to_string(level) + " is out of range [0, " +
+                             std::to_string(model->graph->levels()) + ")");
+  });
+}
+
 flowrt_status flowrt_model_num_classes(const flowrt_model *model, int *n_classes) {
   return guarded([&] {
     require(model, "model");

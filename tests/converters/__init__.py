@@ -1,0 +1,1 @@
+"""Tests of the converters (python3 -m unittest discover -s tests/converters -t .)."""

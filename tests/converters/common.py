@@ -1,0 +1,154 @@
+"""Shared helpers of the converter tests: paths, the glow-pytorch fixtures, the command line,
+and a walk over the tensors of a .flow buffer."""
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+FIXTURES = os.path.join(REPO, "tests", "fixtures", "glow-pytorch")
+
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from converters import fbs  # noqa: E402
+from converters.glow_pytorch import GlowConfig, convert  # noqa: E402
+from converters.numpy_eval import pixels_to_x  # noqa: E402
+
+
+@dataclass
+class Fixture:
+    name: str
+    folder: str
+    config: dict
+
+    @property
+    def checkpoint(self):
+        return os.path.join(self.folder, "checkpoint.pt")
+
+    def array(self, name):
+        return np.load(os.path.join(self.folder, name + ".npy"))
+
+    @property
+    def levels(self):
+        return self.config["n_block"]
+
+    def glow_config(self) -> GlowConfig:
+        c = self.config
+        return GlowConfig(c["in_channel"], c["img_size"], c["img_size"], c["n_block"], c["n_flow"],
+                          c["affine"], c["conv_lu"], c["n_bits"])
+
+    def cli_args(self):
+        c = self.config
+        args = ["--image", f"{c['in_channel']}x{c['img_size']}x{c['img_size']}",
+                "--levels", str(c["n_block"]), "--depth", str(c["n_flow"]),
+                "--n-bits", str(c["n_bits"])]
+        if c["affine"]:
+            args.append("--affine")
+        if not c["conv_lu"]:
+            args.append("--no-lu")
+        return args
+
+    def model(self):
+        return convert(self.checkpoint, self.glow_config())
+
+    def x(self):
+        """The images at the bin centre, as glow-pytorch saw them (float64)."""
+        return pixels_to_x(self.array("images_u8"), self.config["n_bits"])
+
+    def flat_levels(self, prefix):
+        """z0, z1, ... (or eps0, ...) flattened per image and concatenated: the C API layout."""
+        parts = [self.array(f"{prefix}{k}") for k in range(self.levels)]
+        return np.concatenate([p.reshape(p.shape[0], -1) for p in parts], axis=1)
+
+
+def fixtures():
+    out = []
+    for name in sorted(os.listdir(FIXTURES)):
+        folder = os.path.join(FIXTURES, name)
+        config = os.path.join(folder, "config.json")
+        if os.path.isfile(config):
+            with open(config) as f:
+                out.append(Fixture(name, folder, json.load(f)))
+    if not out:
+        raise RuntimeError(f"no fixtures under {FIXTURES}")
+    return out
+
+
+def run_cli(*args):
+    """Runs `python3 -m converters ARGS` from the repository root."""
+    return subprocess.run([sys.executable, "-m", "converters", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+
+
+def tensors_in_buffer(flow: bytes):
+    """(data offset in the buffer, element count) of every Tensor in a .flow file, nested ones
+    included, found by walking the FlatBuffer directly."""
+    found = []
+
+    def tensor(t):
+        if t is not None:
+            count = int(np.prod(t.ShapeAsNumpy()))
+            found.append((t._tab.Vector(t._tab.Offset(8)), count))
+
+    def union(holder, cls):
+        table = holder.Op()
+        obj = cls()
+        obj.Init(table.Bytes, table.Pos)
+        return obj
+
+    def net(length, get):
+        for i in range(length):
+            nl = get(i)
+            kind = nl.OpType()
+            if kind == fbs.NetOp.NetOp.Conv2d:
+                c = union(nl, fbs.Conv2d.Conv2d)
+                tensor(c.Weight())
+                tensor(c.Bias())
+            elif kind == fbs.NetOp.NetOp.ActNorm:
+                a = union(nl, fbs.ActNorm.ActNorm)
+                tensor(a.Bias())
+                tensor(a.Scale())
+            elif kind == fbs.NetOp.NetOp.OutputScale:
+                tensor(union(nl, fbs.OutputScale.OutputScale).LogScale())
+
+    m = fbs.Model.Model.GetRootAs(flow, 0)
+    ops = fbs.LayerOp.LayerOp
+    for i in range(m.LayersLength()):
+        layer = m.Layers(i)
+        kind = layer.OpType()
+        if kind == ops.ActNorm:
+            a = union(layer, fbs.ActNorm.ActNorm)
+            tensor(a.Bias())
+            tensor(a.Scale())
+        elif kind == ops.InvConv1x1:
+            v = union(layer, fbs.InvConv1x1.InvConv1x1)
+            for t in (v.Weight(), v.Lower(), v.Upper(), v.Sign(), v.LogS()):
+                tensor(t)
+        elif kind == ops.Coupling:
+            c = union(layer, fbs.Coupling.Coupling)
+            net(c.NetLength(), c.Net)
+        elif kind == ops.Split:
+            s = union(layer, fbs.Split.Split)
+            net(s.PriorLength(), s.Prior)
+        elif kind == ops.TopPrior:
+            t = union(layer, fbs.TopPrior.TopPrior)
+            for x in (t.Mean(), t.LogStd(), t.ClassOffsets()):
+                tensor(x)
+    return found
+
+
+def tensor_data_offsets(flow: bytes):
+    return [offset for offset, _ in tensors_in_buffer(flow)]
+
+
+def max_rel(actual, expected, scale=None):
+    """max |actual - expected| / max(|expected|, scale) elementwise."""
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    denom = np.abs(expected) if scale is None else np.maximum(np.abs(expected), scale)
+    return float(np.max(np.abs(actual - expected) / denom))

@@ -1,0 +1,98 @@
+"""Exactness of converted models in libflowrt (REF backend, through the C API with ctypes):
+the glow-pytorch fixtures' likelihoods, latents, samples and reconstructions, and agreement with
+the float64 evaluator on models that use every option of the format. Needs FLOWRT_LIB."""
+import unittest
+
+import numpy as np
+
+from converters import flow_writer
+from converters.numpy_eval import Evaluator
+
+from . import flowrt_ctypes
+from .common import fixtures, max_rel
+from .random_models import VARIANTS, random_model, random_x
+
+TOL = 1e-4
+
+
+class GlowPytorchFixtures(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.lib = flowrt_ctypes.load_library()
+
+    def _session(self, fx):
+        return flowrt_ctypes.Session(self.lib, flow_writer.to_bytes(fx.model()))
+
+    def test_model_facts(self):
+        for fx in fixtures():
+            with self.subTest(fixture=fx.name), self._session(fx) as s:
+                c, size = fx.config["in_channel"], fx.config["img_size"]
+                self.assertEqual(s.image_shape, (c, size, size))
+                self.assertEqual(s.latent_dim, c * size * size)
+                self.assertEqual(s.n_bits, fx.config["n_bits"])
+                self.assertEqual(s.metadata("producer"), "flowrt converters glow-pytorch")
+
+    def test_encode(self):
+        for fx in fixtures():
+            with self.subTest(fixture=fx.name), self._session(fx) as s:
+                z, log_p, log_det, bpd = s.encode_ex(fx.x().astype(np.float32))
+                prior_lp = fx.array("log_p")
+                want_det = np.broadcast_to(fx.array("logdet"), prior_lp.shape)
+                scale = np.maximum(np.abs(prior_lp), np.abs(want_det))
+                self.assertLess(max_rel(log_p, prior_lp + want_det, scale), TOL)
+                self.assertLess(max_rel(log_det, want_det), TOL)
+                self.assertLess(max_rel(bpd, fx.array("bits_per_dim")), TOL)
+                self.assertLess(max_rel(z, fx.flat_levels("z"), 1.0), TOL)
+
+    def test_encode_pixels(self):
+        for fx in fixtures():
+            with self.subTest(fixture=fx.name), self._session(fx) as s:
+                z, bpd = s.encode_pixels(fx.array("images_u8"))
+                self.assertLess(max_rel(bpd, fx.array("bits_per_dim")), TOL)
+                self.assertLess(max_rel(z, fx.flat_levels("z"), 1.0), TOL)
+
+    def test_sample_from_noise(self):
+        for fx in fixtures():
+            with self.subTest(fixture=fx.name), self._session(fx) as s:
+                x = s.decode_noise(fx.flat_levels("eps"), fx.config["temperature"])
+                self.assertLess(max_rel(x, fx.array("sample_t0.7"), 1.0), TOL)
+
+    def test_reconstruction(self):
+        for fx in fixtures():
+            with self.subTest(fixture=fx.name), self._session(fx) as s:
+                x = fx.x()
+                self.assertLess(np.max(np.abs(s.decode(fx.flat_levels("z")) - x)), TOL)
+                z, *_ = s.encode_ex(x.astype(np.float32))
+                self.assertLess(np.max(np.abs(s.decode(z) - x)), TOL)
+
+
+class EveryOption(unittest.TestCase):
+    """libflowrt and the float64 evaluator agree on models built from every format option."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.lib = flowrt_ctypes.load_library()
+
+    def test_against_numpy_evaluator(self):
+        for v in VARIANTS:
+            model = random_model(v, image=(3, 16, 16), levels=3, width=16, n_bits=5)
+            ev = Evaluator(model)
+            top = model.layers[-1].op
+            labels = None if top.class_offsets is None else np.arange(6) % top.class_offsets.shape[0]
+            x = random_x(model, 6)
+            with self.subTest(variant=v.name), flowrt_ctypes.Session(
+                    self.lib, flow_writer.to_bytes(model)) as s:
+                r = ev.encode(x, labels)
+                z, log_p, log_det, bpd = s.encode_ex(x.astype(np.float32), labels)
+                self.assertLess(max_rel(z, r.z, 1.0), TOL, "z")
+                self.assertLess(max_rel(log_p, r.log_p, ev.dims), TOL, "log_p")
+                self.assertLess(max_rel(log_det, r.log_det, ev.dims), TOL, "log_det")
+                self.assertLess(max_rel(bpd, r.bits_per_dim), TOL, "bits/dim")
+                self.assertLess(max_rel(s.decode(r.z), x, 1.0), TOL, "decode")
+                eps = np.random.default_rng(4).standard_normal((6, ev.dims))
+                self.assertLess(max_rel(s.decode_noise(eps, 0.7, labels),
+                                        ev.decode_noise(eps, 0.7, labels), 1.0), TOL, "sample")
+
+
+if __name__ == "__main__":
+    unittest.main()
