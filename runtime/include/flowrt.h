@@ -156,9 +156,8 @@ FLOWRT_API flowrt_backend flowrt_session_backend(const flowrt_session *session);
 FLOWRT_API flowrt_status flowrt_sample(flowrt_session *session, size_t n, float temperature,
                                        uint64_t seed, uint8_t *pixels);
 /* As flowrt_sample for a class-conditional model: labels[i] in [0, n_classes). */
-FLOWRT_API flowrt_status flowrt_sample_class(flowrt_session *session, size_t n,
-                                             float temperature, uint64_t seed,
-                                             const int32_t *labels, uint8_t *pixels);
+FLOWRT_API flowrt_status flowrt_sample_class(flowrt_session *session, size_t n, float temperature,
+                                             uint64_t seed, const int32_t *labels, uint8_t *pixels);
 
 /* Encodes n images of pixels. z (n*latent_dim floats) and bits_per_dim (n doubles) may be NULL.
  * bits/dim = -(log p(x) - D*log(2^n_bits)) / (D*ln 2), D = C*H*W, at the bin centre. */
@@ -176,8 +175,8 @@ FLOWRT_API flowrt_status flowrt_encode_ex(flowrt_session *session, size_t n, con
 
 /* Decodes latents z (n*latent_dim floats) to x (n*C*H*W floats) and/or pixels; either output
  * may be NULL. The priors are not used: z are the flow's own latents (what encode returns). */
-FLOWRT_API flowrt_status flowrt_decode(flowrt_session *session, size_t n, const float *z,
-                                       float *x, uint8_t *pixels);
+FLOWRT_API flowrt_status flowrt_decode(flowrt_session *session, size_t n, const float *z, float *x,
+                                       uint8_t *pixels);
 /* Decodes standard-normal noise eps (n*latent_dim floats, same layout as z): each level's
  * latent is z = mean + temperature * std * eps, with its prior evaluated on the way down (what
  * flowrt_sample does with its own noise). labels may be NULL; either output may be NULL. */

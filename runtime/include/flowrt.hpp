@@ -171,8 +171,7 @@ class Session {
   void decode(size_t n, const float *z, std::vector<float> *x, std::vector<uint8_t> *pixels) {
     if (x) x->resize(n * dims_);
     if (pixels) pixels->resize(n * dims_);
-    check(flowrt_decode(get(), n, z, x ? x->data() : nullptr,
-                        pixels ? pixels->data() : nullptr));
+    check(flowrt_decode(get(), n, z, x ? x->data() : nullptr, pixels ? pixels->data() : nullptr));
   }
 
  private:

@@ -73,7 +73,8 @@ double CliArgs::get_double(const std::string &name, double fallback) const {
   const std::string s = get(name);
   char *end = nullptr;
   const double v = std::strtod(s.c_str(), &end);
-  if (s.empty() || *end || !std::isfinite(v)) invalid_argument(name + ": '" + s + "' is not a number");
+  if (s.empty() || *end || !std::isfinite(v))
+    invalid_argument(name + ": '" + s + "' is not a number");
   return v;
 }
 
@@ -82,7 +83,8 @@ std::vector<int64_t> parse_shape(const std::string &text) {
   size_t start = 0;
   while (true) {
     const size_t x = text.find('x', start);
-    const std::string part = text.substr(start, x == std::string::npos ? std::string::npos : x - start);
+    const std::string part =
+        text.substr(start, x == std::string::npos ? std::string::npos : x - start);
     char *end = nullptr;
     const long long v = std::strtoll(part.c_str(), &end, 10);
     if (part.empty() || *end || v < 1 || v > 65536)
@@ -100,7 +102,8 @@ std::vector<std::string> split_list(const std::string &text) {
   size_t start = 0;
   while (start <= text.size()) {
     const size_t comma = text.find(',', start);
-    const std::string part = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    const std::string part =
+        text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
     if (!part.empty()) out.push_back(part);
     if (comma == std::string::npos) break;
     start = comma + 1;

@@ -63,7 +63,8 @@ int cmd_info(int argc, char **argv) {
   std::printf("levels: %d\n", g.levels());
   std::printf("layers: %zu\n", g.layers.size());
   std::string counts;
-  for (const auto &[k, n] : kinds) counts += (counts.empty() ? "" : ", ") + k + "=" + std::to_string(n);
+  for (const auto &[k, n] : kinds)
+    counts += (counts.empty() ? "" : ", ") + k + "=" + std::to_string(n);
   std::printf("layer_kinds: %s\n", counts.c_str());
   std::printf("params: %lld\n", (long long)count_parameters(g));
   std::printf("latent_dim: %lld\n", (long long)g.dims());

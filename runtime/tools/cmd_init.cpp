@@ -32,9 +32,12 @@ int cmd_init(int argc, char **argv) {
   if (args.has("--permutation")) cfg.permutation = parse_permutation(args.get("--permutation"));
   if (args.has("--squeeze")) {
     const std::string s = args.get("--squeeze");
-    if (s == "channel") cfg.squeeze = SqueezeOrder::ChannelMajor;
-    else if (s == "subpixel") cfg.squeeze = SqueezeOrder::SubpixelMajor;
-    else invalid_argument("--squeeze: '" + s + "' (channel, subpixel)");
+    if (s == "channel")
+      cfg.squeeze = SqueezeOrder::ChannelMajor;
+    else if (s == "subpixel")
+      cfg.squeeze = SqueezeOrder::SubpixelMajor;
+    else
+      invalid_argument("--squeeze: '" + s + "' (channel, subpixel)");
   }
   cfg.seed = args.get_u64("--seed", 0);
   cfg.random_nets = args.has("--random-nets");

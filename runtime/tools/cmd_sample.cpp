@@ -36,8 +36,8 @@ int cmd_sample(int argc, char **argv) {
       .max_batch(static_cast<size_t>(args.get_int("--batch", std::min<int64_t>(n, 64), 1, 65536)));
   Session session(model, opts);
   const auto t0 = std::chrono::steady_clock::now();
-  std::vector<uint8_t> px = session.sample(static_cast<size_t>(n), static_cast<float>(t),
-                                           args.get_u64("--seed", 1));
+  std::vector<uint8_t> px =
+      session.sample(static_cast<size_t>(n), static_cast<float>(t), args.get_u64("--seed", 1));
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   ImageBatch batch{n, model.channels(), model.height(), model.width(), std::move(px)};

@@ -31,7 +31,8 @@ std::vector<uint8_t> read_file(const std::string &path) {
   if (size > (std::streamoff{1} << 32)) data_error(path, "file is larger than 4 GiB");
   f.seekg(0);
   std::vector<uint8_t> bytes(static_cast<size_t>(size));
-  if (size > 0 && !f.read(reinterpret_cast<char *>(bytes.data()), size)) io_error(path, "cannot read");
+  if (size > 0 && !f.read(reinterpret_cast<char *>(bytes.data()), size))
+    io_error(path, "cannot read");
   return bytes;
 }
 
@@ -83,8 +84,9 @@ ImageBatch read_idx_images(const std::string &path, int64_t limit) {
   const uint64_t n = be32(b.data() + 4), h = be32(b.data() + 8), w = be32(b.data() + 12);
   if (h == 0 || w == 0 || h > 8192 || w > 8192) data_error(path, "absurd image size");
   if (n > (b.size() - 16) / (h * w))
-    data_error(path, "holds " + std::to_string(b.size() - 16) + " bytes of pixels, the header announces " +
-                         std::to_string(n) + " images of " + std::to_string(h) + "x" + std::to_string(w));
+    data_error(path, "holds " + std::to_string(b.size() - 16) +
+                         " bytes of pixels, the header announces " + std::to_string(n) +
+                         " images of " + std::to_string(h) + "x" + std::to_string(w));
   ImageBatch out;
   out.n = static_cast<int64_t>(n);
   if (limit > 0 && limit < out.n) out.n = limit;
@@ -100,7 +102,8 @@ std::vector<uint8_t> read_idx_labels(const std::string &path, int64_t limit) {
   if (b.size() < 8 || be32(b.data()) != 0x00000801)
     data_error(path, "not an IDX label file (expected magic 0x00000801)");
   uint64_t n = be32(b.data() + 4);
-  if (n > b.size() - 8) data_error(path, "truncated: header announces " + std::to_string(n) + " labels");
+  if (n > b.size() - 8)
+    data_error(path, "truncated: header announces " + std::to_string(n) + " labels");
   if (limit > 0 && static_cast<uint64_t>(limit) < n) n = static_cast<uint64_t>(limit);
   return std::vector<uint8_t>(b.begin() + 8, b.begin() + 8 + static_cast<int64_t>(n));
 }
@@ -130,7 +133,8 @@ ImageBatch read_png(const std::string &path) {
 }
 
 void write_png(const std::string &path, const ImageBatch &b, int64_t index) {
-  if (b.c != 1 && b.c != 3) invalid_argument("PNG needs 1 or 3 channels, got " + std::to_string(b.c));
+  if (b.c != 1 && b.c != 3)
+    invalid_argument("PNG needs 1 or 3 channels, got " + std::to_string(b.c));
   std::vector<uint8_t> hwc(static_cast<size_t>(b.image_size()));
   const uint8_t *src = b.pixels.data() + index * b.image_size();
   for (int64_t y = 0; y < b.h; ++y)

@@ -7,9 +7,8 @@
 #include "backends/backend.hpp"
 #include "core/checked_math.hpp"
 #include "core/error.hpp"
-#include "format/flow_file.hpp"
 #include "flowrt.h"
-
+#include "format/flow_file.hpp"
 
 namespace {
 
@@ -53,30 +52,46 @@ std::shared_ptr<const flowrt::Graph> load(std::shared_ptr<flowrt::ModelBytes> by
 
 extern "C" {
 
-const char *flowrt_version(void) { return "0.1.0"; }
-int flowrt_format_major_supported(void) { return 1; }
+const char *flowrt_version(void) {
+  return "0.1.0";
+}
+int flowrt_format_major_supported(void) {
+  return 1;
+}
 
 const char *flowrt_status_string(flowrt_status status) {
   switch (status) {
-    case FLOWRT_OK: return "FLOWRT_OK";
-    case FLOWRT_INVALID_ARGUMENT: return "FLOWRT_INVALID_ARGUMENT";
-    case FLOWRT_IO_ERROR: return "FLOWRT_IO_ERROR";
-    case FLOWRT_FORMAT_ERROR: return "FLOWRT_FORMAT_ERROR";
-    case FLOWRT_UNSUPPORTED: return "FLOWRT_UNSUPPORTED";
-    case FLOWRT_OUT_OF_MEMORY: return "FLOWRT_OUT_OF_MEMORY";
-    case FLOWRT_DEVICE_ERROR: return "FLOWRT_DEVICE_ERROR";
-    case FLOWRT_BUSY: return "FLOWRT_BUSY";
-    case FLOWRT_INTERNAL_ERROR: return "FLOWRT_INTERNAL_ERROR";
+    case FLOWRT_OK:
+      return "FLOWRT_OK";
+    case FLOWRT_INVALID_ARGUMENT:
+      return "FLOWRT_INVALID_ARGUMENT";
+    case FLOWRT_IO_ERROR:
+      return "FLOWRT_IO_ERROR";
+    case FLOWRT_FORMAT_ERROR:
+      return "FLOWRT_FORMAT_ERROR";
+    case FLOWRT_UNSUPPORTED:
+      return "FLOWRT_UNSUPPORTED";
+    case FLOWRT_OUT_OF_MEMORY:
+      return "FLOWRT_OUT_OF_MEMORY";
+    case FLOWRT_DEVICE_ERROR:
+      return "FLOWRT_DEVICE_ERROR";
+    case FLOWRT_BUSY:
+      return "FLOWRT_BUSY";
+    case FLOWRT_INTERNAL_ERROR:
+      return "FLOWRT_INTERNAL_ERROR";
   }
   return "FLOWRT_UNKNOWN_STATUS";
 }
 
-const char *flowrt_last_error(void) { return g_last_error.c_str(); }
+const char *flowrt_last_error(void) {
+  return g_last_error.c_str();
+}
 
 int flowrt_backend_available(flowrt_backend backend) {
   switch (backend) {
     case FLOWRT_BACKEND_AUTO:
-    case FLOWRT_BACKEND_REF: return 1;
+    case FLOWRT_BACKEND_REF:
+      return 1;
     case FLOWRT_BACKEND_ONEDNN:
 #ifdef FLOWRT_HAVE_ONEDNN
       return 1;
@@ -99,10 +114,14 @@ int flowrt_backend_available(flowrt_backend backend) {
 
 const char *flowrt_backend_name(flowrt_backend backend) {
   switch (backend) {
-    case FLOWRT_BACKEND_AUTO: return "auto";
-    case FLOWRT_BACKEND_REF: return "ref";
-    case FLOWRT_BACKEND_ONEDNN: return "onednn";
-    case FLOWRT_BACKEND_CUDA: return "cuda";
+    case FLOWRT_BACKEND_AUTO:
+      return "auto";
+    case FLOWRT_BACKEND_REF:
+      return "ref";
+    case FLOWRT_BACKEND_ONEDNN:
+      return "onednn";
+    case FLOWRT_BACKEND_CUDA:
+      return "cuda";
   }
   return "unknown";
 }
@@ -133,7 +152,9 @@ flowrt_status flowrt_model_from_memory(const void *data, size_t size, flowrt_mod
   });
 }
 
-void flowrt_model_free(flowrt_model *model) { delete model; }
+void flowrt_model_free(flowrt_model *model) {
+  delete model;
+}
 
 flowrt_status flowrt_model_image_shape(const flowrt_model *model, int *c, int *h, int *w) {
   return guarded([&] {
@@ -220,7 +241,9 @@ flowrt_status flowrt_session_options_create(flowrt_session_options **out) {
   });
 }
 
-void flowrt_session_options_free(flowrt_session_options *options) { delete options; }
+void flowrt_session_options_free(flowrt_session_options *options) {
+  delete options;
+}
 
 flowrt_status flowrt_session_options_set_backend(flowrt_session_options *options,
                                                  flowrt_backend backend) {
@@ -241,8 +264,7 @@ flowrt_status flowrt_session_options_set_threads(flowrt_session_options *options
   });
 }
 
-flowrt_status flowrt_session_options_set_device(flowrt_session_options *options,
-                                                int device_index) {
+flowrt_status flowrt_session_options_set_device(flowrt_session_options *options, int device_index) {
   return guarded([&] {
     require(options, "options");
     if (device_index < 0) flowrt::invalid_argument("device index must be >= 0");
@@ -274,7 +296,9 @@ flowrt_status flowrt_session_create(const flowrt_model *model,
   });
 }
 
-void flowrt_session_free(flowrt_session *session) { delete session; }
+void flowrt_session_free(flowrt_session *session) {
+  delete session;
+}
 
 flowrt_backend flowrt_session_backend(const flowrt_session *session) {
   return session ? session->session->backend() : FLOWRT_BACKEND_AUTO;

@@ -8,8 +8,8 @@ void philox_fill(uint64_t seed, uint64_t first_image, size_t n, int64_t dims, fl
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < static_cast<int64_t>(n); ++i)
     for (int64_t e = 0; e < dims; ++e)
-      eps[i * dims + e] = philox_normal(seed, first_image + static_cast<uint64_t>(i),
-                                        static_cast<uint64_t>(e));
+      eps[i * dims + e] =
+          philox_normal(seed, first_image + static_cast<uint64_t>(i), static_cast<uint64_t>(e));
 }
 
 void Backend::sample(size_t n, uint64_t seed, uint64_t first_image, float temperature,

@@ -37,7 +37,8 @@ void atomic_write_file(const std::string &path, const void *data, size_t size) {
   if (close(fd) != 0) io_fail("cannot close");
   if (rename(tmp.c_str(), path.c_str()) != 0) io_fail("cannot rename to '" + path + "'");
   // Make the rename itself durable.
-  std::string dir = path.substr(0, path.find_last_of('/') == std::string::npos ? 0 : path.find_last_of('/'));
+  std::string dir =
+      path.substr(0, path.find_last_of('/') == std::string::npos ? 0 : path.find_last_of('/'));
   int dfd = open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     fsync(dfd);

@@ -97,8 +97,7 @@ static double inf_norm(const std::vector<double> &a, int64_t n) {
   return m;
 }
 
-double condition_number(const std::vector<double> &a, const std::vector<double> &a_inv,
-                        int64_t n) {
+double condition_number(const std::vector<double> &a, const std::vector<double> &a_inv, int64_t n) {
   return inf_norm(a, n) * inf_norm(a_inv, n);
 }
 

@@ -49,9 +49,8 @@ FLOWRT_HD inline float philox_normal(uint64_t seed, uint64_t image, uint64_t ele
   const double u1 =
       (static_cast<double>((static_cast<uint64_t>(r.v[0]) << 21) ^ (r.v[1] >> 11)) + 1.0) *
       (1.0 / 9007199254740992.0);
-  const double u2 =
-      static_cast<double>((static_cast<uint64_t>(r.v[2]) << 21) ^ (r.v[3] >> 11)) *
-      (1.0 / 9007199254740992.0);
+  const double u2 = static_cast<double>((static_cast<uint64_t>(r.v[2]) << 21) ^ (r.v[3] >> 11)) *
+                    (1.0 / 9007199254740992.0);
   const double radius = sqrt(-2.0 * log(u1));
   const double angle = 6.283185307179586476925286766559 * u2;
   return static_cast<float>((element & 1) ? radius * sin(angle) : radius * cos(angle));

@@ -27,18 +27,24 @@ struct Reader {
     }
     const std::string tw = std::string("tensor '") + name + "'";
     switch (t->dtype()) {
-      case fb::DType::F32: break;
+      case fb::DType::F32:
+        break;
       case fb::DType::F16:
       case fb::DType::BF16:
-        throw Error(FLOWRT_UNSUPPORTED, where + ": " + tw + " is f16/bf16, which this version "
-                    "does not read");
-      default: error(tw + " has an unknown dtype " + std::to_string(int(t->dtype())));
+        throw Error(FLOWRT_UNSUPPORTED, where + ": " + tw +
+                                            " is f16/bf16, which this version "
+                                            "does not read");
+      default:
+        error(tw + " has an unknown dtype " + std::to_string(int(t->dtype())));
     }
     const auto *shape = t->shape();
     if (shape->size() < 1 || shape->size() > limits::kMaxTensorRank)
       error(tw + " has rank " + std::to_string(shape->size()) + " (expected 1.." +
             std::to_string(limits::kMaxTensorRank) + ")");
-    std::vector<int64_t> dims(shape->begin(), shape->end());
+    // memcpy: the verifier only guarantees 4-byte alignment of a vector, and a corrupt file can
+    // leave this [long] vector misaligned for int64 loads.
+    std::vector<int64_t> dims(shape->size());
+    if (!dims.empty()) std::memcpy(dims.data(), shape->Data(), dims.size() * sizeof(int64_t));
     uint64_t numel = 1;
     for (int64_t d : dims) {
       if (d < 1 || d > limits::kMaxTensorDim)
@@ -77,10 +83,17 @@ Net read_net(const Reader &r, const flatbuffers::Vector<flatbuffers::Offset<fb::
         op.weight = sub.tensor(c->weight(), "weight");
         op.bias = sub.tensor(c->bias(), "bias", false);
         switch (c->padding()) {
-          case fb::PaddingMode::ZEROS: op.padding = PaddingMode::Zeros; break;
-          case fb::PaddingMode::CONSTANT: op.padding = PaddingMode::Constant; break;
-          case fb::PaddingMode::EDGE_CHANNEL: op.padding = PaddingMode::EdgeChannel; break;
-          default: sub.error("conv padding is UNSPECIFIED or unknown");
+          case fb::PaddingMode::ZEROS:
+            op.padding = PaddingMode::Zeros;
+            break;
+          case fb::PaddingMode::CONSTANT:
+            op.padding = PaddingMode::Constant;
+            break;
+          case fb::PaddingMode::EDGE_CHANNEL:
+            op.padding = PaddingMode::EdgeChannel;
+            break;
+          default:
+            sub.error("conv padding is UNSPECIFIED or unknown");
         }
         op.pad_value = c->pad_value();
         net.ops.emplace_back(std::move(op));
@@ -88,16 +101,20 @@ Net read_net(const Reader &r, const flatbuffers::Vector<flatbuffers::Offset<fb::
       }
       case fb::NetOp::ActNorm: {
         const fb::ActNorm *a = nl->op_as_ActNorm();
-        net.ops.emplace_back(NetActNormOp{sub.tensor(a->bias(), "bias"), sub.tensor(a->scale(), "scale")});
+        net.ops.emplace_back(
+            NetActNormOp{sub.tensor(a->bias(), "bias"), sub.tensor(a->scale(), "scale")});
         break;
       }
-      case fb::NetOp::ReLU: net.ops.emplace_back(ReluOp{}); break;
+      case fb::NetOp::ReLU:
+        net.ops.emplace_back(ReluOp{});
+        break;
       case fb::NetOp::OutputScale: {
         const fb::OutputScale *o = nl->op_as_OutputScale();
         net.ops.emplace_back(OutputScaleOp{sub.tensor(o->log_scale(), "log_scale"), o->factor()});
         break;
       }
-      default: sub.error("unknown net op type " + std::to_string(int(nl->op_type())));
+      default:
+        sub.error("unknown net op type " + std::to_string(int(nl->op_type())));
     }
   }
   return net;
@@ -105,9 +122,12 @@ Net read_net(const Reader &r, const flatbuffers::Vector<flatbuffers::Offset<fb::
 
 Half read_half(const Reader &r, fb::Half h, const char *field) {
   switch (h) {
-    case fb::Half::FIRST: return Half::First;
-    case fb::Half::SECOND: return Half::Second;
-    default: r.error(std::string(field) + " is UNSPECIFIED or unknown");
+    case fb::Half::FIRST:
+      return Half::First;
+    case fb::Half::SECOND:
+      return Half::Second;
+    default:
+      r.error(std::string(field) + " is UNSPECIFIED or unknown");
   }
 }
 
@@ -119,9 +139,12 @@ LayerOp read_layer(const Reader &r, const fb::Layer *l) {
   switch (l->op_type()) {
     case fb::LayerOp::Squeeze: {
       switch (l->op_as_Squeeze()->order()) {
-        case fb::SqueezeOrder::CHANNEL_MAJOR: return SqueezeLayer{SqueezeOrder::ChannelMajor};
-        case fb::SqueezeOrder::SUBPIXEL_MAJOR: return SqueezeLayer{SqueezeOrder::SubpixelMajor};
-        default: r.error("squeeze order is UNSPECIFIED or unknown");
+        case fb::SqueezeOrder::CHANNEL_MAJOR:
+          return SqueezeLayer{SqueezeOrder::ChannelMajor};
+        case fb::SqueezeOrder::SUBPIXEL_MAJOR:
+          return SqueezeLayer{SqueezeOrder::SubpixelMajor};
+        default:
+          r.error("squeeze order is UNSPECIFIED or unknown");
       }
     }
     case fb::LayerOp::ActNorm: {
@@ -145,7 +168,8 @@ LayerOp read_layer(const Reader &r, const fb::Layer *l) {
           op.form = InvConvForm::Dense;
           op.weight = r.tensor(c->weight(), "weight");
           break;
-        default: r.error("1x1 conv form is UNSPECIFIED or unknown");
+        default:
+          r.error("1x1 conv form is UNSPECIFIED or unknown");
       }
       return op;
     }
@@ -153,13 +177,16 @@ LayerOp read_layer(const Reader &r, const fb::Layer *l) {
       const fb::Permute *p = l->op_as_Permute();
       PermuteLayer op;
       switch (p->kind()) {
-        case fb::PermuteKind::REVERSE: op.kind = PermuteKind::Reverse; break;
+        case fb::PermuteKind::REVERSE:
+          op.kind = PermuteKind::Reverse;
+          break;
         case fb::PermuteKind::INDICES:
           op.kind = PermuteKind::Indices;
           if (!p->indices()) r.error("INDICES permutation needs 'indices'");
           op.indices = read_indices(p->indices());
           break;
-        default: r.error("permute kind is UNSPECIFIED or unknown");
+        default:
+          r.error("permute kind is UNSPECIFIED or unknown");
       }
       return op;
     }
@@ -167,29 +194,53 @@ LayerOp read_layer(const Reader &r, const fb::Layer *l) {
       const fb::Coupling *c = l->op_as_Coupling();
       CouplingLayer op;
       switch (c->type()) {
-        case fb::CouplingType::ADDITIVE: op.type = CouplingType::Additive; break;
-        case fb::CouplingType::AFFINE: op.type = CouplingType::Affine; break;
-        default: r.error("coupling type is UNSPECIFIED or unknown");
+        case fb::CouplingType::ADDITIVE:
+          op.type = CouplingType::Additive;
+          break;
+        case fb::CouplingType::AFFINE:
+          op.type = CouplingType::Affine;
+          break;
+        default:
+          r.error("coupling type is UNSPECIFIED or unknown");
       }
       op.conditioning = read_half(r, c->conditioning(), "coupling conditioning");
       op.net = read_net(r, c->net());
       if (op.type == CouplingType::Affine) {
         switch (c->split()) {
-          case fb::ShiftScaleSplit::SHIFT_SCALE_HALVES: op.split = ShiftScaleSplit::ShiftScaleHalves; break;
-          case fb::ShiftScaleSplit::SCALE_SHIFT_HALVES: op.split = ShiftScaleSplit::ScaleShiftHalves; break;
-          case fb::ShiftScaleSplit::SHIFT_SCALE_INTERLEAVED: op.split = ShiftScaleSplit::ShiftScaleInterleaved; break;
-          case fb::ShiftScaleSplit::SCALE_SHIFT_INTERLEAVED: op.split = ShiftScaleSplit::ScaleShiftInterleaved; break;
-          default: r.error("affine coupling split is UNSPECIFIED or unknown");
+          case fb::ShiftScaleSplit::SHIFT_SCALE_HALVES:
+            op.split = ShiftScaleSplit::ShiftScaleHalves;
+            break;
+          case fb::ShiftScaleSplit::SCALE_SHIFT_HALVES:
+            op.split = ShiftScaleSplit::ScaleShiftHalves;
+            break;
+          case fb::ShiftScaleSplit::SHIFT_SCALE_INTERLEAVED:
+            op.split = ShiftScaleSplit::ShiftScaleInterleaved;
+            break;
+          case fb::ShiftScaleSplit::SCALE_SHIFT_INTERLEAVED:
+            op.split = ShiftScaleSplit::ScaleShiftInterleaved;
+            break;
+          default:
+            r.error("affine coupling split is UNSPECIFIED or unknown");
         }
         switch (c->scale_fn()) {
-          case fb::ScaleFunction::SIGMOID: op.scale_fn = ScaleFunction::Sigmoid; break;
-          case fb::ScaleFunction::EXP: op.scale_fn = ScaleFunction::Exp; break;
-          default: r.error("affine coupling scale_fn is UNSPECIFIED or unknown");
+          case fb::ScaleFunction::SIGMOID:
+            op.scale_fn = ScaleFunction::Sigmoid;
+            break;
+          case fb::ScaleFunction::EXP:
+            op.scale_fn = ScaleFunction::Exp;
+            break;
+          default:
+            r.error("affine coupling scale_fn is UNSPECIFIED or unknown");
         }
         switch (c->form()) {
-          case fb::AffineForm::SHIFT_THEN_SCALE: op.form = AffineForm::ShiftThenScale; break;
-          case fb::AffineForm::SCALE_THEN_SHIFT: op.form = AffineForm::ScaleThenShift; break;
-          default: r.error("affine coupling form is UNSPECIFIED or unknown");
+          case fb::AffineForm::SHIFT_THEN_SCALE:
+            op.form = AffineForm::ShiftThenScale;
+            break;
+          case fb::AffineForm::SCALE_THEN_SHIFT:
+            op.form = AffineForm::ScaleThenShift;
+            break;
+          default:
+            r.error("affine coupling form is UNSPECIFIED or unknown");
         }
         op.scale_bias = c->scale_bias();
       }
@@ -202,9 +253,14 @@ LayerOp read_layer(const Reader &r, const fb::Layer *l) {
       op.prior = read_net(r, s->prior());
       if (!op.prior.empty()) {
         switch (s->prior_layout()) {
-          case fb::PriorLayout::MEAN_LOGSTD_HALVES: op.layout = PriorLayout::MeanLogstdHalves; break;
-          case fb::PriorLayout::MEAN_LOGSTD_INTERLEAVED: op.layout = PriorLayout::MeanLogstdInterleaved; break;
-          default: r.error("split prior_layout is UNSPECIFIED or unknown");
+          case fb::PriorLayout::MEAN_LOGSTD_HALVES:
+            op.layout = PriorLayout::MeanLogstdHalves;
+            break;
+          case fb::PriorLayout::MEAN_LOGSTD_INTERLEAVED:
+            op.layout = PriorLayout::MeanLogstdInterleaved;
+            break;
+          default:
+            r.error("split prior_layout is UNSPECIFIED or unknown");
         }
       }
       return op;
@@ -213,18 +269,22 @@ LayerOp read_layer(const Reader &r, const fb::Layer *l) {
       const fb::TopPrior *t = l->op_as_TopPrior();
       TopPriorLayer op;
       switch (t->kind()) {
-        case fb::TopPriorKind::STANDARD_NORMAL: op.kind = TopPriorKind::StandardNormal; break;
+        case fb::TopPriorKind::STANDARD_NORMAL:
+          op.kind = TopPriorKind::StandardNormal;
+          break;
         case fb::TopPriorKind::LEARNED:
           op.kind = TopPriorKind::Learned;
           op.mean = r.tensor(t->mean(), "mean");
           op.log_std = r.tensor(t->log_std(), "log_std");
           break;
-        default: r.error("top prior kind is UNSPECIFIED or unknown");
+        default:
+          r.error("top prior kind is UNSPECIFIED or unknown");
       }
       op.class_offsets = r.tensor(t->class_offsets(), "class_offsets", false);
       return op;
     }
-    default: r.error("unknown layer type " + std::to_string(int(l->op_type())));
+    default:
+      r.error("unknown layer type " + std::to_string(int(l->op_type())));
   }
 }
 

@@ -34,12 +34,14 @@ Offset<flatbuffers::Vector<Offset<fb::NetLayer>>> write_net(FlatBufferBuilder &b
     } else if (auto *a = std::get_if<NetActNormOp>(&op)) {
       auto bias = write_tensor(b, a->bias);
       auto scale = write_tensor(b, a->scale);
-      ops.push_back(fb::CreateNetLayer(b, fb::NetOp::ActNorm, fb::CreateActNorm(b, bias, scale).Union()));
+      ops.push_back(
+          fb::CreateNetLayer(b, fb::NetOp::ActNorm, fb::CreateActNorm(b, bias, scale).Union()));
     } else if (std::holds_alternative<ReluOp>(op)) {
       ops.push_back(fb::CreateNetLayer(b, fb::NetOp::ReLU, fb::CreateReLU(b).Union()));
     } else if (auto *s = std::get_if<OutputScaleOp>(&op)) {
       auto ls = write_tensor(b, s->log_scale);
-      ops.push_back(fb::CreateNetLayer(b, fb::NetOp::OutputScale, fb::CreateOutputScale(b, ls, s->factor).Union()));
+      ops.push_back(fb::CreateNetLayer(b, fb::NetOp::OutputScale,
+                                       fb::CreateOutputScale(b, ls, s->factor).Union()));
     }
   }
   return b.CreateVector(ops);
@@ -55,7 +57,8 @@ Offset<fb::Layer> write_layer(FlatBufferBuilder &b, const Layer &layer) {
   if (auto *a = std::get_if<ActNormLayer>(&op)) {
     auto bias = write_tensor(b, a->bias);
     auto scale = write_tensor(b, a->scale);
-    return fb::CreateLayer(b, name, fb::LayerOp::ActNorm, fb::CreateActNorm(b, bias, scale).Union());
+    return fb::CreateLayer(b, name, fb::LayerOp::ActNorm,
+                           fb::CreateActNorm(b, bias, scale).Union());
   }
   if (auto *c = std::get_if<InvConvLayer>(&op)) {
     Offset<fb::InvConv1x1> o;
@@ -84,15 +87,14 @@ Offset<fb::Layer> write_layer(FlatBufferBuilder &b, const Layer &layer) {
         b, static_cast<fb::CouplingType>(c->type), static_cast<fb::Half>(c->conditioning), net,
         affine ? static_cast<fb::ShiftScaleSplit>(c->split) : fb::ShiftScaleSplit::UNSPECIFIED,
         affine ? static_cast<fb::ScaleFunction>(c->scale_fn) : fb::ScaleFunction::UNSPECIFIED,
-        c->scale_bias,
-        affine ? static_cast<fb::AffineForm>(c->form) : fb::AffineForm::UNSPECIFIED);
+        c->scale_bias, affine ? static_cast<fb::AffineForm>(c->form) : fb::AffineForm::UNSPECIFIED);
     return fb::CreateLayer(b, name, fb::LayerOp::Coupling, o.Union());
   }
   if (auto *s = std::get_if<SplitLayer>(&op)) {
     auto prior = write_net(b, s->prior);
-    auto o = fb::CreateSplit(b, static_cast<fb::Half>(s->leaving), prior,
-                             s->prior.empty() ? fb::PriorLayout::UNSPECIFIED
-                                              : static_cast<fb::PriorLayout>(s->layout));
+    auto o = fb::CreateSplit(
+        b, static_cast<fb::Half>(s->leaving), prior,
+        s->prior.empty() ? fb::PriorLayout::UNSPECIFIED : static_cast<fb::PriorLayout>(s->layout));
     return fb::CreateLayer(b, name, fb::LayerOp::Split, o.Union());
   }
   const auto &t = std::get<TopPriorLayer>(op);
@@ -115,10 +117,9 @@ std::vector<uint8_t> write_flow(const Graph &g) {
   for (const auto &kv : g.metadata)
     md.push_back(fb::CreateKeyValue(b, b.CreateString(kv.first), b.CreateString(kv.second)));
   auto md_vec = b.CreateVector(md);
-  auto image = fb::CreateImageSpec(b, static_cast<uint32_t>(g.image.channels),
-                                   static_cast<uint32_t>(g.image.height),
-                                   static_cast<uint32_t>(g.image.width),
-                                   static_cast<uint8_t>(g.image.n_bits));
+  auto image = fb::CreateImageSpec(
+      b, static_cast<uint32_t>(g.image.channels), static_cast<uint32_t>(g.image.height),
+      static_cast<uint32_t>(g.image.width), static_cast<uint8_t>(g.image.n_bits));
   auto model = fb::CreateModel(b, static_cast<uint16_t>(g.format_major),
                                static_cast<uint16_t>(g.format_minor), image, layers_vec, md_vec);
   fb::FinishModelBuffer(b, model);

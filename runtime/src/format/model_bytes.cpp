@@ -61,8 +61,9 @@ std::shared_ptr<ModelBytes> map_model_file(const std::string &path) {
     fail(FLOWRT_IO_ERROR, "cannot stat '" + path + "': " + std::strerror(errno));
   if (!S_ISREG(st.st_mode)) fail(FLOWRT_IO_ERROR, "'" + path + "' is not a regular file");
   const uint64_t size = static_cast<uint64_t>(st.st_size);
-  if (size < 8) format_error("'" + path + "' is too small to be a .flow model (" +
-                             std::to_string(size) + " bytes)");
+  if (size < 8)
+    format_error("'" + path + "' is too small to be a .flow model (" + std::to_string(size) +
+                 " bytes)");
   if (size > limits::kMaxFileBytes)
     format_error("'" + path + "' is larger than the 2 GiB a .flow model may have");
   void *p = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, f.fd, 0);
@@ -81,8 +82,8 @@ std::shared_ptr<ModelBytes> map_model_file(const std::string &path) {
 
 std::shared_ptr<ModelBytes> copy_model_bytes(const void *data, size_t size) {
   if (!data) invalid_argument("data is NULL");
-  if (size < 8) format_error("buffer is too small to be a .flow model (" + std::to_string(size) +
-                             " bytes)");
+  if (size < 8)
+    format_error("buffer is too small to be a .flow model (" + std::to_string(size) + " bytes)");
   if (size > limits::kMaxFileBytes)
     format_error("buffer is larger than the 2 GiB a .flow model may have");
   auto owned = std::make_shared<OwnedBytes>(size);

@@ -16,10 +16,18 @@ namespace flowrt::layers {
 inline void shift_scale_channels(ShiftScaleSplit split, int64_t j, int64_t cb, int64_t *t,
                                  int64_t *raw) {
   switch (split) {
-    case ShiftScaleSplit::ShiftScaleHalves: *t = j, *raw = cb + j; break;
-    case ShiftScaleSplit::ScaleShiftHalves: *raw = j, *t = cb + j; break;
-    case ShiftScaleSplit::ShiftScaleInterleaved: *t = 2 * j, *raw = 2 * j + 1; break;
-    case ShiftScaleSplit::ScaleShiftInterleaved: *raw = 2 * j, *t = 2 * j + 1; break;
+    case ShiftScaleSplit::ShiftScaleHalves:
+      *t = j, *raw = cb + j;
+      break;
+    case ShiftScaleSplit::ScaleShiftHalves:
+      *raw = j, *t = cb + j;
+      break;
+    case ShiftScaleSplit::ShiftScaleInterleaved:
+      *t = 2 * j, *raw = 2 * j + 1;
+      break;
+    case ShiftScaleSplit::ScaleShiftInterleaved:
+      *raw = 2 * j, *t = 2 * j + 1;
+      break;
   }
 }
 

@@ -36,8 +36,8 @@ double gaussian_log_prob(const T *z, const T *mean, const T *log_std, int64_t n,
 }
 
 template <typename T>
-void gaussian_sample(const T *eps, const T *mean, const T *log_std, int64_t n, T temperature,
-                     T *z, T mean_offset = T(0), T log_std_offset = T(0)) {
+void gaussian_sample(const T *eps, const T *mean, const T *log_std, int64_t n, T temperature, T *z,
+                     T mean_offset = T(0), T log_std_offset = T(0)) {
   for (int64_t k = 0; k < n; ++k)
     z[k] = mean[k] + mean_offset + temperature * std::exp(log_std[k] + log_std_offset) * eps[k];
 }

@@ -11,8 +11,8 @@ namespace flowrt::layers {
 
 // scratch_a/scratch_b hold net.max_ch * h * w each. Returns the buffer holding the output.
 template <typename T>
-const T *run_net(const PNet<T> &net, const T *in, int64_t h, int64_t w, T *scratch_a,
-                 T *scratch_b, int threads) {
+const T *run_net(const PNet<T> &net, const T *in, int64_t h, int64_t w, T *scratch_a, T *scratch_b,
+                 int threads) {
   const int64_t plane = h * w;
   const T *cur = in;
   int64_t ch = net.in_ch;

@@ -22,7 +22,7 @@ void squeeze(SqueezeOrder order, const Shape3 &s, const T *in, T *out, bool inve
         const int64_t oc = squeeze_channel(order, c, 2 * i + j, s.c);
         for (int64_t y = 0; y < h2; ++y) {
           const int64_t orig = (c * s.h + 2 * y + i) * s.w + j;  // (c, 2y+i, j)
-          const int64_t sq = (oc * h2 + y) * w2;                  // (oc, y, 0)
+          const int64_t sq = (oc * h2 + y) * w2;                 // (oc, y, 0)
           if (!inverse) {
             for (int64_t x = 0; x < w2; ++x) out[sq + x] = in[orig + 2 * x];
           } else {  // `in` is the squeezed tensor, `out` the original layout

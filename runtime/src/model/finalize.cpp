@@ -30,8 +30,8 @@ void check_tensor(const Context &ctx, const char *name, const Tensor &t,
 void check_bounded(const Context &ctx, const char *name, const Tensor &t, double factor = 1.0) {
   for (size_t i = 0; i < t.size(); ++i)
     if (std::fabs(factor * t[i]) > limits::kMaxAbsLogScale)
-      ctx.error(std::string("tensor '") + name + "' value " + std::to_string(t[i]) +
-                " at index " + std::to_string(i) + " is out of range (|log scale| > " +
+      ctx.error(std::string("tensor '") + name + "' value " + std::to_string(t[i]) + " at index " +
+                std::to_string(i) + " is out of range (|log scale| > " +
                 std::to_string(limits::kMaxAbsLogScale) + ")");
 }
 
@@ -62,12 +62,13 @@ void check_net(const Context &ctx, Net &net, int64_t in_channels, int64_t out_ch
     NetOp &op = net.ops[i];
     if (auto *conv = std::get_if<Conv2dOp>(&op)) {
       const Tensor &w = conv->weight;
-      if (w.rank() != 4) op_ctx.error("conv weight must be [O, I, kh, kw], got " +
-                                      shape_string(w.shape()));
+      if (w.rank() != 4)
+        op_ctx.error("conv weight must be [O, I, kh, kw], got " + shape_string(w.shape()));
       int64_t extra = conv->padding == PaddingMode::EdgeChannel ? 1 : 0;
       if (w.dim(1) != ch + extra)
-        op_ctx.error("conv weight has " + std::to_string(w.dim(1)) + " input channels, the net has " +
-                     std::to_string(ch) + (extra ? " (+1 edge channel)" : ""));
+        op_ctx.error("conv weight has " + std::to_string(w.dim(1)) +
+                     " input channels, the net has " + std::to_string(ch) +
+                     (extra ? " (+1 edge channel)" : ""));
       if (w.dim(2) % 2 == 0 || w.dim(3) % 2 == 0 || w.dim(2) > limits::kMaxKernel ||
           w.dim(3) > limits::kMaxKernel)
         op_ctx.error("conv kernel " + std::to_string(w.dim(2)) + "x" + std::to_string(w.dim(3)) +
@@ -108,7 +109,8 @@ Shape3 finalize_layer(const Context &ctx, Layer &layer, const Shape3 &in) {
     check_tensor(ctx, "bias", an->bias, {in.c});
     check_tensor(ctx, "scale", an->scale, {in.c});
     for (size_t i = 0; i < an->scale.size(); ++i)
-      if (an->scale[i] == 0.f || std::fabs(std::log(std::fabs(an->scale[i]))) > limits::kMaxAbsLogScale)
+      if (an->scale[i] == 0.f ||
+          std::fabs(std::log(std::fabs(an->scale[i]))) > limits::kMaxAbsLogScale)
         ctx.error("scale[" + std::to_string(i) + "] = " + std::to_string(an->scale[i]) +
                   " is zero or out of range");
   } else if (auto *ic = std::get_if<InvConvLayer>(&op)) {

@@ -144,7 +144,9 @@ Graph build_glow(const GlowConfig &cfg) {
       }
       add_layer(g, step + "/actnorm", std::move(an));
       switch (cfg.permutation) {
-        case Permutation::LU: add_layer(g, step + "/invconv", lu_layer(init.rotation(s.c), s.c)); break;
+        case Permutation::LU:
+          add_layer(g, step + "/invconv", lu_layer(init.rotation(s.c), s.c));
+          break;
         case Permutation::Dense: {
           InvConvLayer d;
           d.form = InvConvForm::Dense;
@@ -153,7 +155,9 @@ Graph build_glow(const GlowConfig &cfg) {
           add_layer(g, step + "/invconv", std::move(d));
           break;
         }
-        case Permutation::Reverse: add_layer(g, step + "/permute", PermuteLayer{PermuteKind::Reverse, {}, {}}); break;
+        case Permutation::Reverse:
+          add_layer(g, step + "/permute", PermuteLayer{PermuteKind::Reverse, {}, {}});
+          break;
         case Permutation::Shuffle: {
           // Fisher-Yates driven by the same deterministic stream.
           std::vector<int32_t> idx(s.c);
@@ -172,9 +176,9 @@ Graph build_glow(const GlowConfig &cfg) {
       cp.type = cfg.coupling;
       cp.conditioning = Half::First;
       const int64_t half = s.c / 2;
-      cp.net = coupling_net(init, half, cfg.hidden,
-                            cfg.coupling == CouplingType::Affine ? 2 * half : half,
-                            cfg.random_nets);
+      cp.net =
+          coupling_net(init, half, cfg.hidden,
+                       cfg.coupling == CouplingType::Affine ? 2 * half : half, cfg.random_nets);
       cp.split = ShiftScaleSplit::ScaleShiftHalves;
       cp.scale_fn = ScaleFunction::Sigmoid;
       cp.scale_bias = 2.f;

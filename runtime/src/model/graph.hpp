@@ -121,8 +121,8 @@ struct TopPriorLayer {
   int64_t n_classes() const { return class_offsets.empty() ? 0 : class_offsets.dim(0); }
 };
 
-using LayerOp = std::variant<SqueezeLayer, ActNormLayer, InvConvLayer, PermuteLayer,
-                             CouplingLayer, SplitLayer, TopPriorLayer>;
+using LayerOp = std::variant<SqueezeLayer, ActNormLayer, InvConvLayer, PermuteLayer, CouplingLayer,
+                             SplitLayer, TopPriorLayer>;
 
 struct Layer {
   std::string name;

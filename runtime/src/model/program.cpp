@@ -149,10 +149,8 @@ Program<T> build_program(const Graph &g, bool fold) {
     } else if (auto *pm = std::get_if<PermuteLayer>(&layer.op)) {
       step.op = PPermute{pm->source};
     } else if (auto *cp = std::get_if<CouplingLayer>(&layer.op)) {
-      PCoupling<T> c{cp->type,     cp->conditioning,
-                     build_net<T>(cp->net, fold),
-                     cp->split,    cp->scale_fn,
-                     static_cast<T>(cp->scale_bias),
+      PCoupling<T> c{cp->type,  cp->conditioning, build_net<T>(cp->net, fold),
+                     cp->split, cp->scale_fn,     static_cast<T>(cp->scale_bias),
                      cp->form};
       prog.max_net_elems = std::max(prog.max_net_elems, c.net.max_ch * layer.in.plane());
       step.op = std::move(c);

@@ -80,8 +80,8 @@ struct PTop {
 };
 
 template <typename T>
-using PStepOp = std::variant<PSqueeze, PAffine<T>, PLinear<T>, PPermute, PCoupling<T>, PSplit<T>,
-                             PTop<T>>;
+using PStepOp =
+    std::variant<PSqueeze, PAffine<T>, PLinear<T>, PPermute, PCoupling<T>, PSplit<T>, PTop<T>>;
 
 template <typename T>
 struct PStep {
@@ -97,8 +97,8 @@ template <typename T>
 struct Program {
   ImageSpec image;
   std::vector<PStep<T>> steps;
-  int64_t dims = 0;             // C*H*W
-  int64_t max_net_elems = 0;    // largest net activation per image (channels * H * W)
+  int64_t dims = 0;           // C*H*W
+  int64_t max_net_elems = 0;  // largest net activation per image (channels * H * W)
   int64_t n_classes = 0;
 };
 

@@ -31,7 +31,8 @@ std::unique_ptr<Backend> make_backend(const Graph &g, const InferenceOptions &o)
   bo.device = o.device;
   bo.fold = o.fold;
   switch (o.backend) {
-    case FLOWRT_BACKEND_REF: return create_ref_backend(g, bo);
+    case FLOWRT_BACKEND_REF:
+      return create_ref_backend(g, bo);
     case FLOWRT_BACKEND_ONEDNN:
 #ifdef FLOWRT_HAVE_ONEDNN
       return create_onednn_backend(g, bo);
@@ -117,8 +118,8 @@ void InferenceSession::finish_scores(size_t n, const double *log_p, double *bits
   for (size_t i = 0; i < n; ++i) bits_per_dim[i] = nb - log_p[i] / (d * std::log(2.0));
 }
 
-void InferenceSession::encode(size_t n, const float *x, const int32_t *labels, float *z, double *log_p,
-                     double *log_det, double *bits_per_dim) {
+void InferenceSession::encode(size_t n, const float *x, const int32_t *labels, float *z,
+                              double *log_p, double *log_det, double *bits_per_dim) {
   check_batch(n, x, "x");
   check_labels(n, labels);
   check_finite(n, x, "x");
@@ -134,8 +135,8 @@ void InferenceSession::encode(size_t n, const float *x, const int32_t *labels, f
   }
 }
 
-void InferenceSession::encode_pixels(size_t n, const uint8_t *pixels, const int32_t *labels, float *z,
-                            double *log_p, double *bits_per_dim) {
+void InferenceSession::encode_pixels(size_t n, const uint8_t *pixels, const int32_t *labels,
+                                     float *z, double *log_p, double *bits_per_dim) {
   check_batch(n, pixels, "pixels");
   check_labels(n, labels);
   const int nb = graph_->image.n_bits;
@@ -164,8 +165,8 @@ void InferenceSession::decode(size_t n, const float *z, float *x, uint8_t *pixel
   }
 }
 
-void InferenceSession::decode_noise(size_t n, const float *eps, float temperature, const int32_t *labels,
-                           float *x, uint8_t *pixels) {
+void InferenceSession::decode_noise(size_t n, const float *eps, float temperature,
+                                    const int32_t *labels, float *x, uint8_t *pixels) {
   check_batch(n, eps, "eps");
   check_labels(n, labels);
   if (!std::isfinite(temperature) || temperature < 0)
@@ -181,8 +182,8 @@ void InferenceSession::decode_noise(size_t n, const float *eps, float temperatur
   }
 }
 
-void InferenceSession::sample(size_t n, float temperature, uint64_t seed, const int32_t *labels, float *x,
-                     uint8_t *pixels) {
+void InferenceSession::sample(size_t n, float temperature, uint64_t seed, const int32_t *labels,
+                              float *x, uint8_t *pixels) {
   check_batch(n, reinterpret_cast<const void *>(1), "output");
   check_labels(n, labels);
   if (!std::isfinite(temperature) || temperature < 0)

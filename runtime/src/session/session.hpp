@@ -1,7 +1,7 @@
-// An InferenceSession binds a verified model to one backend with scratch for a maximum batch. It checks
-// every argument (sizes with overflow checks, NaNs, labels, temperature), converts between pixels
-// and the network's continuous range, computes bits/dim, and splits large batches into chunks of
-// the maximum batch. Nothing here allocates after construction.
+// An InferenceSession binds a verified model to one backend with scratch for a maximum batch. It
+// checks every argument (sizes with overflow checks, NaNs, labels, temperature), converts between
+// pixels and the network's continuous range, computes bits/dim, and splits large batches into
+// chunks of the maximum batch. Nothing here allocates after construction.
 #pragma once
 
 #include <atomic>
@@ -34,8 +34,8 @@ class InferenceSession {
   void encode_pixels(size_t n, const uint8_t *pixels, const int32_t *labels, float *z,
                      double *log_p, double *bits_per_dim);
   void decode(size_t n, const float *z, float *x, uint8_t *pixels);
-  void decode_noise(size_t n, const float *eps, float temperature, const int32_t *labels,
-                    float *x, uint8_t *pixels);
+  void decode_noise(size_t n, const float *eps, float temperature, const int32_t *labels, float *x,
+                    uint8_t *pixels);
   void sample(size_t n, float temperature, uint64_t seed, const int32_t *labels, float *x,
               uint8_t *pixels);
 

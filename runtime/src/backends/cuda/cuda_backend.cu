@@ -23,7 +23,8 @@ namespace {
 template <typename T>
 DeviceBuffer<T> upload(const std::vector<T> &v) {
   DeviceBuffer<T> d(v.size());
-  if (!v.empty()) check(cudaMemcpy(d.get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice), "upload");
+  if (!v.empty())
+    check(cudaMemcpy(d.get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice), "upload");
   return d;
 }
 
@@ -53,11 +54,11 @@ struct DevStep {
   double logdet = 0;
   int64_t latent_offset = 0;
   SqueezeOrder order = SqueezeOrder::ChannelMajor;
-  DeviceBuffer<float> a, c, a_inv;         // linear (a, c, a_inv), affine (a = scale, c = shift)
-  DeviceBuffer<int32_t> source;            // permute
+  DeviceBuffer<float> a, c, a_inv;  // linear (a, c, a_inv), affine (a = scale, c = shift)
+  DeviceBuffer<int32_t> source;     // permute
   CouplingArgs coupling{};
-  Half half = Half::First;                 // coupling: conditioning; split: leaving
-  DevNet net;                              // coupling net or split prior
+  Half half = Half::First;  // coupling: conditioning; split: leaving
+  DevNet net;               // coupling net or split prior
   PriorLayout layout = PriorLayout::MeanLogstdHalves;
   DeviceBuffer<float> mean, log_std, offsets;  // top prior
   int64_t n_classes = 0;
@@ -103,7 +104,8 @@ class CudaBackend final : public Backend {
     check(cublasSetStream(blas_, stream_), "cublasSetStream");
     // A user workspace keeps cuBLAS from allocating inside graph capture.
     blas_workspace_ = DeviceBuffer<uint8_t>(size_t{32} << 20);
-    check(cublasSetWorkspace(blas_, blas_workspace_.get(), blas_workspace_.size()), "cublasSetWorkspace");
+    check(cublasSetWorkspace(blas_, blas_workspace_.get(), blas_workspace_.size()),
+          "cublasSetWorkspace");
     check(cublasSetMathMode(blas_, CUBLAS_PEDANTIC_MATH), "cublasSetMathMode");
 
     const Program<float> prog = build_program<float>(g, opt.fold);
@@ -163,14 +165,16 @@ class CudaBackend final : public Backend {
     net_a_ = DeviceBuffer<float>(max_batch_ * net_stride_);
     net_b_ = DeviceBuffer<float>(max_batch_ * net_stride_);
     // im2col for up to the whole batch, capped at 64 Mi floats (then convs run in chunks).
-    col_images_ = std::max<int64_t>(1, std::min<int64_t>(max_batch_, (int64_t{64} << 20) / col_per_image));
+    col_images_ =
+        std::max<int64_t>(1, std::min<int64_t>(max_batch_, (int64_t{64} << 20) / col_per_image));
     col_per_image_ = col_per_image;
     col_ = DeviceBuffer<float>(static_cast<size_t>(col_images_ * col_per_image));
     logp_ = DeviceBuffer<double>(max_batch_);
     logdet_ = DeviceBuffer<double>(max_batch_);
     labels_ = DeviceBuffer<int32_t>(max_batch_);
     params_ = DeviceBuffer<SampleParams>(1);
-    check(cudaMallocHost(reinterpret_cast<void **>(&host_params_), sizeof(SampleParams)), "cudaMallocHost");
+    check(cudaMallocHost(reinterpret_cast<void **>(&host_params_), sizeof(SampleParams)),
+          "cudaMallocHost");
     host_logp_.resize(max_batch_);
     host_logdet_.resize(max_batch_);
     check(cudaStreamSynchronize(stream_), "upload");
@@ -222,8 +226,8 @@ class CudaBackend final : public Backend {
           float *xa = cur + (s.half == Half::First ? 0 : cb * plane);
           float *xb = cur + (s.half == Half::First ? cb * plane : 0);
           const float *h = run_net(s.net, xa, d, s.in, nn);
-          coupling(s.coupling, h, net_stride_, xb, d, int(cb), int(plane), nn, logdet_.get(),
-                   false, stream_);
+          coupling(s.coupling, h, net_stride_, xb, d, int(cb), int(plane), nn, logdet_.get(), false,
+                   stream_);
           break;
         }
         case StepKind::Split: {
@@ -239,14 +243,18 @@ class CudaBackend final : public Backend {
         }
         case StepKind::Top:
           copy_rows(zd + s.latent_offset, cur, s.in.numel(), n);
-          top_log_prob(cur, d, s.mean.get(), s.log_std.get(), s.offsets.get(), dlabels,
-                       int(s.in.c), int(plane), nn, logp_.get(), stream_);
+          top_log_prob(cur, d, s.mean.get(), s.log_std.get(), s.offsets.get(), dlabels, int(s.in.c),
+                       int(plane), nn, logp_.get(), stream_);
           break;
       }
     }
     check(cudaMemcpyAsync(z, zd, n * d * sizeof(float), cudaMemcpyDeviceToHost, stream_), "copy z");
-    check(cudaMemcpyAsync(host_logp_.data(), logp_.get(), n * sizeof(double), cudaMemcpyDeviceToHost, stream_), "copy");
-    check(cudaMemcpyAsync(host_logdet_.data(), logdet_.get(), n * sizeof(double), cudaMemcpyDeviceToHost, stream_), "copy");
+    check(cudaMemcpyAsync(host_logp_.data(), logp_.get(), n * sizeof(double),
+                          cudaMemcpyDeviceToHost, stream_),
+          "copy");
+    check(cudaMemcpyAsync(host_logdet_.data(), logdet_.get(), n * sizeof(double),
+                          cudaMemcpyDeviceToHost, stream_),
+          "copy");
     check(cudaStreamSynchronize(stream_), "encode");
     for (size_t i = 0; i < n; ++i) {
       const double ld = host_logdet_[i] + constant;
@@ -286,22 +294,29 @@ class CudaBackend final : public Backend {
   };
 
   void copy_in(const float *host, float *dev, size_t count) {
-    check(cudaMemcpyAsync(dev, host, count * sizeof(float), cudaMemcpyHostToDevice, stream_), "copy in");
+    check(cudaMemcpyAsync(dev, host, count * sizeof(float), cudaMemcpyHostToDevice, stream_),
+          "copy in");
   }
   const int32_t *upload_labels(size_t n, const int32_t *labels) {
     if (!labels) return nullptr;
-    check(cudaMemcpyAsync(labels_.get(), labels, n * sizeof(int32_t), cudaMemcpyHostToDevice, stream_), "labels");
+    check(cudaMemcpyAsync(labels_.get(), labels, n * sizeof(int32_t), cudaMemcpyHostToDevice,
+                          stream_),
+          "labels");
     return labels_.get();
   }
   void set_params(uint64_t seed, uint64_t first, float temperature) {
     check(cudaStreamSynchronize(stream_), "params");  // the pinned block may still be in flight
     *host_params_ = SampleParams{seed, first, temperature};
-    check(cudaMemcpyAsync(params_.get(), host_params_, sizeof(SampleParams), cudaMemcpyHostToDevice, stream_), "params");
+    check(cudaMemcpyAsync(params_.get(), host_params_, sizeof(SampleParams), cudaMemcpyHostToDevice,
+                          stream_),
+          "params");
   }
   // `count` floats of each of n images, both with stride D.
   void copy_rows(float *dst, const float *src, int64_t count, size_t n) {
     const size_t pitch = static_cast<size_t>(dims_) * sizeof(float);
-    check(cudaMemcpy2DAsync(dst, pitch, src, pitch, count * sizeof(float), n, cudaMemcpyDeviceToDevice, stream_), "copy rows");
+    check(cudaMemcpy2DAsync(dst, pitch, src, pitch, count * sizeof(float), n,
+                            cudaMemcpyDeviceToDevice, stream_),
+          "copy rows");
   }
 
   // C (per image P x O, as NCHW [O][P]) = W (O x K) * B (K x P); cuBLAS sees the transposes.
@@ -314,13 +329,15 @@ class CudaBackend final : public Backend {
           "sgemm");
   }
 
-  void linear(const float *a, const float *c, const Shape3 &sh, int n, const float *in, float *out) {
+  void linear(const float *a, const float *c, const Shape3 &sh, int n, const float *in,
+              float *out) {
     gemm(in, dims_, sh.plane(), a, sh.c, int(sh.c), int(sh.c), sh.plane(), out, dims_, n);
     add_bias(c, 1.f, false, sh, n, dims_, out, stream_);
   }
 
   // Runs a net on `in` (stride in_stride); returns its output (stride net_stride_).
-  const float *run_net(const DevNet &net, const float *in, int64_t in_stride, const Shape3 &sp, int n) {
+  const float *run_net(const DevNet &net, const float *in, int64_t in_stride, const Shape3 &sp,
+                       int n) {
     const int64_t plane = sp.plane();
     const float *cur = in;
     int64_t cur_stride = in_stride;
@@ -339,7 +356,8 @@ class CudaBackend final : public Backend {
           for (int i0 = 0; i0 < n; i0 += int(col_images_)) {
             const int m = std::min<int>(int(col_images_), n - i0);
             im2col(cur + i0 * cur_stride, cur_stride, op.in_ch, op.in_total, int(sp.h), int(sp.w),
-                   op.kh, op.kw, op.padding, op.pad_value, m, col_.get(), int64_t(k) * plane, stream_);
+                   op.kh, op.kw, op.padding, op.pad_value, m, col_.get(), int64_t(k) * plane,
+                   stream_);
             gemm(col_.get(), int64_t(k) * plane, plane, op.weight.get(), k, op.out_ch, k, plane,
                  next + i0 * net_stride_, net_stride_, m);
           }
@@ -389,7 +407,9 @@ class CudaBackend final : public Backend {
           squeeze(s.order, s.in, n, d, cur, tmp, true, stream_);
           std::swap(cur, tmp);
           break;
-        case StepKind::Affine: channel_affine(s.a.get(), s.c.get(), s.in, n, d, cur, true, stream_); break;
+        case StepKind::Affine:
+          channel_affine(s.a.get(), s.c.get(), s.in, n, d, cur, true, stream_);
+          break;
         case StepKind::Linear:
           add_bias(s.c.get(), -1.f, false, s.in, n, d, cur, stream_);
           gemm(cur, d, plane, s.a_inv.get(), s.in.c, int(s.in.c), int(s.in.c), plane, tmp, d, n);
@@ -404,7 +424,8 @@ class CudaBackend final : public Backend {
           float *xa = cur + (s.half == Half::First ? 0 : cb * plane);
           float *xb = cur + (s.half == Half::First ? cb * plane : 0);
           const float *h = run_net(s.net, xa, d, s.in, n);
-          coupling(s.coupling, h, net_stride_, xb, d, int(cb), int(plane), n, nullptr, true, stream_);
+          coupling(s.coupling, h, net_stride_, xb, d, int(cb), int(plane), n, nullptr, true,
+                   stream_);
           break;
         }
         case StepKind::Split: {
@@ -421,7 +442,8 @@ class CudaBackend final : public Backend {
           }
           break;
         }
-        case StepKind::Top: break;
+        case StepKind::Top:
+          break;
       }
     }
     return cur;
@@ -448,7 +470,9 @@ class CudaBackend final : public Backend {
       it = graphs_.emplace(key, cd).first;
     }
     check(cudaGraphLaunch(it->second.exec, stream_), "cudaGraphLaunch");
-    check(cudaMemcpyAsync(x, it->second.result, n * dims_ * sizeof(float), cudaMemcpyDeviceToHost, stream_), "copy x");
+    check(cudaMemcpyAsync(x, it->second.result, n * dims_ * sizeof(float), cudaMemcpyDeviceToHost,
+                          stream_),
+          "copy x");
     check(cudaStreamSynchronize(stream_), "decode");
   }
 

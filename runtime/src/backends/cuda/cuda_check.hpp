@@ -18,7 +18,8 @@ inline void check(cudaError_t e, const char *what) {
 }
 inline void check(cublasStatus_t s, const char *what) {
   if (s != CUBLAS_STATUS_SUCCESS)
-    fail(FLOWRT_DEVICE_ERROR, std::string("cuBLAS: ") + what + ": status " + std::to_string(int(s)));
+    fail(FLOWRT_DEVICE_ERROR,
+         std::string("cuBLAS: ") + what + ": status " + std::to_string(int(s)));
 }
 
 // A device allocation of `n` elements of T, freed on destruction.
@@ -30,8 +31,8 @@ class DeviceBuffer {
     if (n > 0) {
       const cudaError_t e = cudaMalloc(reinterpret_cast<void **>(&p_), n * sizeof(T));
       if (e == cudaErrorMemoryAllocation)
-        fail(FLOWRT_OUT_OF_MEMORY, "CUDA: cannot allocate " + std::to_string(n * sizeof(T)) +
-                                       " bytes of device memory");
+        fail(FLOWRT_OUT_OF_MEMORY,
+             "CUDA: cannot allocate " + std::to_string(n * sizeof(T)) + " bytes of device memory");
       check(e, "cudaMalloc");
     }
   }

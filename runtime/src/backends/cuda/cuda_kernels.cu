@@ -120,10 +120,18 @@ __global__ void im2col_k(const float *in, int64_t in_stride, int in_ch, int in_t
 
 __device__ inline void shift_scale_channels(int split, int j, int cb, int *t, int *raw) {
   switch (split) {
-    case int(ShiftScaleSplit::ShiftScaleHalves): *t = j, *raw = cb + j; break;
-    case int(ShiftScaleSplit::ScaleShiftHalves): *raw = j, *t = cb + j; break;
-    case int(ShiftScaleSplit::ShiftScaleInterleaved): *t = 2 * j, *raw = 2 * j + 1; break;
-    default: *raw = 2 * j, *t = 2 * j + 1; break;
+    case int(ShiftScaleSplit::ShiftScaleHalves):
+      *t = j, *raw = cb + j;
+      break;
+    case int(ShiftScaleSplit::ScaleShiftHalves):
+      *raw = j, *t = cb + j;
+      break;
+    case int(ShiftScaleSplit::ShiftScaleInterleaved):
+      *t = 2 * j, *raw = 2 * j + 1;
+      break;
+    default:
+      *raw = 2 * j, *t = 2 * j + 1;
+      break;
   }
 }
 
@@ -212,8 +220,8 @@ __global__ void split_sample_k(const float *eps, int64_t eps_stride, const float
 }
 
 __global__ void top_logp_k(const float *z, int64_t z_stride, const float *mean,
-                           const float *log_std, const float *offsets, const int32_t *labels,
-                           int c, int plane, double *logp) {
+                           const float *log_std, const float *offsets, const int32_t *labels, int c,
+                           int plane, double *logp) {
   const int i = blockIdx.y;
   const int64_t per = int64_t(c) * plane;
   const int label = labels ? labels[i] : -1;
@@ -268,8 +276,8 @@ void squeeze(SqueezeOrder order, const Shape3 &in, int n, int64_t stride, const 
       int(order), int(in.c), int(in.h), int(in.w), n, stride, src, dst, inverse);
 }
 
-void channel_affine(const float *scale, const float *shift, const Shape3 &sh, int n,
-                    int64_t stride, float *x, bool inverse, cudaStream_t s) {
+void channel_affine(const float *scale, const float *shift, const Shape3 &sh, int n, int64_t stride,
+                    float *x, bool inverse, cudaStream_t s) {
   channel_affine_k<<<blocks_for(sh.numel() * n), kThreads, 0, s>>>(
       scale, shift, int(sh.c), int(sh.plane()), n, stride, x, inverse);
 }
@@ -277,13 +285,13 @@ void channel_affine(const float *scale, const float *shift, const Shape3 &sh, in
 void add_bias(const float *bias, float sign, bool relu, const Shape3 &sh, int n, int64_t stride,
               float *x, cudaStream_t s) {
   add_bias_k<<<blocks_for(sh.numel() * n), kThreads, 0, s>>>(bias, sign, relu, int(sh.c),
-                                                              int(sh.plane()), n, stride, x);
+                                                             int(sh.plane()), n, stride, x);
 }
 
 void permute(const int32_t *source, const Shape3 &sh, int n, int64_t stride, const float *src,
              float *dst, bool inverse, cudaStream_t s) {
   permute_k<<<blocks_for(sh.numel() * n), kThreads, 0, s>>>(source, int(sh.c), int(sh.plane()), n,
-                                                             stride, src, dst, inverse);
+                                                            stride, src, dst, inverse);
 }
 
 void im2col(const float *in, int64_t in_stride, int in_ch, int in_total, int h, int w, int kh,
@@ -291,14 +299,13 @@ void im2col(const float *in, int64_t in_stride, int in_ch, int in_total, int h, 
             cudaStream_t s) {
   const int64_t total = int64_t(in_total) * kh * kw * h * w * n;
   im2col_k<<<blocks_for(total), kThreads, 0, s>>>(in, in_stride, in_ch, in_total, h, w, kh, kw,
-                                                   int(padding), pad_value, n, col, col_stride);
+                                                  int(padding), pad_value, n, col, col_stride);
 }
 
-void coupling(const CouplingArgs &a, const float *h, int64_t h_stride, float *xb,
-              int64_t x_stride, int cb, int plane, int n, double *logdet, bool inverse,
-              cudaStream_t s) {
-  coupling_k<<<reduce_grid(int64_t(cb) * plane, n), kThreads, 0, s>>>(
-      a, h, h_stride, xb, x_stride, cb, plane, logdet, inverse);
+void coupling(const CouplingArgs &a, const float *h, int64_t h_stride, float *xb, int64_t x_stride,
+              int cb, int plane, int n, double *logdet, bool inverse, cudaStream_t s) {
+  coupling_k<<<reduce_grid(int64_t(cb) * plane, n), kThreads, 0, s>>>(a, h, h_stride, xb, x_stride,
+                                                                      cb, plane, logdet, inverse);
 }
 
 void split_log_prob(const float *z, int64_t z_stride, const float *prior, int64_t prior_stride,

@@ -20,8 +20,8 @@ struct SampleParams {
 
 void squeeze(SqueezeOrder order, const Shape3 &in, int n, int64_t stride, const float *src,
              float *dst, bool inverse, cudaStream_t s);
-void channel_affine(const float *scale, const float *shift, const Shape3 &sh, int n,
-                    int64_t stride, float *x, bool inverse, cudaStream_t s);
+void channel_affine(const float *scale, const float *shift, const Shape3 &sh, int n, int64_t stride,
+                    float *x, bool inverse, cudaStream_t s);
 // x[c] += sign * bias[c], then ReLU when `relu`.
 void add_bias(const float *bias, float sign, bool relu, const Shape3 &sh, int n, int64_t stride,
               float *x, cudaStream_t s);
@@ -40,9 +40,8 @@ struct CouplingArgs {
   float scale_bias;
 };
 // xb: the transformed half (cb channels) in place; logdet (n doubles) accumulates sum(log s).
-void coupling(const CouplingArgs &a, const float *h, int64_t h_stride, float *xb,
-              int64_t x_stride, int cb, int plane, int n, double *logdet, bool inverse,
-              cudaStream_t s);
+void coupling(const CouplingArgs &a, const float *h, int64_t h_stride, float *xb, int64_t x_stride,
+              int cb, int plane, int n, double *logdet, bool inverse, cudaStream_t s);
 
 // log N(z; mean, std) summed per image into logp. prior: the split prior net's output (2*cz
 // channels, `layout`), or null for a standard normal.

@@ -112,8 +112,8 @@ class RefExecutor {
         const int64_t cb = in.c / 2;
         T *xa = cur + (cp->conditioning == Half::First ? 0 : cb * plane);
         T *xb = cur + (cp->conditioning == Half::First ? cb * plane : 0);
-        const T *h = layers::run_net(cp->net, xa, in.h, in.w, s.net_a.data(), s.net_b.data(),
-                                     threads);
+        const T *h =
+            layers::run_net(cp->net, xa, in.h, in.w, s.net_a.data(), s.net_b.data(), threads);
         ld += layers::coupling_apply(*cp, h, cb, plane, xb, false);
       } else if (auto *sp = std::get_if<PSplit<T>>(&step.op)) {
         const int64_t cz = in.c / 2, n = cz * plane;
@@ -146,8 +146,8 @@ class RefExecutor {
         acc += -layers::kHalfLog2Pi - 0.5 * static_cast<double>(leave[k]) * leave[k];
       return acc;
     }
-    const T *o = layers::run_net(sp.prior, keep, in.h, in.w, s.net_a.data(), s.net_b.data(),
-                                 threads);
+    const T *o =
+        layers::run_net(sp.prior, keep, in.h, in.w, s.net_a.data(), s.net_b.data(), threads);
     double acc = 0;
     for (int64_t j = 0; j < cz; ++j) {
       int64_t mc = 0, lc = 0;
@@ -197,8 +197,8 @@ class RefExecutor {
         const int64_t cb = in.c / 2;
         T *xa = cur + (cp->conditioning == Half::First ? 0 : cb * plane);
         T *xb = cur + (cp->conditioning == Half::First ? cb * plane : 0);
-        const T *h = layers::run_net(cp->net, xa, in.h, in.w, s.net_a.data(), s.net_b.data(),
-                                     threads);
+        const T *h =
+            layers::run_net(cp->net, xa, in.h, in.w, s.net_a.data(), s.net_b.data(), threads);
         layers::coupling_apply(*cp, h, cb, plane, xb, true);
       } else if (auto *sp = std::get_if<PSplit<T>>(&step.op)) {
         const int64_t cz = in.c / 2, n = cz * plane;
@@ -211,8 +211,8 @@ class RefExecutor {
         } else if (sp->prior.empty()) {
           for (int64_t e = 0; e < n; ++e) leave[e] = temperature * from[e];
         } else {
-          const T *o = layers::run_net(sp->prior, keep, in.h, in.w, s.net_a.data(),
-                                       s.net_b.data(), threads);
+          const T *o =
+              layers::run_net(sp->prior, keep, in.h, in.w, s.net_a.data(), s.net_b.data(), threads);
           for (int64_t j = 0; j < cz; ++j) {
             int64_t mc = 0, lc = 0;
             layers::prior_channels(sp->layout, j, cz, &mc, &lc);
