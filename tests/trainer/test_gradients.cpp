@@ -1,0 +1,190 @@
+// The trainer's backward passes against central finite differences in double precision, and its
+// forward pass against the runtime's reference executor, on tiny models covering every layer
+// and option of the format.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "backends/ref/ref_executor.hpp"
+#include "layers/squeeze.hpp"
+#include "tiny_models.hpp"
+#include "trainer/model/train_model.hpp"
+
+namespace flowrt {
+namespace {
+
+using train::TrainModel;
+
+constexpr int64_t kBatch = 3;
+
+std::vector<int32_t> labels_for(const test::TinyVariant &v) {
+  std::vector<int32_t> y;
+  for (int64_t i = 0; i < kBatch; ++i)
+    y.push_back(v.classes ? static_cast<int32_t>(i % v.classes) : -1);
+  return y;
+}
+
+// Every parameter tensor's analytic gradient against central differences (f(p+e) - f(p-e)) / 2e,
+// as the relative error of the whole tensor, ||g - g_fd|| / ||g_fd||, which must be <= 1e-5.
+// The loss is rounded at ~1e-16, so a difference quotient carries ~1e-11 of noise: tensors whose
+// gradient is tiny next to the model's largest are measured against 1e-3 of that largest norm
+// instead (a wrong gradient still fails by orders of magnitude). The step stays small because
+// a larger one would cross ReLU kinks.
+void check_gradients(TrainModel<double> &model, const std::vector<double> &x,
+                     const std::vector<int32_t> &labels) {
+  const int32_t *y = labels[0] >= 0 ? labels.data() : nullptr;
+  model.forward(x.data(), y, kBatch, false);
+  model.backward();
+  const std::vector<double> grads = model.params().grads();
+  std::vector<double> &values = model.params().values();
+  const double eps = 1e-5;
+  struct Result {
+    std::string name;
+    double diff, norm, analytic;
+  };
+  std::vector<Result> results;
+  double largest = 0;
+  for (const train::ParamInfo &p : model.params().info()) {
+    Result r{p.name, 0, 0, 0};
+    for (size_t k = p.offset; k < p.offset + p.size; ++k) {
+      const double v = values[k];
+      values[k] = v + eps;
+      const double fp = model.forward(x.data(), y, kBatch, false);
+      values[k] = v - eps;
+      const double fm = model.forward(x.data(), y, kBatch, false);
+      values[k] = v;
+      const double fd = (fp - fm) / (2 * eps);
+      r.diff += (grads[k] - fd) * (grads[k] - fd);
+      r.norm += fd * fd;
+      r.analytic += grads[k] * grads[k];
+    }
+    largest = std::max(largest, std::sqrt(r.norm));
+    results.push_back(r);
+  }
+  CHECK(largest > 0);
+  for (const Result &r : results) {
+    INFO(r.name << ": |g| = " << std::sqrt(r.analytic) << ", |g_fd| = " << std::sqrt(r.norm)
+                << ", |g - g_fd| = " << std::sqrt(r.diff));
+    CHECK(std::sqrt(r.diff) <= 1e-5 * std::max(std::sqrt(r.norm), 1e-3 * largest));
+  }
+}
+
+// Bits/dim of the runtime's reference executor in double (unfolded and folded).
+std::vector<double> runtime_bpd(const Graph &g, const std::vector<double> &x,
+                                const std::vector<int32_t> &labels, bool fold) {
+  RefExecutor<double> ex(g, kBatch, 1, fold);
+  std::vector<double> z(x.size()), log_p(kBatch), bpd(kBatch);
+  ex.encode(kBatch, x.data(), labels[0] >= 0 ? labels.data() : nullptr, z.data(), log_p.data(),
+            nullptr);
+  for (int64_t i = 0; i < kBatch; ++i)
+    bpd[i] = g.image.n_bits - log_p[i] / (static_cast<double>(g.dims()) * std::log(2.0));
+  return bpd;
+}
+
+void check_variant(const test::TinyVariant &v) {
+  const Graph g = test::tiny_graph(v);
+  const std::vector<double> x = test::random_images(g, kBatch, 11);
+  const std::vector<int32_t> labels = labels_for(v);
+  TrainModel<double> model(g);
+  model.forward(x.data(), labels[0] >= 0 ? labels.data() : nullptr, kBatch, false);
+  for (bool fold : {false, true}) {
+    const std::vector<double> ref = runtime_bpd(g, x, labels, fold);
+    for (int64_t i = 0; i < kBatch; ++i)
+      CHECK(std::fabs(model.bits_per_dim()[i] - ref[i]) <= 1e-10);
+  }
+  check_gradients(model, x, labels);
+}
+
+}  // namespace
+
+TEST_CASE("trainer gradients: Glow defaults (affine sigmoid, LU 1x1, learned priors)") {
+  check_variant({});
+}
+
+TEST_CASE("trainer gradients: additive coupling, dense 1x1 conv") {
+  test::TinyVariant v;
+  v.coupling = CouplingType::Additive;
+  v.permutation = Permutation::Dense;
+  v.channels = 2, v.size = 4, v.levels = 1;
+  check_variant(v);
+  v.levels = 2, v.channels = 1, v.size = 8;
+  check_variant(v);
+}
+
+TEST_CASE("trainer gradients: RealNVP-style exp scale, scale-then-shift, reverse, second half") {
+  test::TinyVariant v;
+  v.scale_fn = ScaleFunction::Exp;
+  v.form = AffineForm::ScaleThenShift;
+  v.split = ShiftScaleSplit::ShiftScaleInterleaved;
+  v.conditioning = Half::Second;
+  v.permutation = Permutation::Reverse;
+  v.padding = PaddingMode::Constant;
+  v.leaving = Half::First;
+  v.layout = PriorLayout::MeanLogstdInterleaved;
+  v.squeeze = SqueezeOrder::SubpixelMajor;
+  check_variant(v);
+}
+
+TEST_CASE("trainer gradients: edge-channel padding, net actnorm, shuffle, standard normal priors") {
+  test::TinyVariant v;
+  v.split = ShiftScaleSplit::ShiftScaleHalves;
+  v.padding = PaddingMode::EdgeChannel;
+  v.net_actnorm = true;
+  v.permutation = Permutation::Shuffle;
+  v.empty_split_prior = true;
+  v.top = TopPriorKind::StandardNormal;
+  check_variant(v);
+}
+
+TEST_CASE("trainer gradients: scale-shift interleaved, class-conditional top prior") {
+  test::TinyVariant v;
+  v.split = ShiftScaleSplit::ScaleShiftInterleaved;
+  v.classes = 3;
+  v.channels = 2, v.size = 4;
+  check_variant(v);
+}
+
+TEST_CASE("trainer data-dependent init: actnorm outputs are standardised, gradients hold after") {
+  test::TinyVariant v;
+  v.net_actnorm = true;
+  const Graph g = test::tiny_graph(v);
+  const std::vector<double> x = test::random_images(g, kBatch, 5);
+  TrainModel<double> model(g);
+  model.forward(x.data(), nullptr, kBatch, true);
+  const Graph after = model.export_graph(model.params().values());
+  // The first actnorm sees the squeezed image: its init must standardise every channel.
+  const Shape3 in = g.layers[0].in, sq = g.layers[0].out;
+  std::vector<double> s(static_cast<size_t>(kBatch * sq.numel()));
+  for (int64_t b = 0; b < kBatch; ++b)
+    layers::squeeze(SqueezeOrder::ChannelMajor, in, x.data() + b * in.numel(),
+                    s.data() + b * sq.numel(), false);
+  const auto &an = std::get<ActNormLayer>(after.layers[1].op);
+  for (int64_t c = 0; c < sq.c; ++c) {
+    double mean = 0, var = 0;
+    const double n = static_cast<double>(kBatch * sq.plane());
+    for (int64_t b = 0; b < kBatch; ++b)
+      for (int64_t p = 0; p < sq.plane(); ++p) mean += s[(b * sq.c + c) * sq.plane() + p] / n;
+    for (int64_t b = 0; b < kBatch; ++b)
+      for (int64_t p = 0; p < sq.plane(); ++p) {
+        const double d = s[(b * sq.c + c) * sq.plane() + p] - mean;
+        var += d * d / n;
+      }
+    CHECK(an.bias[c] == doctest::Approx(-mean).epsilon(1e-6));
+    CHECK(an.scale[c] == doctest::Approx(1.0 / (std::sqrt(var) + 1e-6)).epsilon(1e-6));
+  }
+  // The init changed the model (not the identity any more), and the exported graph scores the
+  // same as the trainer on another batch.
+  const std::vector<double> x2 = test::random_images(g, kBatch, 6);
+  const double loss = model.forward(x2.data(), nullptr, kBatch, false);
+  const std::vector<double> ref = runtime_bpd(after, x2, {-1}, false);
+  double mean_ref = 0;
+  for (double r : ref) mean_ref += r / kBatch;
+  CHECK(loss == doctest::Approx(mean_ref).epsilon(1e-6));  // float export of the init values
+  // The loss after init as a function of every parameter.
+  check_gradients(model, x2, {-1});
+}
+
+}  // namespace flowrt

@@ -1,0 +1,289 @@
+// The training loop end to end: export to libflowrt, bit-exact resume, checkpoint integrity,
+// the NaN/Inf guard, and the data loaders' error messages.
+#include <doctest/doctest.h>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/error.hpp"
+#include "flowrt.h"
+#include "format/flow_file.hpp"
+#include "image_io.hpp"
+#include "trainer/datasets/dataset.hpp"
+#include "trainer/train/checkpoint.hpp"
+#include "trainer/train/run.hpp"
+
+namespace flowrt {
+namespace {
+
+namespace fs = std::filesystem;
+using train::RunConfig;
+using train::TrainRun;
+
+const char *kFashionDir = "/usr/share/datasets/fashion-mnist";
+
+// Fresh, empty directories under the system's temporary directory, removed at exit.
+struct TempDirs {
+  std::vector<std::string> dirs;
+  ~TempDirs() {
+    std::error_code ec;
+    for (const std::string &d : dirs) fs::remove_all(d, ec);
+  }
+};
+
+std::string temp_dir(const std::string &tag) {
+  static TempDirs made;
+  std::string pattern = (fs::temp_directory_path() / ("flowtrain-" + tag + "-XXXXXX")).string();
+  REQUIRE(::mkdtemp(pattern.data()) != nullptr);
+  made.dirs.push_back(pattern);
+  return pattern;
+}
+
+// A folder of small random grey PNGs (blobs on a dark background), so the training tests need
+// no downloaded data.
+std::string png_folder(int n) {
+  const std::string dir = temp_dir("png");
+  std::mt19937 rng(42);
+  for (int i = 0; i < n; ++i) {
+    ImageBatch img{1, 1, 12, 12, std::vector<uint8_t>(144, 0)};
+    const int cy = static_cast<int>(rng() % 12), cx = static_cast<int>(rng() % 12);
+    for (int y = 0; y < 12; ++y)
+      for (int x = 0; x < 12; ++x) {
+        const double d2 = (y - cy) * (y - cy) + (x - cx) * (x - cx);
+        img.pixels[y * 12 + x] = static_cast<uint8_t>(255.0 * std::exp(-d2 / 8.0));
+      }
+    char name[32];
+    std::snprintf(name, sizeof name, "/img%03d.png", i);
+    write_png(dir + name, img);
+  }
+  return dir;
+}
+
+RunConfig tiny_run(const std::string &data, const std::string &out) {
+  RunConfig c;
+  c.data = data;
+  c.levels = 2, c.depth = 2, c.width = 8;
+  c.batch = 4;
+  c.steps = 12;
+  c.warmup = 3;
+  c.lr = 2e-3;
+  c.eval_every = 6;
+  c.eval_images = 8;
+  c.log_every = 3;
+  c.checkpoint_every = 3;
+  c.seed = 5;
+  c.threads = 2;
+  c.quiet = true;
+  c.out = out;
+  return c;
+}
+
+void quiet(RunConfig &c, void *) {
+  c.quiet = true;
+}
+
+std::vector<uint8_t> file_bytes(const std::string &path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), {});
+}
+
+}  // namespace
+
+TEST_CASE("trainer end to end: Fashion-MNIST slice -> export -> libflowrt scores it the same") {
+  if (!fs::exists(std::string(kFashionDir) + "/t10k-images-idx3-ubyte.gz")) {
+    MESSAGE("skipped: Fashion-MNIST is not installed at " << kFashionDir);
+    return;
+  }
+  RunConfig c = tiny_run("fashion-mnist", temp_dir("e2e"));
+  c.limit_train = 128, c.limit_test = 32;
+  c.batch = 16, c.steps = 8, c.eval_every = 4, c.eval_images = 0;
+  TrainRun run(c);
+  const double initial_bpd = run.evaluate(0);
+  run.run();
+  CHECK(run.step() == 8);
+  const double trainer_bpd = run.evaluate(0);
+  CHECK(std::isfinite(trainer_bpd));
+  CHECK(trainer_bpd < initial_bpd - 0.5);  // trained, not the initial model
+  // The run wrote its outputs.
+  for (const char *f : {"/model.flow", "/metrics.csv", "/curve.svg"}) CHECK(fs::exists(c.out + f));
+  // libflowrt (C API, reference backend) on the exported weights and the same test images.
+  const std::string path = c.out + "/final.flow";
+  save_flow(run.export_graph(), path);
+  flowrt_model *model = nullptr;
+  REQUIRE(flowrt_model_open(path.c_str(), &model) == FLOWRT_OK);
+  flowrt_session_options *opt = nullptr;
+  REQUIRE(flowrt_session_options_create(&opt) == FLOWRT_OK);
+  REQUIRE(flowrt_session_options_set_backend(opt, FLOWRT_BACKEND_REF) == FLOWRT_OK);
+  flowrt_session *session = nullptr;
+  REQUIRE(flowrt_session_create(model, opt, &session) == FLOWRT_OK);
+  const ImageBatch &test = run.data().test.images;
+  std::vector<double> bpd(static_cast<size_t>(test.n));
+  REQUIRE(flowrt_encode(session, static_cast<size_t>(test.n), test.pixels.data(), nullptr,
+                        bpd.data()) == FLOWRT_OK);
+  double mean = 0;
+  for (double v : bpd) mean += v / static_cast<double>(test.n);
+  CHECK(std::fabs(mean - trainer_bpd) <= 1e-4);
+  // model.flow carries its provenance.
+  flowrt_model *best = nullptr;
+  REQUIRE(flowrt_model_open((c.out + "/model.flow").c_str(), &best) == FLOWRT_OK);
+  char value[64];
+  size_t length = 0;
+  REQUIRE(flowrt_model_metadata(best, "dataset", value, sizeof value, &length) == FLOWRT_OK);
+  CHECK(std::string(value) == "fashion-mnist");
+  REQUIRE(flowrt_model_metadata(best, "test_bits_per_dim", value, sizeof value, &length) ==
+          FLOWRT_OK);
+  CHECK(std::stod(value) > 0);
+  flowrt_model_free(best);
+  flowrt_session_free(session);
+  flowrt_session_options_free(opt);
+  flowrt_model_free(model);
+}
+
+TEST_CASE("trainer resume: N steps straight == N/2, kill, resume N/2 (bitwise), EMA included") {
+  const std::string data = png_folder(40);
+  RunConfig straight = tiny_run(data, temp_dir("straight"));
+  straight.ema = 0.9;
+  TrainRun a(straight);
+  a.run();
+  REQUIRE(a.step() == 12);
+
+  RunConfig killed = straight;
+  killed.out = temp_dir("killed");
+  killed.stop_at = 7;  // between checkpoints: the run writes one when it stops
+  {
+    TrainRun b(killed);
+    b.run();
+    REQUIRE(b.step() == 7);
+  }
+  std::unique_ptr<TrainRun> resumed = TrainRun::resume(killed.out, quiet);
+  CHECK(resumed->step() == 7);
+  resumed->run();
+  REQUIRE(resumed->step() == 12);
+  REQUIRE(resumed->params().size() == a.params().size());
+  CHECK(std::memcmp(resumed->params().data(), a.params().data(),
+                    a.params().size() * sizeof(float)) == 0);
+  // The exported (EMA) models are identical too.
+  CHECK(write_flow(resumed->export_graph()) == write_flow(a.export_graph()));
+  // metrics.csv has no duplicated rows after the resume.
+  std::ifstream csv(killed.out + "/metrics.csv");
+  std::string line;
+  std::vector<std::string> steps;
+  std::getline(csv, line);
+  while (std::getline(csv, line)) steps.push_back(line.substr(0, line.find(',')));
+  CHECK(steps == std::vector<std::string>{"3", "6", "7", "9", "12"});
+}
+
+TEST_CASE("trainer checkpoints: the last 3 are kept, complete, and damage is detected") {
+  const std::string data = png_folder(24);
+  RunConfig c = tiny_run(data, temp_dir("ckpt"));
+  c.steps = 15;
+  TrainRun run(c);
+  run.run();
+  const std::vector<std::string> files = train::list_checkpoints(c.out);
+  REQUIRE(files.size() == 3);
+  CHECK(files.back() == train::checkpoint_path(c.out, 15));
+  for (const std::string &f : files) {
+    const train::Checkpoint ck = train::read_checkpoint(f);  // a complete file loads
+    CHECK(ck.params.size() == run.params().size());
+  }
+  // Nothing else is left in the directory (no temporary files from the atomic writes).
+  for (const auto &e : fs::directory_iterator(c.out)) {
+    const std::string n = e.path().filename().string();
+    INFO(n);
+    CHECK((n.rfind("checkpoint-", 0) == 0 || n == "model.flow" || n == "metrics.csv" ||
+           n == "curve.svg"));
+  }
+  // A crash mid-write can only leave a temporary file; a damaged checkpoint is rejected by name.
+  const std::vector<uint8_t> good = file_bytes(files.back());
+  const std::string cut = c.out + "/checkpoint-99999998.ckpt";
+  std::ofstream(cut, std::ios::binary)
+      .write(reinterpret_cast<const char *>(good.data()),
+             static_cast<std::streamsize>(good.size() / 2));
+  CHECK_THROWS_WITH_AS(train::read_checkpoint(cut), doctest::Contains("checkpoint-99999998"),
+                       Error);
+  std::vector<uint8_t> flipped = good;
+  flipped[flipped.size() / 2] ^= 0x40;
+  const std::string bad = c.out + "/checkpoint-99999999.ckpt";
+  std::ofstream(bad, std::ios::binary)
+      .write(reinterpret_cast<const char *>(flipped.data()),
+             static_cast<std::streamsize>(flipped.size()));
+  CHECK_THROWS_WITH_AS(train::read_checkpoint(bad), doctest::Contains("checksum"), Error);
+  // Resume skips the damaged newest files and continues from step 15.
+  std::unique_ptr<TrainRun> r = TrainRun::resume(c.out, quiet);
+  CHECK(r->step() == 15);
+}
+
+TEST_CASE("trainer NaN guard: a non-finite batch skips the step and leaves the weights alone") {
+  const std::string data = png_folder(12);
+  RunConfig c = tiny_run(data, temp_dir("nan"));
+  TrainRun run(c);
+  const std::vector<float> before = run.params();
+  const int64_t d = run.data().train.images.image_size();
+  std::vector<float> x(static_cast<size_t>(c.batch * d), 0.1f);
+  x[5] = std::numeric_limits<float>::quiet_NaN();
+  const TrainRun::StepResult r = run.train_step(x.data(), nullptr, c.batch);
+  CHECK_FALSE(r.applied);
+  CHECK(run.skipped_steps() == 1);
+  CHECK(std::memcmp(before.data(), run.params().data(), before.size() * sizeof(float)) == 0);
+  // A finite batch is applied and changes the weights.
+  x[5] = 0.2f;
+  CHECK(run.train_step(x.data(), nullptr, c.batch).applied);
+  CHECK(std::memcmp(before.data(), run.params().data(), before.size() * sizeof(float)) != 0);
+}
+
+TEST_CASE("trainer data: missing and malformed files are named, CIFAR-10 records parse") {
+  train::DataRequest r;
+  r.data = "fashion-mnist";
+  r.data_dir = temp_dir("empty");
+  CHECK_THROWS_WITH_AS(train::load_data(r), doctest::Contains("train-images-idx3-ubyte"), Error);
+  r.data = "mnist";
+  r.data_dir.clear();
+  CHECK_THROWS_WITH_AS(train::load_data(r), doctest::Contains("--data-dir"), Error);
+
+  const std::string dir = temp_dir("cifar");
+  r.data = "cifar10";
+  r.data_dir = dir;
+  r.channels = 3;
+  auto write_batch = [&](const std::string &name, int records, uint8_t label0) {
+    std::vector<uint8_t> bytes;
+    for (int i = 0; i < records; ++i) {
+      bytes.push_back(static_cast<uint8_t>((label0 + i) % 10));
+      for (int k = 0; k < 3072; ++k) bytes.push_back(static_cast<uint8_t>(k * 7 + i));
+    }
+    std::ofstream(dir + "/" + name, std::ios::binary)
+        .write(reinterpret_cast<const char *>(bytes.data()),
+               static_cast<std::streamsize>(bytes.size()));
+  };
+  for (int b = 1; b <= 5; ++b) write_batch("data_batch_" + std::to_string(b) + ".bin", 2, b);
+  write_batch("test_batch.bin", 3, 0);
+  const train::DataSplit s = train::load_data(r);
+  CHECK(s.train.size() == 10);
+  CHECK(s.test.size() == 3);
+  CHECK(s.train.labels[0] == 1);
+  CHECK(s.test.images.c == 3);
+  CHECK(s.test.images.pixels[1] == 7);  // second byte of the first image's red plane
+  std::ofstream(dir + "/test_batch.bin", std::ios::binary).write("short", 5);
+  CHECK_THROWS_WITH_AS(train::load_data(r), doctest::Contains("test_batch.bin"), Error);
+}
+
+TEST_CASE("trainer data: PNG folders are centre-cropped and box-filtered to the model size") {
+  ImageBatch wide{1, 3, 4, 8, std::vector<uint8_t>(96, 0)};
+  for (int64_t y = 0; y < 4; ++y)
+    for (int64_t x = 2; x < 6; ++x) wide.pixels[y * 8 + x] = 200;  // red plane, centre square
+  const ImageBatch out = train::resize_image(wide, 1, 2, 2);
+  REQUIRE(out.pixels.size() == 4);
+  // The crop keeps the centre 4x4 (all 200 in red): grey = 0.299 * 200.
+  for (uint8_t p : out.pixels) CHECK(p == 60);
+}
+
+}  // namespace flowrt

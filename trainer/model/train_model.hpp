@@ -1,0 +1,93 @@
+// TrainModel: the CPU training implementation of a Graph. Forward passes reuse the runtime's
+// layer kernels (runtime/src/layers) image by image, except the nets' convolutions, which run
+// batched (im2col + GEMM, trainer/layers/conv_backward.hpp). The forward pass keeps every
+// layer's input and every net activation (the tape); backward passes are in
+// trainer/layers/*_backward.hpp. Instantiated for float (training) and double (gradient tests).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "layers/coupling.hpp"
+#include "model/graph.hpp"
+#include "trainer/layers/conv_backward.hpp"
+#include "trainer/model/train_compute.hpp"
+
+namespace flowrt::train {
+
+template <typename T>
+class TrainModel final : public TrainCompute<T> {
+ public:
+  explicit TrainModel(const Graph &graph);
+
+  ParamStore<T> &params() override { return params_; }
+  const ParamStore<T> &params() const override { return params_; }
+  double forward(const T *x, const int32_t *labels, int64_t n, bool data_init) override;
+  void backward() override;
+  const std::vector<double> &bits_per_dim() const override { return bpd_; }
+  Graph export_graph(const std::vector<T> &values) const override;
+
+  // The log-likelihood (nats) of each image of the last forward.
+  const std::vector<double> &log_p() const { return log_p_; }
+
+ private:
+  struct NetOp {
+    enum Kind { Conv, ActNorm, Relu, OutputScale } kind = Conv;
+    ConvGeometry geo;
+    int weight = -1, bias = -1;  // conv (bias -1: none); actnorm bias
+    int log_scale = -1;          // actnorm log|s|, output scale log_scale
+    std::vector<T> sign;         // actnorm
+    T factor = 3;                // output scale
+  };
+  struct Net {
+    std::vector<NetOp> ops;
+    int64_t in_ch = 0, out_ch = 0;
+    // Tape: act[k] is the buffer holding op k's input (act[ops.size()] the output); ReLU works in
+    // place, so its input and output share a buffer.
+    std::vector<std::vector<T>> bufs;
+    std::vector<int> act;
+    bool empty() const { return ops.empty(); }
+  };
+  struct Layer {
+    enum Kind { Squeeze, ActNorm, InvConv, Permute, Coupling, Split, Top } kind = Squeeze;
+    Shape3 in, out;
+    SqueezeOrder order = SqueezeOrder::ChannelMajor;
+    int bias = -1, log_scale = -1;  // actnorm
+    std::vector<T> sign;            // actnorm sign of s; LU sign of the diagonal
+    InvConvForm form = InvConvForm::LU;
+    int weight = -1, lower = -1, upper = -1, log_s = -1;
+    std::vector<int32_t> perm;    // LU
+    std::vector<T> w;             // W of the last forward
+    std::vector<int32_t> source;  // permute
+    PCoupling<T> coupling{};      // element-wise settings (its net stays empty)
+    Half half = Half::First;      // coupling conditioning / split leaving
+    PriorLayout layout = PriorLayout::MeanLogstdHalves;
+    TopPriorKind top_kind = TopPriorKind::StandardNormal;
+    int mean = -1, log_std = -1, offsets = -1;
+    int64_t n_classes = 0;
+    Net net;  // coupling net or split prior
+    // Tape: the layer's input, and the net output h / prior output (NCHW).
+    std::vector<T> input, h;
+  };
+
+  Net build_net(const flowrt::Net &net, const std::string &prefix);
+  const T *net_forward(Net &net, const BatchGeometry &bg, bool data_init);
+  void net_backward(Net &net, const BatchGeometry &bg, std::vector<T> &dout, std::vector<T> &din);
+  void layer_forward(Layer &l, bool data_init);
+  void layer_backward(Layer &l);
+
+  Graph template_;  // the structure (and fixed tensors) export starts from
+  ParamStore<T> params_;
+  std::vector<Layer> layers_;
+  int n_bits_ = 8;
+  int64_t dims_ = 0;
+  // State of the last forward.
+  int64_t batch_ = 0;
+  std::vector<int32_t> labels_;
+  std::vector<T> cur_, next_, grad_, dgrad_;
+  std::vector<double> log_det_, log_prior_, log_p_, bpd_;
+  // Scratch for convolutions and the nets' gradients.
+  std::vector<T> col_, dcol_, net_g_, net_dg_, cnhw_;
+};
+
+}  // namespace flowrt::train

@@ -1,0 +1,119 @@
+// `flowtrain train` and `flowtrain resume`.
+#include <cstdio>
+
+#include "cli_args.hpp"
+#include "core/error.hpp"
+#include "trainer/tools/train_commands.hpp"
+#include "trainer/train/run.hpp"
+
+namespace flowrt::train {
+namespace {
+
+// Stopping conditions and threads may change on resume; nothing else may.
+struct StopOverrides {
+  int64_t steps = -1, epochs = -1;
+  double time_s = -1;
+  int threads = -1;
+};
+
+void apply_overrides(RunConfig &c, void *user) {
+  const auto *o = static_cast<const StopOverrides *>(user);
+  if (o->steps >= 0 || o->epochs >= 0 || o->time_s >= 0) {
+    c.steps = std::max<int64_t>(0, o->steps);
+    c.epochs = std::max<int64_t>(0, o->epochs);
+    c.time_s = std::max(0.0, o->time_s);
+  }
+  if (o->threads >= 0) c.threads = o->threads;
+}
+
+void print_summary(const TrainRun &run) {
+  std::printf("done: %lld steps (%lld skipped), run directory %s, peak RSS %.0f MiB\n",
+              (long long)run.step(), (long long)run.skipped_steps(), run.config().out.c_str(),
+              peak_rss_mib());
+}
+
+}  // namespace
+
+int cmd_train(int argc, char **argv) {
+  CliArgs a(argc, argv, 2, {"--data",         "--data-dir",
+                            "--levels",       "--depth",
+                            "--width",        "--coupling",
+                            "--permutation",  "--n-bits",
+                            "--model",        "--batch",
+                            "--lr",           "--warmup",
+                            "--decay",        "--epochs",
+                            "--steps",        "--time",
+                            "--clip",         "--ema",
+                            "--device",       "--seed",
+                            "--threads",      "--limit-train",
+                            "--limit-test",   "--eval-every",
+                            "--eval-images",  "--sample-every",
+                            "--sample-count", "--checkpoint-every",
+                            "--log-every",    "--keep-checkpoints",
+                            "--stop-at",      "--out"},
+            {"--quiet"}, {{"-o", "--out"}});
+  if (!a.positional().empty()) invalid_argument("unexpected argument '" + a.positional()[0] + "'");
+  RunConfig c;
+  c.data = a.get("--data", c.data);
+  c.data_dir = a.get("--data-dir");
+  c.levels = static_cast<int>(a.get_int("--levels", c.levels, 1, 8));
+  c.depth = static_cast<int>(a.get_int("--depth", c.depth, 1, 256));
+  c.width = static_cast<int>(a.get_int("--width", c.width, 1, 8192));
+  c.coupling = a.get("--coupling", c.coupling);
+  c.permutation = a.get("--permutation", c.permutation);
+  c.n_bits = static_cast<int>(a.get_int("--n-bits", c.n_bits, 1, 8));
+  c.init_model = a.get("--model");
+  c.batch = a.get_int("--batch", c.batch, 1, 65536);
+  c.lr = a.get_double("--lr", c.lr);
+  if (!(c.lr > 0)) invalid_argument("--lr must be positive");
+  c.warmup = a.get_int("--warmup", c.warmup, 0, int64_t{1} << 40);
+  c.decay = a.get("--decay", c.decay);
+  parse_decay(c.decay);
+  const int stops = a.has("--epochs") + a.has("--steps") + a.has("--time");
+  if (stops != 1) invalid_argument("give exactly one of --epochs, --steps, --time");
+  c.epochs = a.get_int("--epochs", 0, 1, 1 << 20);
+  c.steps = a.get_int("--steps", 0, 1, int64_t{1} << 40);
+  if (a.has("--time")) c.time_s = parse_duration(a.get("--time"));
+  c.clip = a.get_double("--clip", c.clip);
+  c.ema = a.get_double("--ema", c.ema);
+  if (c.ema < 0 || c.ema >= 1) invalid_argument("--ema must be in [0, 1)");
+  c.device = a.get("--device", c.device);
+  parse_device(c.device);
+  c.seed = a.get_u64("--seed", c.seed);
+  c.threads = static_cast<int>(a.get_int("--threads", 0, 0, 4096));
+  c.limit_train = a.get_int("--limit-train", 0, 0, int64_t{1} << 40);
+  c.limit_test = a.get_int("--limit-test", 0, 0, int64_t{1} << 40);
+  c.eval_every = a.get_int("--eval-every", c.eval_every, 0, int64_t{1} << 40);
+  c.eval_images = a.get_int("--eval-images", c.eval_images, 0, int64_t{1} << 40);
+  c.sample_every = a.get_int("--sample-every", c.sample_every, 0, int64_t{1} << 40);
+  c.sample_count = a.get_int("--sample-count", c.sample_count, 1, 1024);
+  c.checkpoint_every = a.get_int("--checkpoint-every", c.checkpoint_every, 0, int64_t{1} << 40);
+  c.log_every = a.get_int("--log-every", c.log_every, 1, int64_t{1} << 40);
+  c.keep_checkpoints = static_cast<int>(a.get_int("--keep-checkpoints", 3, 1, 1000));
+  c.stop_at = a.get_int("--stop-at", 0, 0, int64_t{1} << 40);
+  c.quiet = a.has("--quiet");
+  c.out = a.require("--out");
+  TrainRun run(c);
+  std::printf("flowtrain: %s, %lld training / %lld test images, %zu parameters, batch %lld\n",
+              run.data().name.c_str(), (long long)run.data().train.size(),
+              (long long)run.data().test.size(), run.params().size(), (long long)c.batch);
+  run.run();
+  print_summary(run);
+  return 0;
+}
+
+int cmd_resume(int argc, char **argv) {
+  CliArgs a(argc, argv, 2, {"--steps", "--epochs", "--time", "--threads"}, {});
+  if (a.positional().size() != 1) invalid_argument("usage: flowtrain resume RUN_DIR");
+  StopOverrides o;
+  if (a.has("--steps")) o.steps = a.get_int("--steps", 0, 1, int64_t{1} << 40);
+  if (a.has("--epochs")) o.epochs = a.get_int("--epochs", 0, 1, 1 << 20);
+  if (a.has("--time")) o.time_s = parse_duration(a.get("--time"));
+  if (a.has("--threads")) o.threads = static_cast<int>(a.get_int("--threads", 0, 0, 4096));
+  std::unique_ptr<TrainRun> run = TrainRun::resume(a.positional()[0], apply_overrides, &o);
+  run->run();
+  print_summary(*run);
+  return 0;
+}
+
+}  // namespace flowrt::train

@@ -1,0 +1,85 @@
+// A training run: data, model, optimiser and everything written to the run directory
+// (model.flow, checkpoints, metrics.csv, curve.svg, sample grids). One step is: a batch in the
+// epoch's order, dequantised with noise keyed by (seed, step), forward (bits/dim), backward,
+// the NaN/Inf guard, clipping, Adam at the scheduled learning rate, EMA. Data-dependent actnorm
+// initialisation runs on the first batch. Same seed and thread count -> bit-identical weights,
+// also across a checkpoint and resume.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/graph.hpp"
+#include "trainer/datasets/dataset.hpp"
+#include "trainer/model/train_compute.hpp"
+#include "trainer/report/metrics.hpp"
+#include "trainer/report/progress.hpp"
+#include "trainer/train/checkpoint.hpp"
+#include "trainer/train/optimizer.hpp"
+#include "trainer/train/run_config.hpp"
+
+namespace flowrt::train {
+
+class TrainRun {
+ public:
+  // A fresh run: creates cfg.out and starts from a new Glow (or cfg.init_model).
+  explicit TrainRun(RunConfig cfg);
+  // Continues from the newest readable checkpoint in run_dir. `adjust` may change the stopping
+  // condition or the threads (anything else would break bit-exact continuation).
+  static std::unique_ptr<TrainRun> resume(const std::string &run_dir,
+                                          void (*adjust)(RunConfig &, void *) = nullptr,
+                                          void *user = nullptr);
+
+  // Trains until the configured number of steps / epochs / time (or stop_at) is reached.
+  void run();
+
+  struct StepResult {
+    bool applied = false;  // false: the NaN/Inf guard skipped the step
+    double loss = 0, grad_norm = 0, lr = 0;
+  };
+  // One optimisation step on n given images in the network's range (used by run()).
+  StepResult train_step(const float *x, const int32_t *labels, int64_t n);
+
+  // Mean test bits/dim (bin centres) of the export weights over at most max_images (0: all).
+  double evaluate(int64_t max_images);
+  // The model with the export weights (EMA when enabled), finalized.
+  Graph export_graph() const;
+  void write_checkpoint_now();
+
+  int64_t step() const { return step_; }
+  int64_t skipped_steps() const { return skipped_; }
+  const RunConfig &config() const { return cfg_; }
+  const std::vector<float> &params() const { return compute_->params().values(); }
+  const DataSplit &data() const { return data_; }
+
+ private:
+  TrainRun(RunConfig cfg, const Checkpoint *from);
+  void load_data();
+  void make_schedule();
+  bool finished(double elapsed) const;
+  void save_best(double test_bpd);
+  // Dequantised images at positions [first, first + n) of the step's epoch order.
+  std::vector<float> batch_x(int64_t step, int64_t first, int64_t n, uint64_t noise_step);
+  void log_message(const std::string &line);
+
+  RunConfig cfg_;
+  DataSplit data_;
+  std::unique_ptr<TrainCompute<float>> compute_;
+  Adam adam_;
+  Schedule schedule_;
+  std::vector<float> ema_;
+  int64_t step_ = 0, skipped_ = 0, steps_per_epoch_ = 0, total_steps_ = 0;
+  double best_test_ = 0, elapsed_ = 0;
+  int64_t best_step_ = 0;
+  int n_bits_ = 8;
+  std::unique_ptr<MetricsLog> metrics_;
+  std::unique_ptr<Progress> progress_;
+  // Epoch order cache.
+  int64_t order_epoch_ = -1;
+  std::vector<int64_t> order_;
+};
+
+}  // namespace flowrt::train

@@ -1,0 +1,50 @@
+// The settings of a training run: what `flowtrain train` parses, what a checkpoint stores (as
+// key/value text) and what `flowtrain resume` restores.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace flowrt::train {
+
+struct RunConfig {
+  // Data.
+  std::string data = "fashion-mnist", data_dir;
+  int64_t limit_train = 0, limit_test = 0;
+  // Model: a fresh Glow of this architecture, or (init_model) an existing .flow to start from.
+  std::string init_model;
+  int levels = 3, depth = 8, width = 256;
+  std::string coupling = "affine", permutation = "lu";
+  int n_bits = 8;
+  // Optimisation.
+  int64_t batch = 16;
+  double lr = 1e-3;
+  int64_t epochs = 0, steps = 0;
+  double time_s = 0;  // wall-clock budget of training (0: none)
+  int64_t warmup = 200;
+  std::string decay = "cosine";  // applies when the number of steps is known
+  double clip = 50;              // global gradient-norm clip (0: off)
+  double ema = 0;                // EMA decay of the exported weights (0: off)
+  // Run.
+  std::string device = "cpu";
+  uint64_t seed = 0;
+  int threads = 0;  // 0: OpenMP's default
+  int64_t eval_every = 500, eval_images = 1000, sample_every = 0, sample_count = 16;
+  int64_t checkpoint_every = 0;  // 0: with every evaluation
+  int64_t log_every = 50;
+  int keep_checkpoints = 3;
+  std::string out;
+  // Not stored: stop after this step as if killed (tests), and silence the progress display.
+  int64_t stop_at = 0;
+  bool quiet = false;
+
+  std::vector<std::pair<std::string, std::string>> to_kv() const;
+  static RunConfig from_kv(const std::vector<std::pair<std::string, std::string>> &kv);
+};
+
+// "90", "90s", "30m", "2h" -> seconds.
+double parse_duration(const std::string &text);
+
+}  // namespace flowrt::train
