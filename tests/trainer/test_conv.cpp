@@ -11,6 +11,8 @@
 #include "layers/conv2d.hpp"
 #include "trainer/layers/conv_backward.hpp"
 
+TEST_SUITE_BEGIN("trainer");
+
 namespace flowrt {
 namespace {
 
@@ -108,3 +110,5 @@ TEST_CASE("trainer conv: every form and padding mode matches the runtime, gradie
 }
 
 }  // namespace flowrt
+
+TEST_SUITE_END();

@@ -13,6 +13,8 @@
 #include "tiny_models.hpp"
 #include "trainer/model/train_model.hpp"
 
+TEST_SUITE_BEGIN("trainer");
+
 namespace flowrt {
 namespace {
 
@@ -188,3 +190,5 @@ TEST_CASE("trainer data-dependent init: actnorm outputs are standardised, gradie
 }
 
 }  // namespace flowrt
+
+TEST_SUITE_END();

@@ -23,6 +23,8 @@
 #include "trainer/train/checkpoint.hpp"
 #include "trainer/train/run.hpp"
 
+TEST_SUITE_BEGIN("trainer");
+
 namespace flowrt {
 namespace {
 
@@ -287,3 +289,5 @@ TEST_CASE("trainer data: PNG folders are centre-cropped and box-filtered to the 
 }
 
 }  // namespace flowrt
+
+TEST_SUITE_END();

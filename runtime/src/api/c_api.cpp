@@ -2,6 +2,7 @@
 #include <cstring>
 #include <new>
 #include <string>
+#include <type_traits>
 
 #include "api/handles.hpp"
 #include "backends/backend.hpp"
@@ -35,6 +36,16 @@ flowrt_status guarded(F &&body) {
   }
 }
 
+// An enum argument as its underlying integer, read without loading the C++ enum type: a C caller
+// may pass any int, and loading an out-of-range value as the enum is undefined behaviour (UBSan's
+// -fsanitize=enum aborts on it).
+template <typename E>
+long long enum_int(const E &e) {
+  std::underlying_type_t<E> v;
+  std::memcpy(&v, &e, sizeof v);
+  return static_cast<long long>(v);
+}
+
 void require(const void *p, const char *name) {
   if (!p) flowrt::invalid_argument(std::string(name) + " is NULL");
 }
@@ -60,7 +71,7 @@ int flowrt_format_major_supported(void) {
 }
 
 const char *flowrt_status_string(flowrt_status status) {
-  switch (status) {
+  switch (enum_int(status)) {
     case FLOWRT_OK:
       return "FLOWRT_OK";
     case FLOWRT_INVALID_ARGUMENT:
@@ -88,7 +99,7 @@ const char *flowrt_last_error(void) {
 }
 
 int flowrt_backend_available(flowrt_backend backend) {
-  switch (backend) {
+  switch (enum_int(backend)) {
     case FLOWRT_BACKEND_AUTO:
     case FLOWRT_BACKEND_REF:
       return 1;
@@ -113,7 +124,7 @@ int flowrt_backend_available(flowrt_backend backend) {
 }
 
 const char *flowrt_backend_name(flowrt_backend backend) {
-  switch (backend) {
+  switch (enum_int(backend)) {
     case FLOWRT_BACKEND_AUTO:
       return "auto";
     case FLOWRT_BACKEND_REF:
@@ -249,8 +260,8 @@ flowrt_status flowrt_session_options_set_backend(flowrt_session_options *options
                                                  flowrt_backend backend) {
   return guarded([&] {
     require(options, "options");
-    if (backend < FLOWRT_BACKEND_AUTO || backend > FLOWRT_BACKEND_CUDA)
-      flowrt::invalid_argument("unknown backend " + std::to_string(static_cast<int>(backend)));
+    if (enum_int(backend) < FLOWRT_BACKEND_AUTO || enum_int(backend) > FLOWRT_BACKEND_CUDA)
+      flowrt::invalid_argument("unknown backend " + std::to_string(enum_int(backend)));
     options->options.backend = backend;
   });
 }

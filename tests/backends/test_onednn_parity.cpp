@@ -1,0 +1,365 @@
+// The oneDNN backend against the reference backend on random models covering every option of
+// the format: latents, log-densities, decoded images, samples, and independence from the batch
+// size. Tiny shapes keep the whole file fast.
+#include <doctest/doctest.h>
+
+#ifdef FLOWRT_HAVE_ONEDNN
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backends/backend.hpp"
+#include "backends/onednn/onednn_backend.hpp"
+#include "model/finalize.hpp"
+#include "model/glow_builder.hpp"
+#include "session/session.hpp"
+
+namespace flowrt {
+namespace {
+
+GlowConfig small_config(uint64_t seed, bool grey = false) {
+  GlowConfig c;
+  if (grey) {
+    c.channels = 1, c.height = 16, c.width = 16, c.levels = 3, c.hidden = 32;
+  } else {
+    c.channels = 3, c.height = 8, c.width = 8, c.levels = 2, c.hidden = 16;
+  }
+  c.depth = 2;
+  c.seed = seed;
+  c.random_nets = true;
+  return c;
+}
+
+std::vector<float> random_floats(size_t n, uint32_t seed, float lo, float hi) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(n);
+  for (float &x : v) x = u(rng);
+  return v;
+}
+
+Tensor random_tensor(std::vector<int64_t> shape, uint32_t seed, float scale) {
+  size_t n = 1;
+  for (int64_t d : shape) n *= static_cast<size_t>(d);
+  return Tensor::from_vector(std::move(shape), random_floats(n, seed, -scale, scale));
+}
+
+// Applies `edit` to every coupling layer and every split layer of a graph, then re-finalizes.
+Graph edited(const GlowConfig &cfg, const std::function<void(Layer &, size_t)> &edit) {
+  Graph g = build_glow(cfg);
+  for (size_t i = 0; i < g.layers.size(); ++i) edit(g.layers[i], i);
+  finalize_graph(g);
+  return g;
+}
+
+double max_abs(const std::vector<float> &v) {
+  double m = 0;
+  for (float x : v) m = std::max(m, static_cast<double>(std::fabs(x)));
+  return m;
+}
+double max_diff(const std::vector<float> &a, const std::vector<float> &b) {
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    m = std::max(m, static_cast<double>(std::fabs(a[i] - b[i])));
+  return m;
+}
+
+// Decoded images agree pixel for pixel except where the reference value sits within `tol` bins
+// of a rounding boundary.
+void check_pixels(const std::vector<float> &ref, const std::vector<float> &got, int n_bits) {
+  const double bins = static_cast<double>(1 << n_bits);
+  size_t mismatched = 0;
+  for (size_t k = 0; k < ref.size(); ++k) {
+    if (x_to_pixel(ref[k], n_bits) == x_to_pixel(got[k], n_bits)) continue;
+    const double pos = (static_cast<double>(ref[k]) + 0.5) * bins;
+    if (std::fabs(pos - std::round(pos)) > 1e-3) ++mismatched;
+  }
+  CHECK(mismatched == 0);
+}
+
+struct Pair {
+  std::unique_ptr<Backend> ref, dnn;
+};
+Pair make_pair(const Graph &g, size_t max_batch, bool fold = true) {
+  BackendOptions o;
+  o.max_batch = max_batch;
+  o.threads = 2;
+  o.fold = fold;
+  return {create_ref_backend(g, o), create_onednn_backend(g, o)};
+}
+
+// Encode, decode, decode_noise and sample on both backends, compared.
+void check_parity(const Graph &g, size_t n, bool fold = true, uint32_t seed = 7) {
+  const int64_t d = g.dims();
+  const size_t total = n * static_cast<size_t>(d);
+  const double bits_per_nat = 1.0 / (static_cast<double>(d) * std::log(2.0));
+  Pair p = make_pair(g, n, fold);
+  const std::vector<float> x = random_floats(total, seed, -0.5f, 0.5f);
+  std::vector<int32_t> labels(n);
+  const int64_t classes = g.top_prior().n_classes();
+  for (size_t i = 0; i < n; ++i) labels[i] = classes ? static_cast<int32_t>(i % classes) : 0;
+  const int32_t *lab = classes ? labels.data() : nullptr;
+
+  std::vector<float> zr(total), zd(total);
+  std::vector<double> lpr(n), lpd(n), ldr(n), ldd(n);
+  p.ref->encode(n, x.data(), lab, zr.data(), lpr.data(), ldr.data());
+  p.dnn->encode(n, x.data(), lab, zd.data(), lpd.data(), ldd.data());
+  CHECK(max_diff(zr, zd) <= 1e-4 * std::max(1.0, max_abs(zr)));
+  for (size_t i = 0; i < n; ++i) {
+    CHECK(std::fabs(lpr[i] - lpd[i]) * bits_per_nat <= 1e-5);
+    CHECK(std::fabs(ldr[i] - ldd[i]) * bits_per_nat <= 1e-5);
+  }
+
+  std::vector<float> xr(total), xd(total);
+  p.ref->decode(n, zr.data(), xr.data());
+  p.dnn->decode(n, zr.data(), xd.data());
+  CHECK(max_diff(xr, x) <= 1e-3);  // the flow is invertible
+  CHECK(max_diff(xr, xd) <= 1e-4);
+  check_pixels(xr, xd, g.image.n_bits);
+
+  const std::vector<float> eps = random_floats(total, seed + 1, -2.f, 2.f);
+  p.ref->decode_noise(n, eps.data(), 0.7f, lab, xr.data());
+  p.dnn->decode_noise(n, eps.data(), 0.7f, lab, xd.data());
+  CHECK(max_diff(xr, xd) <= 1e-4 * std::max(1.0, max_abs(xr)));
+  check_pixels(xr, xd, g.image.n_bits);
+
+  std::vector<float> scratch(total);
+  p.ref->sample(n, 42, 3, 1.f, lab, scratch.data(), xr.data());
+  p.dnn->sample(n, 42, 3, 1.f, lab, scratch.data(), xd.data());
+  CHECK(max_diff(xr, xd) <= 1e-4 * std::max(1.0, max_abs(xr)));
+  check_pixels(xr, xd, g.image.n_bits);
+}
+
+}  // namespace
+
+TEST_CASE("onednn: standard Glow models match the reference") {
+  for (uint64_t seed : {1u, 2u, 3u}) {
+    CAPTURE(seed);
+    GlowConfig c = small_config(seed);
+    c.hidden = seed == 3 ? 64 : 16;  // 64: the last convs run as tap matmuls
+    check_parity(build_glow(c), 3);
+  }
+  check_parity(build_glow(small_config(4, true)), 2);
+}
+
+TEST_CASE("onednn: permutations, couplings and squeeze orders") {
+  for (Permutation perm :
+       {Permutation::LU, Permutation::Dense, Permutation::Reverse, Permutation::Shuffle})
+    for (CouplingType type : {CouplingType::Affine, CouplingType::Additive}) {
+      GlowConfig c = small_config(11);
+      c.permutation = perm;
+      c.coupling = type;
+      c.squeeze = perm == Permutation::Reverse || perm == Permutation::Dense
+                      ? SqueezeOrder::SubpixelMajor
+                      : SqueezeOrder::ChannelMajor;
+      CAPTURE(static_cast<int>(perm));
+      CAPTURE(static_cast<int>(type));
+      check_parity(build_glow(c), 2);
+    }
+}
+
+TEST_CASE("onednn: affine coupling conventions") {
+  const ShiftScaleSplit splits[] = {
+      ShiftScaleSplit::ShiftScaleHalves, ShiftScaleSplit::ScaleShiftHalves,
+      ShiftScaleSplit::ShiftScaleInterleaved, ShiftScaleSplit::ScaleShiftInterleaved};
+  int variant = 0;
+  for (ShiftScaleSplit split : splits)
+    for (ScaleFunction fn : {ScaleFunction::Sigmoid, ScaleFunction::Exp}) {
+      const int v = variant++;
+      Graph g = edited(small_config(20 + v), [&](Layer &l, size_t i) {
+        auto *cp = std::get_if<CouplingLayer>(&l.op);
+        if (!cp) return;
+        cp->split = split;
+        cp->scale_fn = fn;
+        cp->scale_bias = fn == ScaleFunction::Exp ? 0.f : 2.f;
+        cp->form = (v + i) % 2 ? AffineForm::ShiftThenScale : AffineForm::ScaleThenShift;
+        cp->conditioning = (v + i / 3) % 2 ? Half::First : Half::Second;
+      });
+      CAPTURE(v);
+      check_parity(g, 2);
+    }
+}
+
+TEST_CASE("onednn: split conventions and priors") {
+  for (int v = 0; v < 4; ++v) {
+    Graph g = edited(small_config(30 + v, true), [&](Layer &l, size_t) {
+      if (auto *sp = std::get_if<SplitLayer>(&l.op)) {
+        sp->leaving = v % 2 ? Half::First : Half::Second;
+        sp->layout = v / 2 ? PriorLayout::MeanLogstdInterleaved : PriorLayout::MeanLogstdHalves;
+        if (v == 3) sp->prior = Net{};  // standard normal
+      }
+      if (auto *tp = std::get_if<TopPriorLayer>(&l.op); tp && v >= 2) {
+        tp->kind = TopPriorKind::StandardNormal;
+        tp->mean = Tensor();
+        tp->log_std = Tensor();
+      }
+    });
+    CAPTURE(v);
+    check_parity(g, 2);
+  }
+}
+
+TEST_CASE("onednn: padding modes, net actnorms and unfolded programs") {
+  // Width 64 sends the last convs (few outputs, 64 inputs) through the tap-matmul path.
+  for (int hidden : {16, 64}) {
+    CAPTURE(hidden);
+    GlowConfig cfg = small_config(40);
+    cfg.hidden = hidden;
+    uint32_t tseed = 100;
+    Graph g = edited(cfg, [&](Layer &l, size_t i) {
+      auto *cp = std::get_if<CouplingLayer>(&l.op);
+      auto *sp = std::get_if<SplitLayer>(&l.op);
+      Net *net = cp ? &cp->net : sp ? &sp->prior : nullptr;
+      if (!net) return;
+      std::vector<NetOp> ops;
+      bool first = true;
+      for (NetOp &op : net->ops) {
+        auto *conv = std::get_if<Conv2dOp>(&op);
+        if (!conv) {
+          ops.push_back(op);
+          continue;
+        }
+        const int64_t o = conv->out_channels(), in = conv->in_channels(), k = conv->kernel_h();
+        Conv2dOp c = *conv;
+        if (k == 3 && first) {  // Glow's edge channel on the first conv
+          c.padding = PaddingMode::EdgeChannel;
+          c.weight = random_tensor({o, in + 1, 3, 3}, tseed++, 0.2f);
+        } else if (k == 3) {  // glow-pytorch's ZeroConv2d pads with ones
+          c.padding = PaddingMode::Constant;
+          c.pad_value = i % 2 ? 1.f : -0.5f;
+          c.weight = random_tensor({o, in, 3, 3}, tseed++, 0.05f);
+        }
+        first = false;
+        ops.push_back(c);
+        if (cp && k == 3 && c.padding == PaddingMode::EdgeChannel) {
+          // conv -> actnorm -> ReLU folds; ReLU -> actnorm -> ReLU stays element-wise.
+          ops.push_back(
+              NetActNormOp{random_tensor({o}, tseed++, 0.1f),
+                           Tensor::from_vector({o}, random_floats(o, tseed++, 0.5f, 1.5f))});
+        }
+      }
+      if (cp) {  // after the first ReLU: an actnorm and a second ReLU that cannot fold
+        for (size_t k = 0; k < ops.size(); ++k)
+          if (std::holds_alternative<ReluOp>(ops[k])) {
+            const int64_t ch = std::get<Conv2dOp>(ops[0]).out_channels();
+            ops.insert(
+                ops.begin() + k + 1,
+                {NetActNormOp{random_tensor({ch}, tseed++, 0.1f),
+                              Tensor::from_vector({ch}, random_floats(ch, tseed++, 0.5f, 1.5f))},
+                 ReluOp{}});
+            break;
+          }
+      }
+      net->ops = std::move(ops);
+    });
+    check_parity(g, 2, true);
+    check_parity(g, 2, false);
+  }
+  check_parity(build_glow(small_config(41)), 2, false);
+}
+
+TEST_CASE("onednn: class-conditional top prior and fewer bits") {
+  GlowConfig c = small_config(50);
+  c.n_classes = 3;
+  c.n_bits = 5;
+  const Graph g = build_glow(c);
+  check_parity(g, 3);
+
+  // Through sessions: pixels in, bits/dim out, batches larger than max_batch.
+  auto graph = std::make_shared<const Graph>(g);
+  InferenceOptions ro, dno;
+  ro.backend = FLOWRT_BACKEND_REF;
+  dno.backend = FLOWRT_BACKEND_ONEDNN;
+  ro.max_batch = dno.max_batch = 2;
+  InferenceSession ref(graph, ro), dnn(graph, dno);
+  const size_t n = 5, total = n * static_cast<size_t>(g.dims());
+  std::vector<uint8_t> pixels(total);
+  std::mt19937 rng(5);
+  for (uint8_t &px : pixels) px = static_cast<uint8_t>(rng() & 0xff);
+  const std::vector<int32_t> labels = {0, 1, 2, 1, 0};
+  std::vector<double> br(n), bd(n);
+  ref.encode_pixels(n, pixels.data(), labels.data(), nullptr, nullptr, br.data());
+  dnn.encode_pixels(n, pixels.data(), labels.data(), nullptr, nullptr, bd.data());
+  for (size_t i = 0; i < n; ++i) CHECK(std::fabs(br[i] - bd[i]) <= 1e-5);
+  std::vector<uint8_t> sr(total), sd(total);
+  std::vector<float> xr(total), xd(total);
+  ref.sample(n, 0.8f, 9, labels.data(), xr.data(), sr.data());
+  dnn.sample(n, 0.8f, 9, labels.data(), xd.data(), sd.data());
+  check_pixels(xr, xd, c.n_bits);
+}
+
+TEST_CASE("onednn: results do not depend on the batch size") {
+  const Graph g = build_glow(small_config(60));
+  const int64_t d = g.dims();
+  const size_t max_batch = 4;
+  BackendOptions o;
+  o.max_batch = max_batch;
+  o.threads = 2;
+  auto dnn = create_onednn_backend(g, o);
+  const std::vector<float> x = random_floats(max_batch * d, 61, -0.5f, 0.5f);
+  std::vector<float> z_all(max_batch * d), z_one(d);
+  std::vector<double> lp_all(max_batch), lp_one(1);
+  dnn->encode(max_batch, x.data(), nullptr, z_all.data(), lp_all.data(), nullptr);
+  // Every batch size from 1 to max_batch (new sizes create their primitives at first use), twice.
+  for (int round = 0; round < 2; ++round)
+    for (size_t n = 1; n <= max_batch; ++n) {
+      std::vector<float> z(n * d);
+      std::vector<double> lp(n);
+      dnn->encode(n, x.data(), nullptr, z.data(), lp.data(), nullptr);
+      for (size_t i = 0; i < n; ++i) {
+        CHECK(std::fabs(lp[i] - lp_all[i]) <= 1e-6 * std::fabs(lp_all[i]));
+        for (int64_t k = 0; k < d; ++k) CHECK(std::fabs(z[i * d + k] - z_all[i * d + k]) <= 1e-5f);
+      }
+    }
+  std::vector<float> scratch(max_batch * d), s_all(max_batch * d), s_one(d);
+  dnn->sample(max_batch, 5, 0, 1.f, nullptr, scratch.data(), s_all.data());
+  dnn->sample(1, 5, 2, 1.f, nullptr, scratch.data(), s_one.data());
+  for (int64_t k = 0; k < d; ++k) CHECK(std::fabs(s_one[k] - s_all[2 * d + k]) <= 1e-5f);
+}
+
+TEST_CASE("onednn: batches split into level-wise chunks match the reference") {
+  // A budget of a few images' activations per chunk: level 1 runs in chunks of one or two
+  // images, later levels take larger chunks.
+  const Graph g = build_glow(small_config(65, true));
+  const int64_t first_level = 32 * 8 * 8 * 4;  // hidden x plane x float
+  for (int64_t images : {1, 2}) {
+    const std::string budget = std::to_string(images * first_level);
+    ::setenv("FLOWRT_ONEDNN_CHUNK_BYTES", budget.c_str(), 1);
+    CAPTURE(images);
+    check_parity(g, 5);
+  }
+  ::unsetenv("FLOWRT_ONEDNN_CHUNK_BYTES");
+}
+
+TEST_CASE("onednn: hot primitives use optimised kernels") {
+  GlowConfig c = small_config(70);
+  c.height = c.width = 16;
+  c.hidden = 64;
+  BackendOptions o;
+  o.max_batch = 4;
+  auto dnn = create_onednn_backend(build_glow(c), o);
+  for (size_t n : {size_t{1}, size_t{4}}) {
+    const std::vector<std::string> impls = onednn_primitive_impls(*dnn, n);
+    CHECK(!impls.empty());
+    for (const std::string &s : impls) {
+      CAPTURE(s);
+      CHECK(s.find("ref") == std::string::npos);
+    }
+  }
+}
+
+}  // namespace flowrt
+
+#else
+
+TEST_CASE("onednn: parity with the reference backend") {
+  MESSAGE("skipped: the oneDNN backend is not built");
+}
+
+#endif
