@@ -1,0 +1,450 @@
+// flowbench: latency and throughput of flowrt's backends on a model file or a standard
+// architecture with random weights. Every (backend, op, batch) case is created fresh, warmed up
+// (a count and a minimum time), then timed (a count and a minimum time, capped by a maximum);
+// every repetition is kept for the JSON output. --check compares each backend with the reference
+// on the same inputs before timing; --peak measures the machine's fp32 peak for the % column.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "backends/backend.hpp"
+#include "bench_machine.hpp"
+#include "bench_peak.hpp"
+#include "core/error.hpp"
+#include "format/flow_file.hpp"
+#include "model/glow_builder.hpp"
+#include "model/program.hpp"
+#ifdef FLOWRT_HAVE_ONEDNN
+#include "backends/onednn/onednn_backend.hpp"
+#endif
+
+namespace flowrt::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+const char *kUsage =
+    "usage: flowbench [--model M.flow | --arch tiny|fmnist|cifar|celeba64]\n"
+    "                 [--backend ref,onednn,cuda] [--op sample,encode,decode] [--batch 1,16,64]\n"
+    "                 [--threads N] [--warmup W] [--warmup-time S] [--reps R] [--min-time S]\n"
+    "                 [--max-time S] [--seed N] [--json out.json] [--peak] [--check]\n"
+    "Defaults: --arch cifar --backend ref,onednn,cuda --op sample,encode --batch 1,16,64\n"
+    "--threads 0 (all cores) --warmup 3 --warmup-time 0.2 --reps 10 --min-time 1 --max-time 60.\n";
+
+struct UsageError {
+  std::string message;
+};
+
+struct Options {
+  std::string model, arch = "cifar";
+  std::vector<std::string> backends = {"ref", "onednn", "cuda"};
+  std::vector<std::string> ops = {"sample", "encode"};
+  std::vector<size_t> batches = {1, 16, 64};
+  int threads = 0, warmup = 3, reps = 10;
+  double warmup_time = 0.2, min_time = 1.0, max_time = 60.0;
+  uint64_t seed = 1;
+  std::string json;
+  bool peak = false, check = false;
+};
+
+std::vector<std::string> split(const std::string &s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  if (out.empty()) throw UsageError{"empty list '" + s + "'"};
+  return out;
+}
+
+double to_number(const std::string &name, const std::string &v, double lo, double hi) {
+  char *end = nullptr;
+  const double d = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || !(d >= lo && d <= hi))
+    throw UsageError{name + " expects a number in [" + std::to_string(lo) + ", " +
+                     std::to_string(hi) + "], got '" + v + "'"};
+  return d;
+}
+
+Options parse(int argc, char **argv) {
+  Options o;
+  bool have_model = false, have_arch = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    }
+    if (a == "--peak") {
+      o.peak = true;
+      continue;
+    }
+    if (a == "--check") {
+      o.check = true;
+      continue;
+    }
+    if (i + 1 >= argc) throw UsageError{"unknown option or missing value: '" + a + "'"};
+    const std::string v = argv[++i];
+    if (a == "--model") {
+      o.model = v, have_model = true;
+    } else if (a == "--arch") {
+      o.arch = v, have_arch = true;
+    } else if (a == "--backend") {
+      o.backends = split(v);
+      for (const std::string &b : o.backends)
+        if (b != "ref" && b != "onednn" && b != "cuda")
+          throw UsageError{"unknown backend '" + b + "' (ref, onednn, cuda)"};
+    } else if (a == "--op") {
+      o.ops = split(v);
+      for (const std::string &op : o.ops)
+        if (op != "sample" && op != "encode" && op != "decode")
+          throw UsageError{"unknown op '" + op + "' (sample, encode, decode)"};
+    } else if (a == "--batch") {
+      o.batches.clear();
+      for (const std::string &b : split(v))
+        o.batches.push_back(static_cast<size_t>(to_number("--batch", b, 1, 4096)));
+    } else if (a == "--threads") {
+      o.threads = static_cast<int>(to_number(a, v, 0, 4096));
+    } else if (a == "--warmup") {
+      o.warmup = static_cast<int>(to_number(a, v, 0, 1e6));
+    } else if (a == "--warmup-time") {
+      o.warmup_time = to_number(a, v, 0, 3600);
+    } else if (a == "--reps") {
+      o.reps = static_cast<int>(to_number(a, v, 1, 1e6));
+    } else if (a == "--min-time") {
+      o.min_time = to_number(a, v, 0, 3600);
+    } else if (a == "--max-time") {
+      o.max_time = to_number(a, v, 0, 36000);
+    } else if (a == "--seed") {
+      o.seed = static_cast<uint64_t>(to_number(a, v, 0, 1e15));
+    } else if (a == "--json") {
+      o.json = v;
+    } else {
+      throw UsageError{"unknown option '" + a + "'"};
+    }
+  }
+  if (have_model && have_arch) throw UsageError{"give either --model or --arch, not both"};
+  if (have_model) o.arch.clear();
+  return o;
+}
+
+bool backend_available(const std::string &name, std::string *why) {
+  if (name == "ref") return true;
+  if (name == "onednn") {
+#ifdef FLOWRT_HAVE_ONEDNN
+    return true;
+#else
+    *why = "not built (oneDNN was not found at configure time)";
+    return false;
+#endif
+  }
+#ifdef FLOWRT_HAVE_CUDA
+  if (cuda_device_available(0)) return true;
+  *why = "no usable CUDA device";
+#else
+  *why = "not built (no CUDA toolkit at configure time)";
+#endif
+  return false;
+}
+
+std::unique_ptr<Backend> make_backend(const std::string &name, const Graph &g, size_t batch,
+                                      int threads) {
+  BackendOptions o;
+  o.max_batch = batch;
+  o.threads = threads;
+  if (name == "ref") return create_ref_backend(g, o);
+#ifdef FLOWRT_HAVE_ONEDNN
+  if (name == "onednn") return create_onednn_backend(g, o);
+#endif
+#ifdef FLOWRT_HAVE_CUDA
+  if (name == "cuda") return create_cuda_backend(g, o);
+#endif
+  fail(FLOWRT_UNSUPPORTED, "backend " + name + " is not available");
+}
+
+// Inputs shared by every backend of a case: images at bin centres, their latents, noise.
+struct Inputs {
+  std::vector<float> x, z, eps, out;
+  std::vector<double> log_p;
+};
+
+constexpr float kTemperature = 0.7f;
+
+void run_op(Backend &b, const std::string &op, size_t n, Inputs &in) {
+  if (op == "encode")
+    b.encode(n, in.x.data(), nullptr, in.z.data(), in.log_p.data(), nullptr);
+  else if (op == "decode")
+    b.decode(n, in.z.data(), in.out.data());
+  else
+    b.sample(n, 1234, 0, kTemperature, nullptr, in.eps.data(), in.out.data());
+}
+
+struct Stats {
+  double median = 0, p90 = 0, min = 0, mean = 0, sd = 0;
+};
+Stats stats_of(std::vector<double> v) {
+  Stats s;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  s.min = v.front();
+  s.median = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+  s.p90 = v[std::min(n - 1, static_cast<size_t>(std::ceil(0.9 * n)) - 1)];  // nearest rank
+  for (double x : v) s.mean += x / n;
+  for (double x : v) s.sd += (x - s.mean) * (x - s.mean) / std::max<size_t>(1, n - 1);
+  s.sd = std::sqrt(s.sd);
+  return s;
+}
+
+struct Result {
+  std::string backend, op;
+  size_t batch = 0;
+  double create_ms = 0, first_ms = 0;
+  int warmup_runs = 0;
+  std::vector<double> ms;  // every timed repetition
+  Stats st;
+  double flops = 0;  // per call
+  std::vector<std::string> kernels;
+};
+
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+Result time_case(const Options &o, const Graph &g, const std::string &backend,
+                 const std::string &op, size_t n, Inputs &in, const FlopCount &fc) {
+  Result r;
+  r.backend = backend, r.op = op, r.batch = n;
+  r.flops = (op == "encode" ? fc.encode : fc.decode) * static_cast<double>(n);
+  auto t0 = Clock::now();
+  std::unique_ptr<Backend> b = make_backend(backend, g, n, o.threads);
+  r.create_ms = ms_since(t0);
+  t0 = Clock::now();
+  run_op(*b, op, n, in);
+  r.first_ms = ms_since(t0);
+  const auto w0 = Clock::now();
+  while (r.warmup_runs < o.warmup || ms_since(w0) < o.warmup_time * 1e3) {
+    run_op(*b, op, n, in);
+    ++r.warmup_runs;
+  }
+  const auto s0 = Clock::now();
+  while (static_cast<int>(r.ms.size()) < o.reps || ms_since(s0) < o.min_time * 1e3) {
+    t0 = Clock::now();
+    run_op(*b, op, n, in);
+    r.ms.push_back(ms_since(t0));
+    if (ms_since(s0) > o.max_time * 1e3) break;
+  }
+  r.st = stats_of(r.ms);
+#ifdef FLOWRT_HAVE_ONEDNN
+  std::map<std::string, int> count;
+  for (const std::string &k : onednn_primitive_impls(*b, n)) ++count[k];
+  for (const auto &kv : count) r.kernels.push_back(kv.first + " x" + std::to_string(kv.second));
+#endif
+  return r;
+}
+
+// The backend against ref on the same inputs: latents, bits/dim and samples.
+bool check_backend(const Graph &g, const std::string &backend, size_t n, int threads, Inputs &in) {
+  auto ref = make_backend("ref", g, n, threads);
+  auto other = make_backend(backend, g, n, threads);
+  const size_t total = n * static_cast<size_t>(g.dims());
+  std::vector<float> zr(total), zo(total), sr(total), so(total), eps(total);
+  std::vector<double> lr(n), lo(n);
+  ref->encode(n, in.x.data(), nullptr, zr.data(), lr.data(), nullptr);
+  other->encode(n, in.x.data(), nullptr, zo.data(), lo.data(), nullptr);
+  ref->sample(n, 99, 0, kTemperature, nullptr, eps.data(), sr.data());
+  other->sample(n, 99, 0, kTemperature, nullptr, eps.data(), so.data());
+  double zmax = 1, dz = 0, dbpd = 0, ds = 0;
+  size_t non_finite = 0, mismatched = 0;  // samples: overflowing elements must agree too
+  for (size_t k = 0; k < total; ++k) {
+    zmax = std::max(zmax, static_cast<double>(std::fabs(zr[k])));
+    dz = std::max(dz, static_cast<double>(std::fabs(zr[k] - zo[k])));
+    const bool fr = std::isfinite(sr[k]), fo = std::isfinite(so[k]);
+    non_finite += !fr;
+    if (fr != fo) ++mismatched;
+    if (fr && fo) ds = std::max(ds, static_cast<double>(std::fabs(sr[k] - so[k])));
+  }
+  if (!std::isfinite(dz)) dz = HUGE_VAL;
+  for (size_t i = 0; i < n; ++i)
+    dbpd = std::max(dbpd, std::fabs(lr[i] - lo[i]) / (g.dims() * std::log(2.0)));
+  const bool ok = dz / zmax <= 1e-4 && dbpd <= 1e-5 && ds <= 1e-3 && mismatched == 0;
+  std::printf(
+      "check %-6s batch %-4zu vs ref: z rel err %.2e, bits/dim diff %.2e, sample max diff "
+      "%.2e: %s\n",
+      backend.c_str(), n, dz / zmax, dbpd, ds, ok ? "ok" : "FAILED");
+  if (non_finite || mismatched)
+    std::printf(
+        "  note: %zu of %zu sampled values overflow in ref (%zu differ in finiteness): "
+        "this model's decoder is numerically unstable at temperature %.1f\n",
+        non_finite, total, mismatched, kTemperature);
+  return ok;
+}
+
+std::string json_escape(const std::string &s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '"' || c == '\\') o += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) continue;
+    o += c;
+  }
+  return o;
+}
+
+void write_json(const std::string &path, const Options &o, const Machine &m, const Peak *peak,
+                const std::string &model, const std::vector<Result> &results) {
+  std::ofstream f(path);
+  if (!f) fail(FLOWRT_IO_ERROR, "cannot write " + path);
+  f << "{\n  \"tool\": \"flowbench\",\n  \"date\": \"" << json_escape(m.date) << "\",\n"
+    << "  \"commit\": \"" << json_escape(m.commit) << "\",\n  \"compiler\": \""
+    << json_escape(m.compiler) << "\",\n  \"onednn\": \"" << json_escape(m.onednn) << "\",\n"
+    << "  \"cpu\": \"" << json_escape(m.cpu) << "\",\n  \"cores\": " << m.cores
+    << ",\n  \"isa\": \"" << m.isa << "\",\n  \"gpu\": \"" << json_escape(m.gpu) << "\",\n"
+    << "  \"threads\": " << o.threads << ",\n  \"model\": \"" << json_escape(model) << "\",\n";
+  if (peak)
+    f << "  \"peak_gflops\": {\"matmul\": " << peak->matmul_gflops
+      << ", \"conv3x3\": " << peak->conv_gflops << "},\n";
+  f << "  \"results\": [\n";
+  for (size_t i = 0; i < results.size(); ++i) {
+    const Result &r = results[i];
+    f << "    {\"backend\": \"" << r.backend << "\", \"op\": \"" << r.op
+      << "\", \"batch\": " << r.batch << ", \"create_ms\": " << r.create_ms
+      << ", \"first_call_ms\": " << r.first_ms << ", \"warmup_runs\": " << r.warmup_runs
+      << ", \"median_ms\": " << r.st.median << ", \"p90_ms\": " << r.st.p90
+      << ", \"min_ms\": " << r.st.min << ", \"mean_ms\": " << r.st.mean
+      << ", \"sd_ms\": " << r.st.sd << ", \"images_per_s\": " << r.batch / r.st.median * 1e3
+      << ", \"gflops\": " << r.flops / r.st.median * 1e-6 << ", \"flops_per_call\": " << r.flops
+      << ",\n     \"kernels\": [";
+    for (size_t k = 0; k < r.kernels.size(); ++k)
+      f << (k ? ", " : "") << "\"" << json_escape(r.kernels[k]) << "\"";
+    f << "],\n     \"samples_ms\": [";
+    for (size_t k = 0; k < r.ms.size(); ++k) f << (k ? ", " : "") << r.ms[k];
+    f << "]}" << (i + 1 < results.size() ? ",\n" : "\n");
+  }
+  f << "  ]\n}\n";
+}
+
+int run(int argc, char **argv) {
+  const Options o = parse(argc, argv);
+  const Machine m = describe_machine();
+  const int threads = o.threads > 0 ? o.threads : m.cores;
+  std::printf("machine: %s, %d cores, ISA: %s%s%s\n", m.cpu.c_str(), m.cores, m.isa.c_str(),
+              m.gpu.empty() ? "" : ", GPU: ", m.gpu.c_str());
+  std::printf("build: commit %s, %s, oneDNN %s; threads %d\n", m.commit.c_str(), m.compiler.c_str(),
+              m.onednn.empty() ? "not built" : m.onednn.c_str(), threads);
+
+  Peak peak;
+  bool have_peak = false;
+  const std::string cache = peak_cache_path();
+  if (o.peak) {
+    if (measure_peak(threads, &peak)) {
+      have_peak = true;
+      save_peak(cache, m.cpu, threads, peak);
+      std::printf(
+          "peak fp32 (%d threads): matmul 2048^3 %.1f GFLOP/s, conv3x3 512->512 16x16 "
+          "N=16 %.1f GFLOP/s (cached in %s)\n",
+          threads, peak.matmul_gflops, peak.conv_gflops, cache.c_str());
+    } else {
+      std::printf("peak: needs the oneDNN backend, skipped\n");
+    }
+  } else if (load_peak(cache, m.cpu, threads, &peak)) {
+    have_peak = true;
+    std::printf("peak fp32 (cached, %d threads): matmul %.1f, conv3x3 %.1f GFLOP/s\n", threads,
+                peak.matmul_gflops, peak.conv_gflops);
+  }
+
+  Graph g;
+  std::string model_name;
+  if (!o.model.empty()) {
+    g = read_flow(map_model_file(o.model));
+    model_name = o.model;
+  } else {
+    GlowConfig c = standard_architecture(o.arch);
+    c.random_nets = true;
+    c.seed = o.seed;
+    g = build_glow(c);
+    model_name = "arch " + o.arch + " (random weights, seed " + std::to_string(o.seed) + ")";
+  }
+  const FlopCount fc = count_flops(g);
+  std::printf(
+      "model: %s, image %lldx%lldx%lld, %d levels, %.3f GFLOP/image (encode), %.3f "
+      "(decode), %lld parameters\n",
+      model_name.c_str(), static_cast<long long>(g.image.channels),
+      static_cast<long long>(g.image.height), static_cast<long long>(g.image.width), g.levels(),
+      fc.encode * 1e-9, fc.decode * 1e-9, static_cast<long long>(count_parameters(g)));
+
+  std::vector<std::string> backends;
+  for (const std::string &b : o.backends) {
+    std::string why;
+    if (backend_available(b, &why))
+      backends.push_back(b);
+    else
+      std::printf("note: backend %s skipped: %s\n", b.c_str(), why.c_str());
+  }
+
+  const size_t max_n = *std::max_element(o.batches.begin(), o.batches.end());
+  const size_t total = max_n * static_cast<size_t>(g.dims());
+  Inputs in;
+  in.x.resize(total), in.z.resize(total), in.eps.resize(total), in.out.resize(total);
+  in.log_p.resize(max_n);
+  std::mt19937 rng(static_cast<uint32_t>(o.seed));
+  const int bins = 1 << g.image.n_bits;
+  for (float &v : in.x)
+    v = (static_cast<float>(rng() % bins) + 0.5f) / static_cast<float>(bins) - 0.5f;
+  {  // latents for decode: the encoded images
+    auto ref = make_backend("ref", g, max_n, o.threads);
+    ref->encode(max_n, in.x.data(), nullptr, in.z.data(), in.log_p.data(), nullptr);
+  }
+
+  bool checks_ok = true;
+  if (o.check)
+    for (const std::string &b : backends)
+      if (b != "ref")
+        for (size_t n : o.batches) checks_ok = check_backend(g, b, n, o.threads, in) && checks_ok;
+
+  std::vector<Result> results;
+  for (const std::string &b : backends)
+    for (const std::string &op : o.ops)
+      for (size_t n : o.batches) results.push_back(time_case(o, g, b, op, n, in, fc));
+
+  std::printf(
+      "\n| backend | op | batch | median ms | p90 ms | min ms | images/s | GFLOP/s | %% of "
+      "peak | init ms |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (const Result &r : results) {
+    const double gf = r.flops / r.st.median * 1e-6;
+    char pct[32] = "-";
+    if (have_peak) std::snprintf(pct, sizeof pct, "%.0f%%", 100.0 * gf / peak.best());
+    std::printf("| %s | %s | %zu | %.2f | %.2f | %.2f | %.1f | %.1f | %s | %.0f |\n",
+                r.backend.c_str(), r.op.c_str(), r.batch, r.st.median, r.st.p90, r.st.min,
+                r.batch / r.st.median * 1e3, gf, pct, r.create_ms + r.first_ms);
+  }
+  if (!o.json.empty()) {
+    write_json(o.json, o, m, have_peak ? &peak : nullptr, model_name, results);
+    std::printf("\nwrote %s\n", o.json.c_str());
+  }
+  return checks_ok ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace flowrt::bench
+
+int main(int argc, char **argv) {
+  try {
+    return flowrt::bench::run(argc, argv);
+  } catch (const flowrt::bench::UsageError &e) {
+    std::fprintf(stderr, "flowbench: %s\n%s", e.message.c_str(), flowrt::bench::kUsage);
+    return 2;
+  } catch (const flowrt::Error &e) {
+    std::fprintf(stderr, "flowbench: %s\n", e.what());
+    return e.status() == FLOWRT_INVALID_ARGUMENT ? 2 : 1;
+  } catch (const std::exception &e) {
+    std::fprintf(stderr, "flowbench: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,113 @@
+// The element-wise and data-movement passes of the oneDNN backend. Activations between steps are
+// NHWC ("rows" = pixels, each row holding the channels), the layout oneDNN's direct convolutions
+// prefer, so each pass below is one sweep over memory with contiguous rows. Images enter and
+// leave in the format's NCHW, and latents are written in NCHW too; those transposes are fused
+// into the first/last squeeze and into the split/top passes. Passes that produce a per-image
+// sum (log-determinants, log-densities) accumulate in double, like the reference.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "model/graph.hpp"
+
+namespace flowrt::onednn {
+
+// Parallel work over the rows of n images with per-image sums. `partial` must hold
+// max_batch + threads doubles.
+struct Par {
+  int threads = 1;
+  double *partial = nullptr;
+};
+
+// ---- layout moves -------------------------------------------------------------------------
+// Squeeze of n images of shape `in` (C,H,W): src is NCHW (src_nchw) or NHWC, dst NHWC of
+// (4C, H/2, W/2). The inverse reads the squeezed NHWC and writes NCHW (dst_nchw) or NHWC.
+void squeeze(const Par &par, SqueezeOrder order, const Shape3 &in, size_t n, bool src_nchw,
+             const float *src, float *dst);
+void unsqueeze(const Par &par, SqueezeOrder order, const Shape3 &in, size_t n, bool dst_nchw,
+               const float *src, float *dst);
+// NCHW <-> NHWC of n images of `s`.
+void nchw_to_nhwc(const Par &par, const Shape3 &s, size_t n, const float *src, float *dst);
+void nhwc_to_nchw(const Par &par, const Shape3 &s, size_t n, const float *src, float *dst);
+// dst[r, k] = src[r, source[k]] (inverse: dst[r, source[k]] = src[r, k]); rows = n*H*W.
+void permute(const Par &par, const int32_t *source, int64_t channels, int64_t rows,
+             const float *src, float *dst, bool inverse);
+// dst[r, 0..count) = src[r, first..first+count) of rows with `channels` entries.
+void gather_channels(const Par &par, int64_t channels, int64_t first, int64_t count, int64_t rows,
+                     const float *src, float *dst);
+void copy(const Par &par, size_t floats, const float *src, float *dst);
+
+// ---- per-channel maps -----------------------------------------------------------------------
+// x = scale*x + shift (inverse: (x - shift) * inv_scale), in place; then max(x,0) when relu.
+void channel_affine(const Par &par, const float *scale, const float *shift, const float *inv_scale,
+                    int64_t channels, int64_t rows, float *x, bool inverse);
+void relu(const Par &par, size_t floats, float *x);
+// x[image, p, c] += corr[p, c], then max(x,0) when relu (padding corrections of a conv).
+void add_map(const Par &par, const float *corr, int64_t per_image, size_t n, bool relu_after,
+             float *x);
+
+// A kxk "same" convolution's output from its taps' partial products: taps holds, per pixel,
+// k*k*out values (tap-major); out[p, o] = bias[o] + corr[p, o] + sum over in-image neighbours
+// q of p of taps[q, tap(q - p), o], then max(x,0) when relu. corr may be null.
+void tap_sum(const Par &par, const float *taps, size_t n, int64_t h, int64_t w, int64_t kh,
+             int64_t kw, int64_t out, const float *bias, const float *corr, bool relu_after,
+             float *dst);
+
+// ---- coupling -------------------------------------------------------------------------------
+struct CouplingSpec {
+  bool affine = true;
+  bool exp_scale = false;        // ScaleFunction::Exp
+  bool shift_then_scale = true;  // AffineForm::ShiftThenScale
+  float scale_bias = 0.f;
+  int64_t channels = 0;                     // C of the state
+  int64_t xb_offset = 0;                    // first channel of x_b in a state row
+  int64_t cb = 0;                           // channels of x_b
+  int64_t h_channels = 0;                   // channels of a net output row
+  std::vector<int32_t> t_index, raw_index;  // per x_b channel: its shift / raw-scale column
+};
+// Applies the coupling to x_b inside `state` (n images of `plane` rows) given the net output h,
+// adds sum(log s) per image to log_det (encode only; may be null).
+void coupling(const Par &par, const CouplingSpec &c, size_t n, int64_t plane, const float *h,
+              float *state, bool inverse, double *log_det);
+
+// ---- priors ---------------------------------------------------------------------------------
+struct SplitSpec {
+  int64_t channels = 0;      // C before the split
+  int64_t cz = 0;            // channels leaving (= C/2)
+  int64_t leave_offset = 0;  // first leaving channel in a state row
+  int64_t keep_offset = 0;
+  int64_t latent_offset = 0;  // of the latent in an image's z
+  int64_t image_dims = 0;     // D
+  bool has_prior = false;
+  std::vector<int32_t> mean_index, log_std_index;  // per latent channel, columns of the prior
+};
+// Encode: keep -> keep_dst (and keep_copy when not null), leave -> z (NCHW), and, without a
+// prior net, adds the standard-normal log-density of the leaving half to log_p.
+void split_encode(const Par &par, const SplitSpec &s, size_t n, int64_t plane, const float *state,
+                  float *keep_dst, float *keep_copy, float *z, double *log_p);
+// Adds log N(leave; mean, std) with (mean, log_std) from the prior output o (2*cz per row).
+void split_prior_log_p(const Par &par, const SplitSpec &s, size_t n, int64_t plane,
+                       const float *state, const float *o, double *log_p);
+// Decode: keep (cz per row) goes to its half of `state` (C per row) and to keep_copy when not
+// null; then split_fill writes the leaving half from src (z, or eps with a prior output o / a
+// standard normal when o is null).
+void split_unkeep(const Par &par, const SplitSpec &s, size_t n, int64_t plane, const float *keep,
+                  float *state, float *keep_copy);
+void split_fill(const Par &par, const SplitSpec &s, size_t n, int64_t plane, const float *src,
+                bool noise, float temperature, const float *o, float *state);
+
+struct TopSpec {
+  int64_t channels = 0, plane = 0, latent_offset = 0, image_dims = 0;
+  std::vector<float> mean, std, inv_std, log_std;  // NHWC order [plane, C]
+  // Per class and channel: mean offset, exp(log_std offset), exp(-offset), log_std offset.
+  std::vector<float> cls_mean, cls_std, cls_inv_std, cls_log_std;
+  int64_t n_classes = 0;
+};
+void top_encode(const Par &par, const TopSpec &t, size_t n, const float *state,
+                const int32_t *labels, float *z, double *log_p);
+void top_decode(const Par &par, const TopSpec &t, size_t n, const float *src, bool noise,
+                float temperature, const int32_t *labels, float *state);
+
+}  // namespace flowrt::onednn
