@@ -96,11 +96,20 @@ Net coupling_net(Init &init, int64_t in, int64_t hidden, int64_t out, bool rando
   return net;
 }
 
+// Random priors put their std near the data's (pixels in [-0.5, 0.5] have std 0.29), so that a
+// random model's samples stay in range like a trained model's.
+constexpr double kRandomLogStd = -1.0;
+
 Net prior_net(Init &init, int64_t in, bool random) {
   Net net;
+  Tensor bias = init.tensor({2 * in}, random ? 0.02 : 0.0);
+  if (random) {  // halves layout: the log-stds are the second half
+    std::vector<float> b = bias.to_vector();
+    for (int64_t c = in; c < 2 * in; ++c) b[c] += static_cast<float>(kRandomLogStd);
+    bias = Tensor::from_vector({2 * in}, std::move(b));
+  }
   net.ops.emplace_back(Conv2dOp{init.tensor({2 * in, in, 3, 3}, random ? 0.02 : 0.0),
-                                init.tensor({2 * in}, random ? 0.02 : 0.0), PaddingMode::Zeros,
-                                0.f});
+                                std::move(bias), PaddingMode::Zeros, 0.f});
   net.ops.emplace_back(OutputScaleOp{init.tensor({2 * in}, random ? 0.05 : 0.0), 3.f});
   return net;
 }
@@ -136,8 +145,14 @@ Graph build_glow(const GlowConfig &cfg) {
       ActNormLayer an;
       an.bias = init.tensor({s.c}, cfg.random_nets ? 0.1 : 0.0);
       if (cfg.random_nets) {
-        std::vector<float> ls = init.normal(s.c, 0.1);
-        for (float &v : ls) v = std::exp(v);
+        // An affine coupling multiplies half the channels by about sigmoid(2) = 0.88; the
+        // actnorm gives it back on average, so that random deep models keep their scale in both
+        // directions (else sampling a 96-step model from N(0, 1) overflows).
+        const double gain = cfg.coupling == CouplingType::Affine
+                                ? 1.0 / std::sqrt(1.0 / (1.0 + std::exp(-2.0)))
+                                : 1.0;
+        std::vector<float> ls = init.normal(s.c, 0.05);
+        for (float &v : ls) v = static_cast<float>(gain * std::exp(v));
         an.scale = Tensor::from_vector({s.c}, std::move(ls));
       } else {
         an.scale = init.constant({s.c}, 1.f);
@@ -197,7 +212,8 @@ Graph build_glow(const GlowConfig &cfg) {
   TopPriorLayer top;
   top.kind = TopPriorKind::Learned;
   top.mean = init.tensor({s.c, s.h, s.w}, cfg.random_nets ? 0.1 : 0.0);
-  top.log_std = init.tensor({s.c, s.h, s.w}, cfg.random_nets ? 0.1 : 0.0);
+  top.log_std = init.tensor({s.c, s.h, s.w}, cfg.random_nets ? 0.1 : 0.0,
+                            cfg.random_nets ? kRandomLogStd : 0.0);
   if (cfg.n_classes > 0)
     top.class_offsets = init.tensor({cfg.n_classes, 2 * s.c}, cfg.random_nets ? 0.1 : 0.0);
   add_layer(g, "top_prior", std::move(top));
