@@ -274,7 +274,10 @@ bool check_backend(const Graph &g, const std::string &backend, size_t n, int thr
   if (!std::isfinite(dz)) dz = HUGE_VAL;
   for (size_t i = 0; i < n; ++i)
     dbpd = std::max(dbpd, std::fabs(lr[i] - lo[i]) / (g.dims() * std::log(2.0)));
-  const bool ok = dz / zmax <= 1e-4 && dbpd <= 1e-5 && ds <= 1e-3 && mismatched == 0;
+  // Two float32 backends each within 1e-5 bits/dim of the exact (float64) value may differ by
+  // twice that: on the 96-step cifar model both are (ref 6.3e-6, onednn 9.8e-6 from the float64
+  // evaluator of converters/numpy_eval.py on 16 random images) while differing by up to 1.5e-5.
+  const bool ok = dz / zmax <= 1e-4 && dbpd <= 2e-5 && ds <= 1e-3 && mismatched == 0;
   std::printf(
       "check %-6s batch %-4zu vs ref: z rel err %.2e, bits/dim diff %.2e, sample max diff "
       "%.2e: %s\n",

@@ -29,7 +29,7 @@ def log(*a):
 class Flowrt:
     """The few C API calls the parity check needs."""
 
-    def __init__(self, lib_path, model_path, threads, max_batch):
+    def __init__(self, lib_path, model_path, threads, max_batch, backend):
         lib = ctypes.CDLL(lib_path)
         self.lib = lib
         vp = ctypes.c_void_p
@@ -37,7 +37,7 @@ class Flowrt:
         self.model, self.opts, self.sess = vp(), vp(), vp()
         self._ok(lib.flowrt_model_open(model_path.encode(), ctypes.byref(self.model)))
         self._ok(lib.flowrt_session_options_create(ctypes.byref(self.opts)))
-        self._ok(lib.flowrt_session_options_set_backend(self.opts, 2))  # oneDNN
+        self._ok(lib.flowrt_session_options_set_backend(self.opts, backend))
         self._ok(lib.flowrt_session_options_set_threads(self.opts, threads))
         self._ok(lib.flowrt_session_options_set_max_batch(self.opts, ctypes.c_size_t(max_batch)))
         self._ok(lib.flowrt_session_create(self.model, self.opts, ctypes.byref(self.sess)))
@@ -69,13 +69,15 @@ def check_parity(glow, args):
     n = 4
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, size=(n, c, h, w), dtype=np.uint8)
-    flowrt = Flowrt(args.lib, args.model, args.threads, n)
+    backends = {"auto": 0, "ref": 1, "onednn": 2, "cuda": 3}
+    flowrt = Flowrt(args.lib, args.model, args.threads, n, backends[args.flowrt_backend])
+    dev = args.device
     bpd_flowrt = flowrt.bits_per_dim(pixels)
     bins = 2 ** n_bits
     x = ((pixels >> (8 - n_bits)).astype(np.float32) + 0.5) / bins - 0.5
-    log_p, _ = glow(torch.from_numpy(x))
+    log_p, _ = glow(torch.from_numpy(x).to(dev))
     d = c * h * w
-    bpd_torch = n_bits - log_p.double().numpy() / (d * math.log(2))
+    bpd_torch = n_bits - log_p.double().cpu().numpy() / (d * math.log(2))
     bpd_diff = float(np.max(np.abs(bpd_torch - bpd_flowrt)))
     # The same noise through both decoders: eps in flowrt's latent layout (each level's latent
     # flattened CHW, in order) split into PyTorch's per-block tensors.
@@ -85,9 +87,10 @@ def check_parity(glow, args):
     eps_list, off = [], 0
     for s in shapes:
         k = s[1] * s[2] * s[3]
-        eps_list.append(torch.from_numpy(eps[:, off:off + k].reshape(s).copy()) * temperature)
+        eps_list.append(torch.from_numpy(eps[:, off:off + k].reshape(s).copy()).to(dev) *
+                        temperature)
         off += k
-    x_torch = glow.reverse(eps_list).reshape(n, -1).numpy()
+    x_torch = glow.reverse(eps_list).reshape(n, -1).cpu().numpy()
     x_flowrt = flowrt.decode_noise(eps, temperature, d)
     # A random model's decoder can overflow: both must then overflow at the same elements.
     finite_t, finite_f = np.isfinite(x_torch), np.isfinite(x_flowrt)
@@ -106,7 +109,13 @@ def check_parity(glow, args):
     return bpd_diff, x_diff
 
 
-def time_case(fn, warmup, reps, min_time):
+def time_case(fn, warmup, reps, min_time, device):
+    if device != "cpu":  # GPU work is asynchronous: a call ends when the device is done
+        call = fn
+
+        def fn():
+            call()
+            torch.cuda.synchronize()
     fn()  # first call
     for _ in range(warmup):
         fn()
@@ -130,30 +139,35 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--min-time", type=float, default=1.0)
     ap.add_argument("--gflop", type=float, default=0.0, help="GFLOP per image (from flowbench)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (PyTorch's device)")
+    ap.add_argument("--flowrt-backend", default="onednn", choices=["auto", "ref", "onednn", "cuda"],
+                    help="libflowrt backend of the parity check")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    glow = Glow(read_flow(args.model)).eval()
+    glow = Glow(read_flow(args.model)).eval().to(args.device)
     with torch.no_grad():
         bpd_diff, x_diff = check_parity(glow, args)
         c, h, w, n_bits = glow.image
         for op in args.op.split(","):
             for batch in [int(b) for b in args.batch.split(",")]:
                 if op == "encode":
-                    x = torch.rand(batch, c, h, w) - 0.5
+                    x = torch.rand(batch, c, h, w, device=args.device) - 0.5
                     fn = lambda: glow(x)  # noqa: E731
                 elif op == "sample":
                     shapes = glow.latent_shapes(batch)
-                    fn = lambda: glow.reverse([torch.randn(s) * 0.7 for s in shapes])  # noqa
+                    fn = lambda: glow.reverse(  # noqa: E731
+                        [torch.randn(s, device=args.device) * 0.7 for s in shapes])
                 else:
                     raise SystemExit("unknown op " + op)
-                ms = time_case(fn, args.warmup, args.reps, args.min_time)
+                ms = time_case(fn, args.warmup, args.reps, args.min_time, args.device)
                 med = statistics.median(ms)
                 rec = {"impl": "pytorch", "model": args.name, "op": op, "batch": batch,
                        "median_ms": med, "min_ms": min(ms), "images_per_s": batch / med * 1e3,
                        "gflops": args.gflop * batch / med * 1e3, "samples_ms": ms,
                        "threads": args.threads, "torch": torch.__version__,
+                       "device": args.device,
                        "parity_bpd_diff": bpd_diff, "parity_decode_diff": x_diff}
                 print(json.dumps(rec), flush=True)
                 log("pytorch %s %s batch %d: median %.2f ms, %.1f images/s" %

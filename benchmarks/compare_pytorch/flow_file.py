@@ -18,8 +18,12 @@ def _fb():
     """Generates and imports the flowrt.fb package (once per process)."""
     if "flowrt.fb.Model" in sys.modules:
         return sys.modules["flowrt.fb"]
-    out = tempfile.mkdtemp(prefix="flowrt-fbpy-")
-    subprocess.run(["flatc", "--python", "-o", out, SCHEMA], check=True)
+    generated = os.path.join(HERE, "..", "..", "converters", "_generated")
+    if os.path.isdir(os.path.join(generated, "flowrt", "fb")):
+        out = generated  # the converters' checked-in copy (no flatc needed, e.g. on GPU hosts)
+    else:
+        out = tempfile.mkdtemp(prefix="flowrt-fbpy-")
+        subprocess.run(["flatc", "--python", "-o", out, SCHEMA], check=True)
     sys.path.insert(0, out)
     pkg = importlib.import_module("flowrt.fb")
     for name in ("Model", "Layer", "LayerOp", "Squeeze", "ActNorm", "InvConv1x1", "Permute",

@@ -15,6 +15,7 @@
 
 #include "backends/backend.hpp"
 #include "model/graph.hpp"
+#include "session/session.hpp"
 
 namespace flowrt::parity {
 
@@ -47,8 +48,7 @@ inline void check_pixels(const std::vector<float> &ref, const std::vector<float>
   const double bins = std::ldexp(1.0, n_bits);
   size_t mismatched = 0;
   for (size_t k = 0; k < ref.size(); ++k) {
-    const double pr = std::floor((ref[k] + 0.5) * bins), pg = std::floor((got[k] + 0.5) * bins);
-    if (pr == pg) continue;
+    if (x_to_pixel(ref[k], n_bits) == x_to_pixel(got[k], n_bits)) continue;
     const double pos = (static_cast<double>(ref[k]) + 0.5) * bins;
     if (std::fabs(pos - std::round(pos)) > 1e-3) ++mismatched;
   }

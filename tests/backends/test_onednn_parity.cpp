@@ -16,6 +16,7 @@
 
 #include "backends/backend.hpp"
 #include "backends/onednn/onednn_backend.hpp"
+#include "backends/parity_check.hpp"
 #include "model/finalize.hpp"
 #include "model/glow_builder.hpp"
 #include "session/session.hpp"
@@ -36,12 +37,12 @@ GlowConfig small_config(uint64_t seed, bool grey = false) {
   return c;
 }
 
+using parity::check_pixels;
+using parity::max_abs;
+using parity::max_diff;
+
 std::vector<float> random_floats(size_t n, uint32_t seed, float lo, float hi) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(n);
-  for (float &x : v) x = u(rng);
-  return v;
+  return parity::uniform(n, seed, lo, hi);
 }
 
 Tensor random_tensor(std::vector<int64_t> shape, uint32_t seed, float scale) {
@@ -58,82 +59,9 @@ Graph edited(const GlowConfig &cfg, const std::function<void(Layer &, size_t)> &
   return g;
 }
 
-double max_abs(const std::vector<float> &v) {
-  double m = 0;
-  for (float x : v) m = std::max(m, static_cast<double>(std::fabs(x)));
-  return m;
-}
-double max_diff(const std::vector<float> &a, const std::vector<float> &b) {
-  double m = 0;
-  for (size_t i = 0; i < a.size(); ++i)
-    m = std::max(m, static_cast<double>(std::fabs(a[i] - b[i])));
-  return m;
-}
-
-// Decoded images agree pixel for pixel except where the reference value sits within `tol` bins
-// of a rounding boundary.
-void check_pixels(const std::vector<float> &ref, const std::vector<float> &got, int n_bits) {
-  const double bins = static_cast<double>(1 << n_bits);
-  size_t mismatched = 0;
-  for (size_t k = 0; k < ref.size(); ++k) {
-    if (x_to_pixel(ref[k], n_bits) == x_to_pixel(got[k], n_bits)) continue;
-    const double pos = (static_cast<double>(ref[k]) + 0.5) * bins;
-    if (std::fabs(pos - std::round(pos)) > 1e-3) ++mismatched;
-  }
-  CHECK(mismatched == 0);
-}
-
-struct Pair {
-  std::unique_ptr<Backend> ref, dnn;
-};
-Pair make_pair(const Graph &g, size_t max_batch, bool fold = true) {
-  BackendOptions o;
-  o.max_batch = max_batch;
-  o.threads = 2;
-  o.fold = fold;
-  return {create_ref_backend(g, o), create_onednn_backend(g, o)};
-}
-
-// Encode, decode, decode_noise and sample on both backends, compared.
+// Encode, decode, decode_noise and sample against the reference backend.
 void check_parity(const Graph &g, size_t n, bool fold = true, uint32_t seed = 7) {
-  const int64_t d = g.dims();
-  const size_t total = n * static_cast<size_t>(d);
-  const double bits_per_nat = 1.0 / (static_cast<double>(d) * std::log(2.0));
-  Pair p = make_pair(g, n, fold);
-  const std::vector<float> x = random_floats(total, seed, -0.5f, 0.5f);
-  std::vector<int32_t> labels(n);
-  const int64_t classes = g.top_prior().n_classes();
-  for (size_t i = 0; i < n; ++i) labels[i] = classes ? static_cast<int32_t>(i % classes) : 0;
-  const int32_t *lab = classes ? labels.data() : nullptr;
-
-  std::vector<float> zr(total), zd(total);
-  std::vector<double> lpr(n), lpd(n), ldr(n), ldd(n);
-  p.ref->encode(n, x.data(), lab, zr.data(), lpr.data(), ldr.data());
-  p.dnn->encode(n, x.data(), lab, zd.data(), lpd.data(), ldd.data());
-  CHECK(max_diff(zr, zd) <= 1e-4 * std::max(1.0, max_abs(zr)));
-  for (size_t i = 0; i < n; ++i) {
-    CHECK(std::fabs(lpr[i] - lpd[i]) * bits_per_nat <= 1e-5);
-    CHECK(std::fabs(ldr[i] - ldd[i]) * bits_per_nat <= 1e-5);
-  }
-
-  std::vector<float> xr(total), xd(total);
-  p.ref->decode(n, zr.data(), xr.data());
-  p.dnn->decode(n, zr.data(), xd.data());
-  CHECK(max_diff(xr, x) <= 1e-3);  // the flow is invertible
-  CHECK(max_diff(xr, xd) <= 1e-4);
-  check_pixels(xr, xd, g.image.n_bits);
-
-  const std::vector<float> eps = random_floats(total, seed + 1, -2.f, 2.f);
-  p.ref->decode_noise(n, eps.data(), 0.7f, lab, xr.data());
-  p.dnn->decode_noise(n, eps.data(), 0.7f, lab, xd.data());
-  CHECK(max_diff(xr, xd) <= 1e-4 * std::max(1.0, max_abs(xr)));
-  check_pixels(xr, xd, g.image.n_bits);
-
-  std::vector<float> scratch(total);
-  p.ref->sample(n, 42, 3, 1.f, lab, scratch.data(), xr.data());
-  p.dnn->sample(n, 42, 3, 1.f, lab, scratch.data(), xd.data());
-  CHECK(max_diff(xr, xd) <= 1e-4 * std::max(1.0, max_abs(xr)));
-  check_pixels(xr, xd, g.image.n_bits);
+  parity::check(g, n, create_onednn_backend, fold, seed);
 }
 
 }  // namespace

@@ -1,0 +1,36 @@
+"""Joins benchmarks/gpu/run.sh's results (flowbench JSON per architecture, PyTorch JSON lines)
+into one markdown table with the flowrt/PyTorch ratio."""
+import glob
+import json
+import os
+import sys
+
+
+def main(out):
+    rows = {}
+    for path in sorted(glob.glob(os.path.join(out, "flowbench-*.json"))):
+        arch = os.path.basename(path)[len("flowbench-"):-len(".json")]
+        with open(path) as f:
+            doc = json.load(f)
+        for r in doc["results"]:
+            rows.setdefault((arch, r["op"], r["batch"]), {})["flowrt"] = r
+    for path in sorted(glob.glob(os.path.join(out, "torch-*.jsonl"))):
+        with open(path) as f:
+            for line in f:
+                r = json.loads(line)
+                rows.setdefault((r["model"], r["op"], r["batch"]), {})["torch"] = r
+    print("| model | op | batch | flowrt ms | flowrt img/s | flowrt TFLOP/s | PyTorch ms | "
+          "speed-up |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for key in sorted(rows, key=lambda k: (k[0], k[1], k[2])):
+        fr, tr = rows[key].get("flowrt"), rows[key].get("torch")
+        cells = [key[0], key[1], str(key[2])]
+        cells += (["%.3f" % fr["median_ms"], "%.1f" % fr["images_per_s"],
+                   "%.2f" % (fr["gflops"] / 1e3)] if fr else ["-"] * 3)
+        cells += ["%.3f" % tr["median_ms"] if tr else "-"]
+        cells += ["%.2fx" % (tr["median_ms"] / fr["median_ms"]) if fr and tr else "-"]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "gpu-results")

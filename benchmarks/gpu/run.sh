@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The GPU check, in one run of under 8 minutes on a machine with an NVIDIA GPU, from the bundle
+# that benchmarks/gpu/build_bundle.sh made on a CPU machine:
+#   1. the CUDA tests (parity with the reference backend on random models covering every option,
+#      round trips, the device sampler against the host's Philox normals, graph replays);
+#   2. flowbench on the CUDA backend for tiny, fmnist and cifar at batch 1, 16 and 256;
+#   3. PyTorch eager on the same GPU, same weights, after a parity check (bits/dim and decoded
+#      noise), for fmnist and cifar;
+#   4. one table.
+# Usage: benchmarks/gpu/run.sh [BUNDLE_DIR] [OUT_DIR]   (defaults build-gpu/bundle, gpu-results)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+bundle=$(cd "${1:-build-gpu/bundle}" && pwd)
+out=${2:-gpu-results}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+export LD_LIBRARY_PATH="$bundle/lib:${LD_LIBRARY_PATH:-}"
+export PYTHONPATH="$bundle/python:${PYTHONPATH:-}"
+PY=${PYTHON:-python3}
+status=0
+step() { echo; echo "== $* ($((SECONDS))s)"; }
+
+step "device"
+if ! nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"; then
+  echo "run.sh: no NVIDIA GPU here" >&2
+  exit 3
+fi
+"$bundle/bin/flowrt" --version | tee -a "$out/gpu.txt"
+
+step "CUDA tests"
+timeout 180 "$bundle/bin/flowrt_tests" --test-suite=cuda --force-colors=0 2>&1 | tee "$out/cuda_tests.txt"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+step "flowbench (CUDA backend)"
+for arch in tiny fmnist cifar; do
+  check=()
+  [ "$arch" = tiny ] && check=(--check)
+  timeout 150 "$bundle/bin/flowbench" --arch "$arch" --backend cuda --op sample,encode \
+    --batch 1,16,256 --warmup 3 --warmup-time 0.2 --reps 10 --min-time 0.5 --max-time 10 \
+    "${check[@]}" --json "$out/flowbench-$arch.json" > "$out/flowbench-$arch.txt" 2>&1 || status=1
+  cat "$out/flowbench-$arch.txt"
+done
+
+step "training throughput"
+echo "flowtrain --device cuda: not part of this build (GPU training is not implemented yet)" |
+  tee "$out/training.txt"
+
+step "PyTorch eager on the same GPU"
+if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  for arch in fmnist cifar; do
+    "$bundle/bin/flowrt" init --arch "$arch" --random-nets --seed 1 -o "$out/$arch.flow" > /dev/null
+    gflop=$("$bundle/bin/flowrt" info "$out/$arch.flow" | awk '/^flops_decode/ {print $2 / 1e9}')
+    (cd benchmarks/compare_pytorch && timeout 120 "$PY" bench_torch.py --model "$out/$arch.flow" \
+      --lib "$bundle/lib/libflowrt.so" --flowrt-backend cuda --device cuda --name "$arch" \
+      --batch 1,16,256 --op sample,encode --warmup 3 --reps 10 --min-time 0.5 --gflop "$gflop" \
+      > "$out/torch-$arch.jsonl") || status=1
+  done
+else
+  echo "PyTorch with CUDA is not available here" | tee "$out/torch.txt"
+  status=1
+fi
+
+step "table"
+"$PY" benchmarks/gpu/gpu_table.py "$out" | tee "$out/table.md"
+echo "finished in ${SECONDS}s, status $status"
+exit $status
