@@ -140,7 +140,10 @@ FLOWRT_API flowrt_status flowrt_session_options_set_max_batch(flowrt_session_opt
                                                               size_t max_batch);
 
 /* Creates a session: chooses the backend, uploads/reorders weights and allocates all scratch
- * memory for the maximum batch, so that later calls allocate nothing. options may be NULL. */
+ * memory for the maximum batch, so that later calls make no heap allocation of libflowrt's own
+ * (oneDNN 2.6 itself allocates a few small blocks inside each primitive execution; the oneDNN
+ * backend creates the primitives of a batch size it has not seen at that size's first call).
+ * options may be NULL. */
 FLOWRT_API flowrt_status flowrt_session_create(const flowrt_model *model,
                                                const flowrt_session_options *options,
                                                flowrt_session **out);
