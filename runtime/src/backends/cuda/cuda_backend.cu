@@ -95,6 +95,8 @@ class CudaBackend final : public Backend {
  public:
   CudaBackend(const Graph &g, const BackendOptions &opt)
       : Backend(g.dims()), device_(opt.device), max_batch_(opt.max_batch) {
+    if (max_batch_ > 65535)  // per-image reductions put images on the grid's y dimension
+      invalid_argument("the CUDA backend's max batch is 65535, got " + std::to_string(max_batch_));
     if (!cuda_device_available(device_))
       fail(FLOWRT_DEVICE_ERROR, "no device: no usable CUDA device " + std::to_string(device_) +
                                     " (no driver, or no GPU)");
