@@ -1,5 +1,6 @@
 // `flowtrain eval`: test bits/dim of a .flow model with the trainer's forward pass (the number
-// training reports), on the data set's full test set unless --limit-test.
+// training reports), on the data set's full test set unless --limit-test: at the bin centres,
+// and with --dequantize K also averaged over K uniform-dequantisation draws per image.
 #include <chrono>
 #include <cstdio>
 
@@ -18,7 +19,9 @@ namespace flowrt::train {
 
 int cmd_eval(int argc, char **argv) {
   CliArgs a(argc, argv, 2,
-            {"--data", "--data-dir", "--limit-test", "--batch", "--threads", "--device"}, {});
+            {"--data", "--data-dir", "--limit-test", "--batch", "--threads", "--device",
+             "--dequantize", "--seed"},
+            {});
   if (a.positional().size() != 1) invalid_argument("usage: flowtrain eval M.flow [--data D]");
   const int threads = static_cast<int>(a.get_int("--threads", 0, 0, 4096));
 #ifdef _OPENMP
@@ -38,9 +41,17 @@ int cmd_eval(int argc, char **argv) {
   const double bpd =
       evaluate_bits_per_dim(*model, data.test, g.image.n_bits, a.get_int("--batch", 32, 1, 65536));
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("%s: %lld test images of %s: %.6f bits/dim (%.1f images/s)\n",
+  std::printf("%s: %lld test images of %s: %.6f bits/dim at the bin centres (%.1f images/s)\n",
               a.positional()[0].c_str(), (long long)data.test.size(), data.name.c_str(), bpd,
               data.test.size() / s);
+  const int draws = static_cast<int>(a.get_int("--dequantize", 0, 0, 1000));
+  if (draws > 0) {
+    const double deq =
+        evaluate_bits_per_dim(*model, data.test, g.image.n_bits, a.get_int("--batch", 32, 1, 65536),
+                              0, draws, a.get_u64("--seed", 0));
+    std::printf("%s: %.6f bits/dim with uniform dequantisation (%d draws per image)\n",
+                a.positional()[0].c_str(), deq, draws);
+  }
   return 0;
 }
 

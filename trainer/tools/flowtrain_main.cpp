@@ -22,6 +22,7 @@ const char *kUsage =
     "  resume RUN_DIR [--steps S | --epochs E | --time T] [--threads N]\n"
     "                                   continues a run from its newest checkpoint, bit-exactly\n"
     "  eval M.flow [--data D] [--data-dir DIR] [--limit-test N] [--batch B] [--threads N]\n"
+    "       [--dequantize K] [--seed S]\n"
     "                                   test bits/dim of a model (full test set by default)\n"
     "\n"
     "train options:\n"

@@ -1,5 +1,7 @@
-// Test bits/dim: the mean over images of the bits/dim at the bin centres (no noise), with the
-// trainer's forward pass in batches.
+// Test bits/dim with the trainer's forward pass in batches: by default the mean over images of
+// the bits/dim at the bin centres (no noise, what libflowrt scores); with `dequantize_samples`
+// > 0 the mean over that many uniform-dequantisation draws per image instead, the estimate
+// papers report (in expectation an upper bound on the discrete model's bits/dim).
 #pragma once
 
 #include <cstdint>
@@ -10,6 +12,7 @@
 namespace flowrt::train {
 
 double evaluate_bits_per_dim(TrainCompute<float> &model, const Dataset &test, int n_bits,
-                             int64_t batch, int64_t max_images = 0);
+                             int64_t batch, int64_t max_images = 0, int dequantize_samples = 0,
+                             uint64_t seed = 0);
 
 }  // namespace flowrt::train
