@@ -14,16 +14,11 @@
 #define FLOWRT_HAVE_MXCSR 1
 #endif
 
+#include "core/threads.hpp"
+
 namespace flowrt::onednn {
 
-inline int resolve_threads(int threads) {
-#ifdef _OPENMP
-  return threads > 0 ? threads : omp_get_num_procs();
-#else
-  (void)threads;
-  return 1;
-#endif
-}
+using flowrt::resolve_threads;
 
 class ComputeScope {
  public:

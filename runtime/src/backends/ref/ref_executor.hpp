@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "core/threads.hpp"
 #include "layers/channel_affine.hpp"
 #include "layers/coupling.hpp"
 #include "layers/gaussian.hpp"
@@ -66,15 +67,6 @@ class RefExecutor {
   struct Scratch {
     std::vector<T> a, b, net_a, net_b;
   };
-
-  static int resolve_threads(int threads) {
-#ifdef _OPENMP
-    return threads > 0 ? threads : omp_get_num_procs();
-#else
-    (void)threads;
-    return 1;
-#endif
-  }
 
   // Class offsets of the top prior for `label` (or zeros).
   void top_offsets(const PTop<T> &top, int64_t c, int32_t label, int64_t channels, T *mean_off,
