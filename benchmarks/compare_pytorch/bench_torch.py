@@ -3,7 +3,8 @@ computes what flowrt computes on the same images and noise (bits/dim and decoded
 libflowrt's C API), so the race is fair. Prints one JSON object per case on stdout (and a summary
 on stderr); run.sh joins them with flowbench's results.
 
-Tuning (as recommended for CPU inference): eval mode, torch.no_grad, denormals flushed,
+Tuning (as recommended for CPU inference): eval mode, torch.no_grad (except --op train, which
+times Adam training steps), denormals flushed,
 torch.set_num_threads(--threads); the caller sets OPENBLAS_NUM_THREADS=1 and the glibc malloc
 variables (see run.sh)."""
 
@@ -127,6 +128,28 @@ def time_case(fn, warmup, reps, min_time, device):
     return samples
 
 
+def train_step_fn(glow, batch, device):
+    """One training step as glow-pytorch's train.py takes it (dequantised input, bits/dim loss,
+    backward, Adam), plus the global gradient-norm clipping flowtrain applies."""
+    c, h, w, n_bits = glow.image
+    bins = 2.0 ** n_bits
+    dims = c * h * w
+    params = [p for p in glow.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=1e-4)
+    pixels = torch.floor(torch.rand(batch, c, h, w, device=device) * bins)
+
+    def step():
+        with torch.enable_grad():
+            x = (pixels + torch.rand_like(pixels)) / bins - 0.5
+            log_p, _ = glow(x)
+            bpd = (n_bits - log_p / (dims * math.log(2.0))).mean()
+            opt.zero_grad()
+            bpd.backward()
+            torch.nn.utils.clip_grad_norm_(params, 50.0)
+            opt.step()
+    return step
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", required=True)
@@ -152,9 +175,12 @@ def main():
         c, h, w, n_bits = glow.image
         for op in args.op.split(","):
             for batch in [int(b) for b in args.batch.split(",")]:
+                glow.train(op == "train")
                 if op == "encode":
                     x = torch.rand(batch, c, h, w, device=args.device) - 0.5
                     fn = lambda: glow(x)  # noqa: E731
+                elif op == "train":
+                    fn = train_step_fn(glow, batch, args.device)
                 elif op == "sample":
                     shapes = glow.latent_shapes(batch)
                     fn = lambda: glow.reverse(  # noqa: E731

@@ -46,7 +46,10 @@ std::string CliArgs::require(const std::string &name) const {
 
 int64_t CliArgs::get_int(const std::string &name, int64_t fallback, int64_t lo, int64_t hi) const {
   if (!has(name)) return fallback;
-  const std::string s = get(name);
+  return parse_int(name, get(name), lo, hi);
+}
+
+int64_t CliArgs::parse_int(const std::string &name, const std::string &s, int64_t lo, int64_t hi) {
   char *end = nullptr;
   errno = 0;
   const long long v = std::strtoll(s.c_str(), &end, 10);

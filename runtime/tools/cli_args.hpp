@@ -23,6 +23,9 @@ class CliArgs {
   std::string get(const std::string &name, const std::string &fallback = "") const;
   int64_t get_int(const std::string &name, int64_t fallback, int64_t lo, int64_t hi) const;
   double get_double(const std::string &name, double fallback) const;
+  // `text` as an integer in [lo, hi]; errors name the option.
+  static int64_t parse_int(const std::string &name, const std::string &text, int64_t lo,
+                           int64_t hi);
   uint64_t get_u64(const std::string &name, uint64_t fallback) const;
   std::string require(const std::string &name) const;
 

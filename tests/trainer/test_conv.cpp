@@ -3,6 +3,7 @@
 // padding mode.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <random>
@@ -68,7 +69,8 @@ void check_conv(const ConvGeometry &g) {
     return s;
   };
   std::vector<double> dw(w.size(), 0.0), db(bias.size(), 0.0), dx(x.size(), 0.0);
-  train::conv_backward(g, bg, w.data(), x.data(), r.data(), dw.data(), db.data(), dx.data(), col,
+  std::vector<double> dout = r;  // conv_backward may mask its dout in place
+  train::conv_backward(g, bg, w.data(), x.data(), dout.data(), dw.data(), db.data(), dx.data(), col,
                        dcol);
   const double eps = 1e-3;
   auto fd_check = [&](std::vector<double> &v, const std::vector<double> &grad, const char *what) {
@@ -88,6 +90,26 @@ void check_conv(const ConvGeometry &g) {
   fd_check(wm, dw, "dweight");
   fd_check(bm, db, "dbias");
   fd_check(x, dx, "dx");
+
+  // The fused forms: conv -> ReLU in one pass equals the two ops; the backward given the ReLU's
+  // output equals masking the gradient first; dx written over equals dx accumulated from zero.
+  std::vector<double> fused(out.size());
+  train::conv_forward(g, bg, w.data(), bias.data(), x.data(), fused.data(), col, true);
+  std::vector<double> masked = r;
+  for (size_t k = 0; k < out.size(); ++k) {
+    CHECK(fused[k] == std::max(out[k], 0.0));
+    if (!(fused[k] > 0)) masked[k] = 0;
+  }
+  std::vector<double> dw1(w.size(), 0.0), db1(bias.size(), 0.0), dx1(x.size(), 0.0);
+  train::conv_backward(g, bg, w.data(), x.data(), masked.data(), dw1.data(), db1.data(), dx1.data(),
+                       col, dcol);
+  std::vector<double> r2 = r, dw2(w.size(), 0.0), db2(bias.size(), 0.0), dx2(x.size(), 123.0);
+  train::conv_backward(g, bg, w.data(), x.data(), r2.data(), dw2.data(), db2.data(), dx2.data(),
+                       col, dcol, fused.data(), false);
+  for (size_t k = 0; k < r2.size(); ++k) CHECK(r2[k] == masked[k]);
+  for (size_t k = 0; k < dw1.size(); ++k) CHECK(dw2[k] == doctest::Approx(dw1[k]).epsilon(1e-14));
+  for (size_t k = 0; k < db1.size(); ++k) CHECK(db2[k] == doctest::Approx(db1[k]).epsilon(1e-14));
+  for (size_t k = 0; k < dx1.size(); ++k) CHECK(dx2[k] == doctest::Approx(dx1[k]).epsilon(1e-14));
 }
 
 }  // namespace

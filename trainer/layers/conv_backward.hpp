@@ -195,10 +195,11 @@ void scatter_taps(const ConvGeometry &g, const BatchGeometry &bg, const T *dout,
 
 }  // namespace detail
 
-// out[O, ld] = conv(in[in_ch, ld]) + bias (bias may be null). `col` is scratch.
+// out[O, ld] = conv(in[in_ch, ld]) + bias (bias may be null), then max(0, .) when `relu` (a
+// net's conv -> ReLU pair costs one pass over the output instead of two). `col` is scratch.
 template <typename T>
 void conv_forward(const ConvGeometry &g, const BatchGeometry &bg, const T *weight, const T *bias,
-                  const T *in, T *out, std::vector<T> &col) {
+                  const T *in, T *out, std::vector<T> &col, bool relu = false) {
   const int64_t plane = bg.plane(), ld = bg.ld();
   if (g.pointwise()) {
     gemm<T>(false, false, g.out_ch, ld, g.in_ch, T(1), weight, g.in_total, in, ld, T(0), out, ld);
@@ -221,32 +222,62 @@ void conv_forward(const ConvGeometry &g, const BatchGeometry &bg, const T *weigh
               T(0), out + b0 * plane, ld);
     }
   }
-  if (bias) {
+  if (bias || relu) {
 #pragma omp parallel for schedule(static) if (parallel_worth(g.out_ch * ld))
-    for (int64_t o = 0; o < g.out_ch; ++o)
-      for (int64_t q = 0; q < ld; ++q) out[o * ld + q] += bias[o];
+    for (int64_t o = 0; o < g.out_ch; ++o) {
+      const T b = bias ? bias[o] : T(0);
+      T *row = out + o * ld;
+      if (relu) {
+        for (int64_t q = 0; q < ld; ++q) row[q] = std::max(row[q] + b, T(0));
+      } else {
+        for (int64_t q = 0; q < ld; ++q) row[q] += b;
+      }
+    }
   }
 }
 
-// Given dout = dL/dout: dweight += dL/dW, dbias += dL/db (if not null), and dx += dL/din (if not
-// null). `col` and `dcol` are scratch.
+// Given dout = dL/dout: dweight += dL/dW, dbias += dL/db (if not null), and dL/din into dx (if
+// not null; added to it when dx_accumulate, written over it otherwise). With relu_out (the output
+// of a fused forward), dout is the gradient after the ReLU: it is first masked where relu_out is
+// 0, in place, in the same pass that sums dbias. `col` and `dcol` are scratch.
 template <typename T>
 void conv_backward(const ConvGeometry &g, const BatchGeometry &bg, const T *weight, const T *in,
-                   const T *dout, T *dweight, T *dbias, T *dx, std::vector<T> &col,
-                   std::vector<T> &dcol) {
+                   T *dout, T *dweight, T *dbias, T *dx, std::vector<T> &col, std::vector<T> &dcol,
+                   const T *relu_out = nullptr, bool dx_accumulate = true) {
   const int64_t plane = bg.plane(), ld = bg.ld();
-  if (dbias) {
+  if (dbias || relu_out) {
 #pragma omp parallel for schedule(static) if (parallel_worth(g.out_ch * ld))
     for (int64_t o = 0; o < g.out_ch; ++o) {
+      T *row = dout + o * ld;
+      const T *y = relu_out ? relu_out + o * ld : nullptr;
+      // kLanes interleaved partial sums, combined in a fixed order: the loop vectorises (one
+      // running sum is a dependency chain the compiler may not reorder) and the result does not
+      // depend on the thread count.
+      constexpr int kLanes = 16;
+      T lanes[kLanes] = {};
+      int64_t q = 0;
+      for (; q + kLanes <= ld; q += kLanes)
+        for (int l = 0; l < kLanes; ++l) {
+          const T v = !y || y[q + l] > T(0) ? row[q + l] : T(0);  // branch-free
+          row[q + l] = v;
+          lanes[l] += v;
+        }
       T acc = 0;
-      for (int64_t q = 0; q < ld; ++q) acc += dout[o * ld + q];
-      dbias[o] += acc;
+      for (; q < ld; ++q) {
+        const T v = !y || y[q] > T(0) ? row[q] : T(0);
+        row[q] = v;
+        acc += v;
+      }
+      for (int l = 0; l < kLanes; ++l) acc += lanes[l];
+      if (dbias) dbias[o] += acc;
     }
   }
+  const T dx_beta = dx_accumulate ? T(1) : T(0);
   if (g.pointwise()) {
     gemm<T>(false, true, g.out_ch, g.in_ch, ld, T(1), dout, ld, in, ld, T(1), dweight, g.in_total);
     if (dx)
-      gemm<T>(true, false, g.in_ch, ld, g.out_ch, T(1), weight, g.in_total, dout, ld, T(1), dx, ld);
+      gemm<T>(true, false, g.in_ch, ld, g.out_ch, T(1), weight, g.in_total, dout, ld, dx_beta, dx,
+              ld);
     return;
   }
   if (detail::output_side(g)) {
@@ -258,8 +289,8 @@ void conv_backward(const ConvGeometry &g, const BatchGeometry &bg, const T *weig
     gemm<T>(false, true, rows, g.in_ch, ld, T(1), dcol.data(), ld, in, ld, T(0), dwt.data(),
             g.in_ch);
     if (dx)
-      gemm<T>(true, false, g.in_ch, ld, rows, T(1), wt.data(), g.in_ch, dcol.data(), ld, T(1), dx,
-              ld);
+      gemm<T>(true, false, g.in_ch, ld, rows, T(1), wt.data(), g.in_ch, dcol.data(), ld, dx_beta,
+              dx, ld);
     const T data_pad = g.padding == PaddingMode::Constant ? static_cast<T>(g.pad_value) : T(0);
     for (int64_t o = 0; o < g.out_ch; ++o)
       for (int64_t i = 0; i < g.in_total; ++i)
@@ -270,6 +301,7 @@ void conv_backward(const ConvGeometry &g, const BatchGeometry &bg, const T *weig
         }
     return;
   }
+  if (dx && !dx_accumulate) std::fill(dx, dx + g.in_ch * ld, T(0));
   const int64_t chunk = detail::conv_chunk(g, bg), kt = g.k_total();
   col.resize(static_cast<size_t>(kt * chunk * plane));
   if (dx) dcol.resize(col.size());

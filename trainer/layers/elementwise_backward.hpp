@@ -12,8 +12,7 @@ namespace flowrt::train {
 template <typename T>
 void relu_backward(int64_t n, const T *y, T *dy) {
 #pragma omp parallel for schedule(static) if (parallel_worth(n))
-  for (int64_t k = 0; k < n; ++k)
-    if (!(y[k] > T(0))) dy[k] = T(0);
+  for (int64_t k = 0; k < n; ++k) dy[k] = y[k] > T(0) ? dy[k] : T(0);  // branch-free: vectorises
 }
 
 // y = x * exp(factor * log_scale[c]): dlog_scale[c] += factor * sum(dy * y), dx = dy * exp(...).

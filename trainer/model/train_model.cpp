@@ -189,10 +189,19 @@ const T *TrainModel<T>::net_forward(Net &net, const BatchGeometry &bg, bool data
     const std::vector<T> &x = net.bufs[cur];
     std::vector<T> &y = net.bufs[out];
     if (op.kind == NetOp::Conv) {
+      // A ReLU right after the conv runs in the conv's output pass (in place, as unfused).
+      const bool relu = k + 1 < net.ops.size() && net.ops[k + 1].kind == NetOp::Relu;
       y.resize(static_cast<size_t>(op.geo.out_ch * ld));
       conv_forward(op.geo, bg, params_.value(op.weight),
-                   op.bias >= 0 ? params_.value(op.bias) : nullptr, x.data(), y.data(), col_);
+                   op.bias >= 0 ? params_.value(op.bias) : nullptr, x.data(), y.data(), col_, relu);
       ch = op.geo.out_ch;
+      if (relu) {
+        net.act[k + 1] = out;
+        net.act[k + 2] = out;
+        cur = out;
+        ++k;
+        continue;
+      }
     } else {
       std::vector<T> scale(ch), shift(ch);
       if (op.kind == NetOp::ActNorm) {
@@ -222,13 +231,17 @@ void TrainModel<T>::net_backward(Net &net, const BatchGeometry &bg, std::vector<
   const int64_t ld = bg.ld();
   int64_t ch = net.out_ch;
   std::vector<T> &tmp = net_dg_;
+  const T *relu_out = nullptr;  // a ReLU after a conv: masked in the conv's backward pass
   for (size_t k = net.ops.size(); k-- > 0;) {
     NetOp &op = net.ops[k];
     const T *x = net.bufs[net.act[k]].data();
     const T *y = net.bufs[net.act[k + 1]].data();
     switch (op.kind) {
       case NetOp::Relu:
-        relu_backward(ch * ld, y, g.data());
+        if (k > 0 && net.ops[k - 1].kind == NetOp::Conv)
+          relu_out = y;
+        else
+          relu_backward(ch * ld, y, g.data());
         break;
       case NetOp::OutputScale:
         output_scale_backward(ch, ld, params_.value(op.log_scale), op.factor, y, g.data(),
@@ -244,9 +257,11 @@ void TrainModel<T>::net_backward(Net &net, const BatchGeometry &bg, std::vector<
         break;
       }
       case NetOp::Conv:
-        tmp.assign(static_cast<size_t>(op.geo.in_ch * ld), T(0));
+        tmp.resize(static_cast<size_t>(op.geo.in_ch * ld));
         conv_backward(op.geo, bg, params_.value(op.weight), x, g.data(), params_.grad(op.weight),
-                      op.bias >= 0 ? params_.grad(op.bias) : nullptr, tmp.data(), col_, dcol_);
+                      op.bias >= 0 ? params_.grad(op.bias) : nullptr, tmp.data(), col_, dcol_,
+                      relu_out, false);
+        relu_out = nullptr;
         g.swap(tmp);
         ch = op.geo.in_ch;
         break;

@@ -24,6 +24,9 @@ const char *kUsage =
     "  eval M.flow [--data D] [--data-dir DIR] [--limit-test N] [--batch B] [--threads N]\n"
     "       [--dequantize K] [--seed S]\n"
     "                                   test bits/dim of a model (full test set by default)\n"
+    "  bench [--model M.flow | --arch tiny|fmnist|cifar|celeba64] [--batch 16,64] [--threads N]\n"
+    "        [--warmup W] [--reps R] [--min-time S] [--json out.json]\n"
+    "                                   training throughput (forward, backward, Adam per step)\n"
     "\n"
     "train options:\n"
     "  --data fashion-mnist|mnist|cifar10|DIR  data set (default fashion-mnist; 28x28 images\n"
@@ -42,12 +45,15 @@ const char *kUsage =
 }  // namespace
 
 int main(int argc, char **argv) {
-  // libgomp reads its wait policy when it is loaded. Its default, spinning, collapses throughput
-  // when another process holds one of the cores (measured on a shared 2-core machine: 3.9 img/s
-  // spinning vs 51 img/s passive), so flowtrain waits passively unless the user chose otherwise:
-  // it sets the variable and runs itself again, once.
-  if (!std::getenv("OMP_WAIT_POLICY")) {
-    ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+  // libgomp reads its wait policy when it is loaded. A training step runs hundreds of short
+  // parallel regions, so how idle threads wait decides much of its speed. Measured at batch 16
+  // on the fmnist architecture, 2 cores (`flowtrain bench`): on an idle machine, always spinning
+  // gives 123 img/s and sleeping at once (passive) 93; with one core busy with another process,
+  // libgomp's default (spin 300,000 times, then sleep) collapses to 7.9 img/s, passive keeps 68.
+  // A short spin of 3,000 gives 126 idle and 60 busy. So unless the user chose a policy,
+  // flowtrain sets GOMP_SPINCOUNT=3000 and runs itself again, once.
+  if (!std::getenv("OMP_WAIT_POLICY") && !std::getenv("GOMP_SPINCOUNT")) {
+    ::setenv("GOMP_SPINCOUNT", "3000", 1);
     ::execv("/proc/self/exe", argv);  // returns only on failure: then carry on as is
   }
   if (argc < 2 || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "--help")) {
@@ -60,6 +66,7 @@ int main(int argc, char **argv) {
     if (cmd == "train") return flowrt::train::cmd_train(argc, argv);
     if (cmd == "resume") return flowrt::train::cmd_resume(argc, argv);
     if (cmd == "eval") return flowrt::train::cmd_eval(argc, argv);
+    if (cmd == "bench") return flowrt::train::cmd_bench(argc, argv);
     std::fprintf(stderr, "flowtrain: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
     return 2;
   } catch (const flowrt::Error &e) {

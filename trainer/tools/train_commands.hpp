@@ -6,5 +6,6 @@ namespace flowrt::train {
 int cmd_train(int argc, char **argv);
 int cmd_resume(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 }  // namespace flowrt::train

@@ -1,0 +1,142 @@
+// `flowtrain bench`: training throughput of one model at several batch sizes, timed the way
+// flowbench times inference: a few warm-up steps, then at least --reps timed steps and at least
+// --min-time seconds; median / p90 / min step time, images/s, and training GFLOP/s counted as
+// three times the encoder's FLOPs (forward, backward to the data, backward to the weights).
+// A step is exactly what `flowtrain train` does per batch: forward (bits/dim), backward,
+// gradient norm, clipping, Adam. The images are uniformly dequantised random pixels.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cli_args.hpp"
+#include "core/atomic_file.hpp"
+#include "core/error.hpp"
+#include "format/flow_file.hpp"
+#include "model/glow_builder.hpp"
+#include "model/program.hpp"
+#include "trainer/model/train_compute.hpp"
+#include "trainer/report/progress.hpp"
+#include "trainer/tools/train_commands.hpp"
+#include "trainer/train/batches.hpp"
+#include "trainer/train/optimizer.hpp"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace flowrt::train {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double percentile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  const size_t i = std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size())));
+  return v[i];
+}
+
+struct BenchCase {
+  int64_t batch = 0;
+  std::vector<double> step_s;
+  double peak_rss_mib = 0;
+};
+
+BenchCase bench_batch(const Graph &graph, int64_t batch, int warmup, int reps, double min_time,
+                      uint64_t seed) {
+  std::unique_ptr<TrainCompute<float>> model = make_train_compute(graph, Device::Cpu);
+  Adam adam(model->params().values().size());
+  const int64_t dims = graph.image.channels * graph.image.height * graph.image.width;
+  std::vector<uint8_t> pixels(static_cast<size_t>(batch * dims));
+  for (size_t k = 0; k < pixels.size(); ++k)
+    pixels[k] = static_cast<uint8_t>(256.0f * philox_uniform(seed, 7, 0, k));
+  std::vector<float> x(pixels.size());
+  BenchCase c;
+  c.batch = batch;
+  const auto t_start = Clock::now();
+  for (int64_t s = 0;; ++s) {
+    dequantize(pixels.data(), static_cast<int64_t>(pixels.size()), graph.image.n_bits, seed, s,
+               x.data());
+    const auto t0 = Clock::now();
+    const double loss = model->forward(x.data(), nullptr, batch, s == 0);
+    model->backward();
+    std::vector<float> &g = model->params().grads();
+    clip_global_norm(g, global_norm(g), 50.0);
+    adam.step(model->params().values(), g, 1e-4);
+    const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (!std::isfinite(loss)) fail(FLOWRT_INTERNAL_ERROR, "bench: the loss became non-finite");
+    if (s < warmup) continue;
+    c.step_s.push_back(dt);
+    const double total = std::chrono::duration<double>(Clock::now() - t_start).count();
+    if (static_cast<int>(c.step_s.size()) >= reps && total >= min_time) break;
+  }
+  c.peak_rss_mib = peak_rss_mib();
+  return c;
+}
+
+}  // namespace
+
+int cmd_bench(int argc, char **argv) {
+  CliArgs a(argc, argv, 2,
+            {"--model", "--arch", "--batch", "--threads", "--warmup", "--reps", "--min-time",
+             "--seed", "--json"},
+            {});
+  if (!a.positional().empty()) invalid_argument("bench takes no positional arguments");
+  if (a.has("--model") && a.has("--arch")) invalid_argument("give either --model or --arch");
+  const int threads = static_cast<int>(a.get_int("--threads", 0, 0, 4096));
+#ifdef _OPENMP
+  if (threads > 0) omp_set_num_threads(threads);
+  const int used_threads = omp_get_max_threads();
+#else
+  const int used_threads = 1;
+#endif
+  std::string name;
+  Graph graph;
+  if (a.has("--model")) {
+    name = a.get("--model");
+    graph = read_flow(map_model_file(name));
+  } else {
+    name = a.get("--arch", "fmnist");
+    graph = build_glow(standard_architecture(name));
+  }
+  const int warmup = static_cast<int>(a.get_int("--warmup", 3, 0, 1000000));
+  const int reps = static_cast<int>(a.get_int("--reps", 10, 1, 1000000));
+  const double min_time = a.get_double("--min-time", 5.0);
+  const uint64_t seed = a.get_u64("--seed", 1);
+  const double gflop_step = 3.0 * static_cast<double>(count_flops(graph).encode) * 1e-9;
+
+  std::printf("flowtrain bench: %s, %d threads, %.3f training GFLOP per image (3x encode)\n\n",
+              name.c_str(), used_threads, gflop_step);
+  std::printf("| batch | median ms | p90 ms | min ms | images/s | GFLOP/s | peak RSS MiB |\n");
+  std::printf("|---:|---:|---:|---:|---:|---:|---:|\n");
+  std::string json = "{\"model\": \"" + name + "\", \"threads\": " + std::to_string(used_threads) +
+                     ", \"gflop_per_image\": " + std::to_string(gflop_step) + ", \"cases\": [";
+  bool first = true;
+  for (const std::string &b : split_list(a.get("--batch", "16,64"))) {
+    const int64_t batch = CliArgs::parse_int("--batch", b, 1, 65536);
+    const BenchCase c = bench_batch(graph, batch, warmup, reps, min_time, seed);
+    const double med = percentile(c.step_s, 0.5), p90 = percentile(c.step_s, 0.9),
+                 mn = percentile(c.step_s, 0.0);
+    const double ips = static_cast<double>(batch) / med;
+    std::printf("| %lld | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f |\n", (long long)batch, med * 1e3,
+                p90 * 1e3, mn * 1e3, ips, ips * gflop_step, c.peak_rss_mib);
+    std::fflush(stdout);
+    json += std::string(first ? "" : ", ") + "{\"batch\": " + std::to_string(batch) +
+            ", \"median_ms\": " + std::to_string(med * 1e3) +
+            ", \"images_per_s\": " + std::to_string(ips) +
+            ", \"peak_rss_mib\": " + std::to_string(c.peak_rss_mib) + ", \"step_ms\": [";
+    for (size_t i = 0; i < c.step_s.size(); ++i)
+      json += (i ? ", " : "") + std::to_string(c.step_s[i] * 1e3);
+    json += "]}";
+    first = false;
+  }
+  json += "]}\n";
+  if (a.has("--json")) atomic_write_file(a.get("--json"), json.data(), json.size());
+  return 0;
+}
+
+}  // namespace flowrt::train
