@@ -12,6 +12,7 @@ import argparse
 import ctypes
 import json
 import math
+import resource
 import statistics
 import sys
 import time
@@ -194,7 +195,8 @@ def main():
                        "gflops": args.gflop * batch / med * 1e3, "samples_ms": ms,
                        "threads": args.threads, "torch": torch.__version__,
                        "device": args.device,
-                       "parity_bpd_diff": bpd_diff, "parity_decode_diff": x_diff}
+                       "parity_bpd_diff": bpd_diff, "parity_decode_diff": x_diff,
+                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
                 print(json.dumps(rec), flush=True)
                 log("pytorch %s %s batch %d: median %.2f ms, %.1f images/s" %
                     (args.name, op, batch, med, batch / med * 1e3))
