@@ -69,8 +69,14 @@ int cmd_train(int argc, char **argv) {
   c.warmup = a.get_int("--warmup", c.warmup, 0, int64_t{1} << 40);
   c.decay = a.get("--decay", c.decay);
   parse_decay(c.decay);
-  const int stops = a.has("--epochs") + a.has("--steps") + a.has("--time");
-  if (stops != 1) invalid_argument("give exactly one of --epochs, --steps, --time");
+  // --steps or --epochs set the length (and the decay's horizon); --time is a wall-clock limit,
+  // alone or on top of either.
+  if (a.has("--epochs") && a.has("--steps")) invalid_argument("give --epochs or --steps, not both");
+  if (!a.has("--epochs") && !a.has("--steps") && !a.has("--time"))
+    invalid_argument("give --epochs, --steps or --time");
+  if (!a.has("--epochs") && !a.has("--steps") && a.has("--decay") && a.get("--decay") != "none")
+    invalid_argument("--decay " + a.get("--decay") +
+                     " needs --steps or --epochs for its horizon (--time may be added as a limit)");
   c.epochs = a.get_int("--epochs", 0, 1, 1 << 20);
   c.steps = a.get_int("--steps", 0, 1, int64_t{1} << 40);
   if (a.has("--time")) c.time_s = parse_duration(a.get("--time"));
