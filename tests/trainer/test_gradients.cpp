@@ -86,6 +86,23 @@ std::vector<double> runtime_bpd(const Graph &g, const std::vector<double> &x,
   return bpd;
 }
 
+// Recompute mode runs the nets again in backward on the stored layer inputs: the same gradients,
+// bit for bit (also through data-dependent initialisation).
+void check_recompute(const Graph &g, const std::vector<double> &x,
+                     const std::vector<int32_t> &labels) {
+  TrainModel<double> tape(g), again(g);
+  again.set_recompute(true);
+  const int32_t *lab = labels[0] >= 0 ? labels.data() : nullptr;
+  for (bool init : {true, false})
+    for (TrainModel<double> *m : {&tape, &again}) {
+      m->forward(x.data(), lab, kBatch, init);
+      m->backward();
+    }
+  CHECK(tape.params().values() == again.params().values());
+  CHECK(tape.params().grads() == again.params().grads());
+  CHECK(tape.bits_per_dim() == again.bits_per_dim());
+}
+
 void check_variant(const test::TinyVariant &v) {
   const Graph g = test::tiny_graph(v);
   const std::vector<double> x = test::random_images(g, kBatch, 11);
@@ -98,6 +115,7 @@ void check_variant(const test::TinyVariant &v) {
       CHECK(std::fabs(model.bits_per_dim()[i] - ref[i]) <= 1e-10);
   }
   check_gradients(model, x, labels);
+  check_recompute(g, x, labels);
 }
 
 }  // namespace

@@ -28,6 +28,10 @@ class TrainCompute {
   virtual double forward(const T *x, const int32_t *labels, int64_t n, bool data_init) = 0;
   // Fills params().grads() with d(mean bits/dim)/d(parameter) of the last forward.
   virtual void backward() = 0;
+  // With recompute, the forward pass keeps only each layer's input (B*C*H*W floats); the coupling
+  // nets' and priors' hidden activations (width/C times larger) are recomputed from it in the
+  // backward pass, so memory hardly grows with depth. Gradients are the same either way.
+  virtual void set_recompute(bool on) = 0;
   // Bits/dim of each image of the last forward.
   virtual const std::vector<double> &bits_per_dim() const = 0;
   // The model with the given parameter values (layout of params().values()), finalized.

@@ -226,6 +226,20 @@ const T *TrainModel<T>::net_forward(Net &net, const BatchGeometry &bg, bool data
 }
 
 template <typename T>
+void TrainModel<T>::swap_pool(Net &net) {
+  if (!recompute_) return;
+  if (pool_.size() < net.bufs.size()) pool_.resize(net.bufs.size());
+  for (size_t i = 0; i < net.bufs.size(); ++i) net.bufs[i].swap(pool_[i]);
+}
+
+template <typename T>
+void TrainModel<T>::recompute_net(Layer &l, const BatchGeometry &bg, int64_t c0, int64_t cn) {
+  l.net.bufs[0].resize(static_cast<size_t>(cn * bg.ld()));
+  gather_cnhw(l.input.data(), bg.batch, l.in.c, bg.plane(), c0, cn, l.net.bufs[0].data());
+  net_forward(l.net, bg, false);
+}
+
+template <typename T>
 void TrainModel<T>::net_backward(Net &net, const BatchGeometry &bg, std::vector<T> &g,
                                  std::vector<T> &din) {
   const int64_t ld = bg.ld();
@@ -355,11 +369,13 @@ void TrainModel<T>::layer_forward(Layer &l, bool data_init) {
     case Layer::Coupling: {
       const int64_t cb = C / 2, ch = l.net.out_ch;
       const int64_t a0 = l.half == Half::First ? 0 : cb, b0 = l.half == Half::First ? cb : 0;
+      swap_pool(l.net);
       l.net.bufs[0].resize(static_cast<size_t>(cb * bg.ld()));
       gather_cnhw(cur_.data(), B, C, plane, a0, cb, l.net.bufs[0].data());
       const T *hc = net_forward(l.net, bg, data_init);
       l.h.resize(static_cast<size_t>(B * ch * plane));
       scatter_nchw(hc, B, ch, plane, 0, ch, l.h.data(), false);
+      swap_pool(l.net);
 #pragma omp parallel for schedule(static) if (parallel_worth(B * in_n))
       for (int64_t b = 0; b < B; ++b)
         log_det_[b] += layers::coupling_apply(l.coupling, l.h.data() + b * ch * plane, cb, plane,
@@ -370,11 +386,13 @@ void TrainModel<T>::layer_forward(Layer &l, bool data_init) {
       const int64_t cz = C / 2;
       const int64_t lo = l.half == Half::First ? 0 : cz, ko = l.half == Half::First ? cz : 0;
       if (!l.net.empty()) {
+        swap_pool(l.net);
         l.net.bufs[0].resize(static_cast<size_t>(cz * bg.ld()));
         gather_cnhw(cur_.data(), B, C, plane, ko, cz, l.net.bufs[0].data());
         const T *o = net_forward(l.net, bg, data_init);
         l.h.resize(static_cast<size_t>(B * 2 * cz * plane));
         scatter_nchw(o, B, 2 * cz, plane, 0, 2 * cz, l.h.data(), false);
+        swap_pool(l.net);
       }
       next_.resize(static_cast<size_t>(B * out_n));
 #pragma omp parallel for schedule(static) if (parallel_worth(B * in_n))
@@ -503,7 +521,10 @@ void TrainModel<T>::layer_backward(Layer &l) {
       }
       net_g_.resize(static_cast<size_t>(ch * bg.ld()));
       gather_cnhw(dh.data(), B, ch, plane, 0, ch, net_g_.data());
+      swap_pool(l.net);
+      if (recompute_) recompute_net(l, bg, a0, cb);
       net_backward(l.net, bg, net_g_, cnhw_);
+      swap_pool(l.net);
       scatter_nchw(cnhw_.data(), B, C, plane, a0, cb, dgrad_.data(), true);
       grad_.swap(dgrad_);
       break;
@@ -534,7 +555,10 @@ void TrainModel<T>::layer_backward(Layer &l) {
       if (!l.net.empty()) {
         net_g_.resize(static_cast<size_t>(2 * cz * bg.ld()));
         gather_cnhw(dh.data(), B, 2 * cz, plane, 0, 2 * cz, net_g_.data());
+        swap_pool(l.net);
+        if (recompute_) recompute_net(l, bg, ko, cz);
         net_backward(l.net, bg, net_g_, cnhw_);
+        swap_pool(l.net);
         scatter_nchw(cnhw_.data(), B, C, plane, ko, cz, dgrad_.data(), true);
       }
       grad_.swap(dgrad_);

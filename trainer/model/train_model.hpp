@@ -1,7 +1,8 @@
 // TrainModel: the CPU training implementation of a Graph. Forward passes reuse the runtime's
 // layer kernels (runtime/src/layers) image by image, except the nets' convolutions, which run
 // batched (im2col + GEMM, trainer/layers/conv_backward.hpp). The forward pass keeps every
-// layer's input and every net activation (the tape); backward passes are in
+// layer's input and every net activation (the tape; with recompute only the inputs, and the nets
+// run again in backward); backward passes are in
 // trainer/layers/*_backward.hpp. Instantiated for float (training) and double (gradient tests).
 #pragma once
 
@@ -25,6 +26,7 @@ class TrainModel final : public TrainCompute<T> {
   double forward(const T *x, const int32_t *labels, int64_t n, bool data_init) override;
   void backward() override;
   const std::vector<double> &bits_per_dim() const override { return bpd_; }
+  void set_recompute(bool on) override { recompute_ = on; }
   Graph export_graph(const std::vector<T> &values) const override;
 
   // The log-likelihood (nats) of each image of the last forward.
@@ -74,6 +76,11 @@ class TrainModel final : public TrainCompute<T> {
   const T *net_forward(Net &net, const BatchGeometry &bg, bool data_init);
   void net_backward(Net &net, const BatchGeometry &bg, std::vector<T> &dout, std::vector<T> &din);
   void layer_forward(Layer &l, bool data_init);
+  // With recompute_, a net's activations live in pool_ except while it runs: swapping them in
+  // and out makes every net share one set of buffers.
+  void swap_pool(Net &net);
+  // Runs a layer's net again on channels [c0, c0 + cn) of its stored input (recompute mode).
+  void recompute_net(Layer &l, const BatchGeometry &bg, int64_t c0, int64_t cn);
   void layer_backward(Layer &l);
 
   Graph template_;  // the structure (and fixed tensors) export starts from
@@ -88,6 +95,8 @@ class TrainModel final : public TrainCompute<T> {
   std::vector<double> log_det_, log_prior_, log_p_, bpd_;
   // Scratch for convolutions and the nets' gradients.
   std::vector<T> col_, dcol_, net_g_, net_dg_, cnhw_;
+  bool recompute_ = false;
+  std::vector<std::vector<T>> pool_;
 };
 
 }  // namespace flowrt::train

@@ -47,8 +47,9 @@ struct BenchCase {
 };
 
 BenchCase bench_batch(const Graph &graph, int64_t batch, int warmup, int reps, double min_time,
-                      uint64_t seed) {
+                      uint64_t seed, bool recompute) {
   std::unique_ptr<TrainCompute<float>> model = make_train_compute(graph, Device::Cpu);
+  model->set_recompute(recompute);
   Adam adam(model->params().values().size());
   const int64_t dims = graph.image.channels * graph.image.height * graph.image.width;
   std::vector<uint8_t> pixels(static_cast<size_t>(batch * dims));
@@ -84,7 +85,7 @@ int cmd_bench(int argc, char **argv) {
   CliArgs a(argc, argv, 2,
             {"--model", "--arch", "--batch", "--threads", "--warmup", "--reps", "--min-time",
              "--seed", "--json"},
-            {});
+            {"--recompute"});
   if (!a.positional().empty()) invalid_argument("bench takes no positional arguments");
   if (a.has("--model") && a.has("--arch")) invalid_argument("give either --model or --arch");
   const int threads = static_cast<int>(a.get_int("--threads", 0, 0, 4096));
@@ -107,18 +108,20 @@ int cmd_bench(int argc, char **argv) {
   const int reps = static_cast<int>(a.get_int("--reps", 10, 1, 1000000));
   const double min_time = a.get_double("--min-time", 5.0);
   const uint64_t seed = a.get_u64("--seed", 1);
+  const bool recompute = a.has("--recompute");
   const double gflop_step = 3.0 * static_cast<double>(count_flops(graph).encode) * 1e-9;
 
-  std::printf("flowtrain bench: %s, %d threads, %.3f training GFLOP per image (3x encode)\n\n",
-              name.c_str(), used_threads, gflop_step);
+  std::printf("flowtrain bench: %s, %d threads, %.3f training GFLOP per image (3x encode)%s\n\n",
+              name.c_str(), used_threads, gflop_step, recompute ? ", recompute" : "");
   std::printf("| batch | median ms | p90 ms | min ms | images/s | GFLOP/s | peak RSS MiB |\n");
   std::printf("|---:|---:|---:|---:|---:|---:|---:|\n");
   std::string json = "{\"model\": \"" + name + "\", \"threads\": " + std::to_string(used_threads) +
-                     ", \"gflop_per_image\": " + std::to_string(gflop_step) + ", \"cases\": [";
+                     ", \"gflop_per_image\": " + std::to_string(gflop_step) +
+                     ", \"recompute\": " + (recompute ? "true" : "false") + ", \"cases\": [";
   bool first = true;
   for (const std::string &b : split_list(a.get("--batch", "16,64"))) {
     const int64_t batch = CliArgs::parse_int("--batch", b, 1, 65536);
-    const BenchCase c = bench_batch(graph, batch, warmup, reps, min_time, seed);
+    const BenchCase c = bench_batch(graph, batch, warmup, reps, min_time, seed, recompute);
     const double med = percentile(c.step_s, 0.5), p90 = percentile(c.step_s, 0.9),
                  mn = percentile(c.step_s, 0.0);
     const double ips = static_cast<double>(batch) / med;

@@ -51,7 +51,7 @@ int cmd_train(int argc, char **argv) {
                             "--sample-count", "--checkpoint-every",
                             "--log-every",    "--keep-checkpoints",
                             "--stop-at",      "--out"},
-            {"--quiet"}, {{"-o", "--out"}});
+            {"--quiet", "--recompute"}, {{"-o", "--out"}});
   if (!a.positional().empty()) invalid_argument("unexpected argument '" + a.positional()[0] + "'");
   RunConfig c;
   c.data = a.get("--data", c.data);
@@ -82,6 +82,7 @@ int cmd_train(int argc, char **argv) {
   if (a.has("--time")) c.time_s = parse_duration(a.get("--time"));
   c.clip = a.get_double("--clip", c.clip);
   c.ema = a.get_double("--ema", c.ema);
+  c.recompute = a.has("--recompute");
   if (c.ema < 0 || c.ema >= 1) invalid_argument("--ema must be in [0, 1)");
   c.device = a.get("--device", c.device);
   parse_device(c.device);

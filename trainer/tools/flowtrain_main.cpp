@@ -25,7 +25,7 @@ const char *kUsage =
     "       [--dequantize K] [--seed S]\n"
     "                                   test bits/dim of a model (full test set by default)\n"
     "  bench [--model M.flow | --arch tiny|fmnist|cifar|celeba64] [--batch 16,64] [--threads N]\n"
-    "        [--warmup W] [--reps R] [--min-time S] [--json out.json]\n"
+    "        [--warmup W] [--reps R] [--min-time S] [--recompute] [--json out.json]\n"
     "                                   training throughput (forward, backward, Adam per step)\n"
     "\n"
     "train options:\n"
@@ -39,6 +39,8 @@ const char *kUsage =
     "  --epochs E | --steps S           the run's length (and the decay's horizon)\n"
     "  --time 30m                       a wall-clock limit, alone (no decay) or with either\n"
     "  --clip X (50, 0 = off)  --ema DECAY (0 = off; the EMA weights are exported)\n"
+    "  --recompute                      keep only the layers' inputs; recompute the nets'\n"
+    "                                   activations in backward (memory flat in depth)\n"
     "  --device cpu|cuda  --seed S  --threads N\n"
     "  --limit-train N  --limit-test N  --eval-every N (500)  --eval-images N (1000)\n"
     "  --sample-every N (0 = off)  --checkpoint-every N  --log-every N (50)\n";

@@ -27,6 +27,7 @@ struct RunConfig {
   std::string decay = "cosine";  // applies when the number of steps is known
   double clip = 50;              // global gradient-norm clip (0: off)
   double ema = 0;                // EMA decay of the exported weights (0: off)
+  bool recompute = false;        // recompute the nets' activations in backward (less memory)
   // Run.
   std::string device = "cpu";
   uint64_t seed = 0;
