@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
+
 #include "core/error.hpp"
 
 namespace flowrt::train {
@@ -35,9 +37,14 @@ DataSplit load_data(const DataRequest &r) {
                    "': not a known data set (fashion-mnist, mnist, cifar10) nor a directory");
 }
 
-ImageSpec default_image(const std::string &data) {
+ImageSpec default_image(const std::string &data, int levels) {
   if (data == "cifar10") return {3, 32, 32, 8};
-  if (data == "fashion-mnist" || data == "mnist" || !is_directory(data)) return {1, 32, 32, 8};
+  if (data == "fashion-mnist" || data == "mnist" || !is_directory(data)) {
+    // 28 rounded up to a multiple of 2^levels: 28 for up to 2 levels, 32 for 3 to 5.
+    const int64_t step = int64_t{1} << std::clamp(levels, 0, 20);
+    const int64_t side = (28 + step - 1) / step * step;
+    return {1, side, side, 8};
+  }
   return {png_folder_channels(data), 32, 32, 8};
 }
 

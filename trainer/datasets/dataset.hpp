@@ -5,7 +5,7 @@
 // Data sets:
 // - "fashion-mnist", "mnist": IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte,
 //   t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (each optionally .gz). 28x28 grey images are
-//   centred and zero-padded to 32x32 (as Glow does), so the model sees 1x32x32.
+//   centred and zero-padded to the model's size (32x32 for 3 levels, as Glow does; none at 2).
 //   Fashion-MNIST's default directory is /usr/share/datasets/fashion-mnist (Debian package
 //   dataset-fashion-mnist); mnist needs --data-dir.
 // - "cifar10": the binary version (data_batch_1..5.bin train, test_batch.bin test; records of
@@ -45,9 +45,10 @@ struct DataRequest {
 
 DataSplit load_data(const DataRequest &request);
 
-// The model image size a data set implies ({1, 32, 32} for the MNISTs, {3, 32, 32} for CIFAR-10;
-// a PNG folder: the first image's channels and 32x32).
-ImageSpec default_image(const std::string &data);
+// The model image size a data set implies for a model of `levels` levels: the MNISTs at 28x28
+// when 2^levels divides 28 (up to 2 levels), else zero-padded to the next multiple (32x32 for 3
+// to 5 levels); CIFAR-10 3x32x32; a PNG folder its first image's channels at 32x32.
+ImageSpec default_image(const std::string &data, int levels);
 
 // Per-format readers (idx.cpp, cifar10.cpp, png_folder.cpp).
 DataSplit load_idx(const std::string &dir, const DataRequest &request);

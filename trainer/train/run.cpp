@@ -68,7 +68,7 @@ TrainRun::TrainRun(RunConfig cfg, const Checkpoint *from) : cfg_(std::move(cfg))
   if (from) {
     graph = read_flow(copy_model_bytes(from->model_flow.data(), from->model_flow.size()));
   } else {
-    ImageSpec image = default_image(cfg_.data);
+    ImageSpec image = default_image(cfg_.data, cfg_.levels);
     if (!cfg_.init_model.empty()) image = read_flow(map_model_file(cfg_.init_model)).image;
     graph = initial_graph(cfg_, image);
   }
