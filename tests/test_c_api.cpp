@@ -577,6 +577,23 @@ TEST_SUITE("c_api") {
       REQUIRE(flowrt_session_options_set_backend(o, FLOWRT_BACKEND_ONEDNN) == FLOWRT_OK);
       expect(flowrt_session_create(m.get(), o, &sp), FLOWRT_UNSUPPORTED, "oneDNN");
     }
+    // TF32 is a CUDA option: CPU backends refuse it by name; AUTO on a CPU runs fp32.
+    expect(flowrt_session_options_set_precision(o, static_cast<flowrt_precision>(2)),
+           FLOWRT_INVALID_ARGUMENT, "precision");
+    expect(flowrt_session_options_set_precision(nullptr, FLOWRT_PRECISION_TF32),
+           FLOWRT_INVALID_ARGUMENT, "options");
+    REQUIRE(flowrt_session_options_set_precision(o, FLOWRT_PRECISION_TF32) == FLOWRT_OK);
+    REQUIRE(flowrt_session_options_set_backend(o, FLOWRT_BACKEND_REF) == FLOWRT_OK);
+    expect(flowrt_session_create(m.get(), o, &sp), FLOWRT_UNSUPPORTED, "tf32");
+    CHECK(sp == nullptr);
+    if (!flowrt_backend_available(FLOWRT_BACKEND_CUDA)) {
+      REQUIRE(flowrt_session_options_set_backend(o, FLOWRT_BACKEND_AUTO) == FLOWRT_OK);
+      REQUIRE(flowrt_session_create(m.get(), o, &sp) == FLOWRT_OK);
+      CHECK(flowrt_session_backend(sp) != FLOWRT_BACKEND_CUDA);
+      flowrt_session_free(sp);
+      sp = nullptr;
+    }
+    REQUIRE(flowrt_session_options_set_precision(o, FLOWRT_PRECISION_FP32) == FLOWRT_OK);
     CHECK(flowrt_session_backend(nullptr) == FLOWRT_BACKEND_AUTO);
 
     // Compute: NULL arguments.

@@ -1,5 +1,6 @@
 """Joins benchmarks/gpu/run.sh's results (flowbench JSON per architecture, PyTorch JSON lines)
-into one markdown table with the flowrt/PyTorch ratio."""
+into one markdown table with the flowrt/PyTorch ratio (PyTorch eager runs fp32; rows such as
+"cifar-tf32" are flowrt at TF32 against that)."""
 import glob
 import json
 import os
@@ -24,6 +25,8 @@ def main(out):
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for key in sorted(rows, key=lambda k: (k[0], k[1], k[2])):
         fr, tr = rows[key].get("flowrt"), rows[key].get("torch")
+        if "-" in key[0]:  # "cifar-tf32": flowrt at another precision, against PyTorch's fp32
+            tr = rows.get((key[0].split("-")[0], key[1], key[2]), {}).get("torch")
         cells = [key[0], key[1], str(key[2])]
         cells += (["%.3f" % fr["median_ms"], "%.1f" % fr["images_per_s"],
                    "%.2f" % (fr["gflops"] / 1e3)] if fr else ["-"] * 3)

@@ -6,7 +6,8 @@
 #   2. flowbench on the CUDA backend for tiny, fmnist and cifar at batch 1, 16 and 256;
 #   3. PyTorch eager on the same GPU, same weights, after a parity check (bits/dim and decoded
 #      noise), for fmnist and cifar;
-#   4. one table.
+#   4. the cifar model at TF32: timings, and its bits/dim error against fp32;
+#   5. one table.
 # Usage: benchmarks/gpu/run.sh [BUNDLE_DIR] [OUT_DIR]   (defaults build-gpu/bundle, gpu-results)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -41,6 +42,15 @@ for arch in tiny fmnist cifar; do
   cat "$out/flowbench-$arch.txt"
 done
 
+step "TF32 (cifar): speed, and the bits/dim error against fp32 on the reference backend"
+timeout 120 "$bundle/bin/flowbench" --arch cifar --backend cuda --op sample,encode --batch 1,256 \
+  --precision tf32 --warmup 3 --warmup-time 0.2 --reps 10 --min-time 0.5 --max-time 10 \
+  --json "$out/flowbench-cifar-tf32.json" > "$out/flowbench-cifar-tf32.txt" 2>&1 || status=1
+cat "$out/flowbench-cifar-tf32.txt"
+timeout 120 "$bundle/bin/flowbench" --arch cifar --backend cuda --op encode --batch 4 \
+  --precision tf32 --check --warmup 0 --warmup-time 0 --reps 1 --min-time 0 \
+  > "$out/tf32-check.txt" 2>&1 || status=1
+grep '^check' "$out/tf32-check.txt"
 step "training throughput"
 echo "flowtrain --device cuda: not part of this build (GPU training is not implemented yet)" |
   tee "$out/training.txt"

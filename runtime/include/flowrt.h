@@ -73,6 +73,15 @@ typedef enum flowrt_backend {
   FLOWRT_BACKEND_CUDA = 3    /* NVIDIA GPU */
 } flowrt_backend;
 
+/* Arithmetic of the matrix products (convolutions and 1x1 convolutions). */
+typedef enum flowrt_precision {
+  FLOWRT_PRECISION_FP32 = 0, /* IEEE float throughout (the default) */
+  FLOWRT_PRECISION_TF32 = 1  /* CUDA: products on tensor cores with TF32 inputs (10-bit mantissa)
+                                and float accumulation, on Ampere and newer; faster, not exact:
+                                flowbench --precision tf32 reports the bits/dim error against
+                                fp32. CPU backends compute in fp32 only. */
+} flowrt_precision;
+
 typedef struct flowrt_model flowrt_model;
 typedef struct flowrt_session flowrt_session;
 typedef struct flowrt_session_options flowrt_session_options;
@@ -135,6 +144,10 @@ FLOWRT_API flowrt_status flowrt_session_options_set_threads(flowrt_session_optio
                                                             int threads);
 FLOWRT_API flowrt_status flowrt_session_options_set_device(flowrt_session_options *options,
                                                            int device_index);
+/* FLOWRT_PRECISION_TF32 with backend REF or ONEDNN makes session creation fail with
+ * FLOWRT_UNSUPPORTED; with AUTO it applies when AUTO picks CUDA, and CPU backends run fp32. */
+FLOWRT_API flowrt_status flowrt_session_options_set_precision(flowrt_session_options *options,
+                                                              flowrt_precision precision);
 /* Largest batch a single pass computes (1..65536); scratch memory is sized for it. */
 FLOWRT_API flowrt_status flowrt_session_options_set_max_batch(flowrt_session_options *options,
                                                               size_t max_batch);

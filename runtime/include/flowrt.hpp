@@ -127,6 +127,10 @@ class SessionOptions {
     check(flowrt_session_options_set_device(h_.get(), d));
     return *this;
   }
+  SessionOptions &precision(flowrt_precision p) {
+    check(flowrt_session_options_set_precision(h_.get(), p));
+    return *this;
+  }
   SessionOptions &max_batch(size_t n) {
     check(flowrt_session_options_set_max_batch(h_.get(), n));
     return *this;

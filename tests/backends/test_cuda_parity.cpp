@@ -104,6 +104,33 @@ TEST_CASE("cuda: captured decoders replay with new seeds and temperatures, any b
   }
 }
 
+TEST_CASE("cuda: TF32 products stay close to fp32 and its error is measured") {
+  GlowConfig c;
+  c.channels = 3, c.height = c.width = 16, c.levels = 2, c.depth = 3, c.hidden = 64;
+  c.random_nets = true;
+  c.seed = 6;
+  const Graph g = build_glow(c);
+  BackendOptions o;
+  o.max_batch = 8;
+  auto ref = create_ref_backend(g, o);
+  o.precision = FLOWRT_PRECISION_TF32;
+  auto tf32 = create_cuda_backend(g, o);
+  const int64_t d = g.dims();
+  std::vector<float> x(8 * d), scratch(8 * d), zr(8 * d), zt(8 * d);
+  ref->sample(8, 3, 0, 0.7f, nullptr, scratch.data(), x.data());
+  std::vector<double> lr(8), lt(8);
+  ref->encode(8, x.data(), nullptr, zr.data(), lr.data(), nullptr);
+  tf32->encode(8, x.data(), nullptr, zt.data(), lt.data(), nullptr);
+  double dbpd = 0;
+  for (int i = 0; i < 8; ++i)
+    dbpd = std::max(dbpd, std::fabs(lr[i] - lt[i]) / (static_cast<double>(d) * std::log(2.0)));
+  MESSAGE("TF32 against fp32: bits/dim max diff " << dbpd << ", z max diff "
+                                                  << parity::max_diff(zr, zt));
+  // TF32 keeps 10 mantissa bits (relative rounding 2^-11): a few 1e-3 in bits/dim at most here.
+  CHECK(dbpd <= 1e-2);
+  CHECK(parity::max_diff(zr, zt) <= 0.05 * std::max(1.0, parity::max_abs(zr)));
+}
+
 TEST_SUITE_END();
 
 }  // namespace flowrt

@@ -283,6 +283,16 @@ flowrt_status flowrt_session_options_set_device(flowrt_session_options *options,
   });
 }
 
+flowrt_status flowrt_session_options_set_precision(flowrt_session_options *options,
+                                                   flowrt_precision precision) {
+  return guarded([&] {
+    require(options, "options");
+    if (enum_int(precision) < FLOWRT_PRECISION_FP32 || enum_int(precision) > FLOWRT_PRECISION_TF32)
+      flowrt::invalid_argument("unknown precision " + std::to_string(enum_int(precision)));
+    options->options.precision = precision;
+  });
+}
+
 flowrt_status flowrt_session_options_set_max_batch(flowrt_session_options *options,
                                                    size_t max_batch) {
   return guarded([&] {

@@ -17,6 +17,7 @@ struct BackendOptions {
   size_t max_batch = 16;
   int threads = 0;  // 0: all cores
   int device = 0;
+  flowrt_precision precision = FLOWRT_PRECISION_FP32;  // TF32: CUDA only
   bool fold = true;  // apply the load-time foldings (off only to test them)
 };
 

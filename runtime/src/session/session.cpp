@@ -30,6 +30,12 @@ std::unique_ptr<Backend> make_backend(const Graph &g, const InferenceOptions &o)
   bo.threads = o.threads;
   bo.device = o.device;
   bo.fold = o.fold;
+  bo.precision = o.precision;
+  if (o.precision != FLOWRT_PRECISION_FP32 &&
+      (o.backend == FLOWRT_BACKEND_REF || o.backend == FLOWRT_BACKEND_ONEDNN))
+    fail(FLOWRT_UNSUPPORTED, std::string("precision tf32 needs the CUDA backend (the ") +
+                                 (o.backend == FLOWRT_BACKEND_REF ? "ref" : "onednn") +
+                                 " backend computes in fp32)");
   switch (o.backend) {
     case FLOWRT_BACKEND_REF:
       return create_ref_backend(g, bo);
@@ -49,6 +55,7 @@ std::unique_ptr<Backend> make_backend(const Graph &g, const InferenceOptions &o)
 #ifdef FLOWRT_HAVE_CUDA
       if (cuda_device_available(o.device)) return create_cuda_backend(g, bo);
 #endif
+      bo.precision = FLOWRT_PRECISION_FP32;  // the CPU backends' only arithmetic
 #ifdef FLOWRT_HAVE_ONEDNN
       return create_onednn_backend(g, bo);
 #else

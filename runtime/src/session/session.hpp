@@ -18,6 +18,7 @@ struct InferenceOptions {
   int threads = 0;
   int device = 0;
   size_t max_batch = 16;
+  flowrt_precision precision = FLOWRT_PRECISION_FP32;
   bool fold = true;
 };
 

@@ -108,7 +108,11 @@ class CudaBackend final : public Backend {
     blas_workspace_ = DeviceBuffer<uint8_t>(size_t{32} << 20);
     check(cublasSetWorkspace(blas_, blas_workspace_.get(), blas_workspace_.size()),
           "cublasSetWorkspace");
-    check(cublasSetMathMode(blas_, CUBLAS_PEDANTIC_MATH), "cublasSetMathMode");
+    // fp32: no tensor-core shortcuts; tf32: products on tensor cores with TF32 inputs.
+    check(
+        cublasSetMathMode(blas_, opt.precision == FLOWRT_PRECISION_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                                        : CUBLAS_PEDANTIC_MATH),
+        "cublasSetMathMode");
 
     const Program<float> prog = build_program<float>(g, opt.fold);
     net_stride_ = std::max<int64_t>(prog.max_net_elems, 1);
