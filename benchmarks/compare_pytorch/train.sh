@@ -55,9 +55,8 @@ for arch in archs:
             torch[r["batch"]] = r
     for b in batches:
         with open(os.path.join(out, "flowtrain-%s-%d.json" % (arch, b))) as f:
-            fr = json.load(f)["cases"][0]
-        tr = torch[b]
-        gf = json.load(open(os.path.join(out, "flowtrain-%s-%d.json" % (arch, b))))["gflop_per_image"]
+            doc = json.load(f)
+        fr, gf, tr = doc["cases"][0], doc["gflop_per_image"], torch[b]
         print("| %s | %d | %.1f | %.1f | %.2fx | %.0f | %.0f | %.0f | %.0f |" % (
             arch, b, tr["images_per_s"], fr["images_per_s"],
             fr["images_per_s"] / tr["images_per_s"], tr["gflops"], fr["images_per_s"] * gf,
