@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backends/onednn/onednn_compat.hpp"
+#include "backends/onednn/onednn_net.hpp"
 #include "core/error.hpp"
 #endif
 
@@ -21,11 +22,13 @@ namespace flowrt::train {
 #ifdef FLOWRT_HAVE_ONEDNN
 namespace {
 
-using Key =
-    std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float, float>;
+// (trans_a, trans_b, m, n, k, lda, ldb, ldc, beta); alpha is always 1 here.
+using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float>;
 
+// The primitive with its memories bound once; a call only swaps the data pointers and runs it
+// through the runtime's allocation-free executor.
 struct Matmul {
-  dnnl::matmul prim;
+  onednn::Exec exec;
   dnnl::memory a, b, c, scratch;
   std::vector<unsigned char> scratch_buf;
 };
@@ -49,8 +52,7 @@ class MatmulCache {
 
  private:
   std::unique_ptr<Matmul> create(const Key &key) {
-    const auto [ta, tb, m, n, k, lda, ldb, ldc, alpha, beta] = key;
-    (void)alpha;
+    const auto [ta, tb, m, n, k, lda, ldb, ldc, beta] = key;
     using md = dnnl::memory::desc;
     const auto f32 = dnnl::memory::data_type::f32;
     // Row-major op(A) is M x K: element (i, kk) of A stored K x M (transposed) is at kk*lda + i.
@@ -66,12 +68,16 @@ class MatmulCache {
     }
     const auto pd = onednn::make_matmul_pd(engine_, a, b, md(), c, attr);
     auto mm = std::make_unique<Matmul>();
-    mm->prim = dnnl::matmul(pd);
     mm->a = dnnl::memory(a, engine_, nullptr);
     mm->b = dnnl::memory(b, engine_, nullptr);
     mm->c = dnnl::memory(c, engine_, nullptr);
     mm->scratch_buf.resize(pd.scratchpad_desc().get_size());
     mm->scratch = dnnl::memory(pd.scratchpad_desc(), engine_, mm->scratch_buf.data());
+    mm->exec.prim = dnnl::matmul(pd);
+    mm->exec.add(DNNL_ARG_SRC, mm->a);
+    mm->exec.add(DNNL_ARG_WEIGHTS, mm->b);
+    mm->exec.add(DNNL_ARG_DST, mm->c);
+    mm->exec.add(DNNL_ARG_SCRATCHPAD, mm->scratch);
     return mm;
   }
 
@@ -88,14 +94,11 @@ void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float al
 #ifdef FLOWRT_HAVE_ONEDNN
   thread_local MatmulCache cache;
   if (k > 0 && alpha == 1.f) {
-    if (Matmul *mm = cache.get(Key{trans_a, trans_b, m, n, k, lda, ldb, ldc, alpha, beta})) {
+    if (Matmul *mm = cache.get(Key{trans_a, trans_b, m, n, k, lda, ldb, ldc, beta})) {
       mm->a.set_data_handle(const_cast<float *>(a));
       mm->b.set_data_handle(const_cast<float *>(b));
       mm->c.set_data_handle(c);
-      mm->prim.execute(cache.stream(), {{DNNL_ARG_SRC, mm->a},
-                                        {DNNL_ARG_WEIGHTS, mm->b},
-                                        {DNNL_ARG_DST, mm->c},
-                                        {DNNL_ARG_SCRATCHPAD, mm->scratch}});
+      mm->exec.run(cache.stream());
       cache.stream().wait();
       return;
     }
