@@ -65,11 +65,10 @@ BenchCase bench_batch(const Graph &graph, int64_t batch, int warmup, int reps, d
     const auto t0 = Clock::now();
     const double loss = model->forward(x.data(), nullptr, batch, s == 0);
     model->backward();
-    std::vector<float> &g = model->params().grads();
-    clip_global_norm(g, global_norm(g), 50.0);
-    adam.step(model->params().values(), g, 1e-4);
+    const UpdateResult u =
+        apply_update(model->params().values(), model->params().grads(), adam, loss, 1e-4, 50.0);
     const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
-    if (!std::isfinite(loss)) fail(FLOWRT_INTERNAL_ERROR, "bench: the loss became non-finite");
+    if (!u.applied) fail(FLOWRT_INTERNAL_ERROR, "bench: the loss or gradient became non-finite");
     if (s < warmup) continue;
     c.step_s.push_back(dt);
     const double total = std::chrono::duration<double>(Clock::now() - t_start).count();

@@ -80,4 +80,15 @@ void ema_update(std::vector<float> &ema, const std::vector<float> &params, doubl
   for (size_t k = 0; k < ema.size(); ++k) ema[k] = d * ema[k] + r * params[k];
 }
 
+UpdateResult apply_update(std::vector<float> &params, std::vector<float> &grads, Adam &adam,
+                          double loss, double lr, double clip) {
+  UpdateResult r;
+  r.grad_norm = global_norm(grads);
+  if (!std::isfinite(loss) || !std::isfinite(r.grad_norm)) return r;
+  clip_global_norm(grads, r.grad_norm, clip);
+  adam.step(params, grads, lr);
+  r.applied = true;
+  return r;
+}
+
 }  // namespace flowrt::train

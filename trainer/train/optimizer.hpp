@@ -38,6 +38,14 @@ class Adam {
 double global_norm(const std::vector<float> &g);
 // Scales g so that its norm is at most max_norm (no-op for max_norm <= 0). Returns the factor.
 double clip_global_norm(std::vector<float> &g, double norm, double max_norm);
+// The update of one training step, shared by `flowtrain train` and `flowtrain bench`: the global
+// gradient norm, then, when it and the loss are finite, clipping and an Adam step.
+struct UpdateResult {
+  double grad_norm = 0;
+  bool applied = false;  // false: non-finite loss or gradient, nothing changed
+};
+UpdateResult apply_update(std::vector<float> &params, std::vector<float> &grads, Adam &adam,
+                          double loss, double lr, double clip);
 // ema = decay * ema + (1 - decay) * params.
 void ema_update(std::vector<float> &ema, const std::vector<float> &params, double decay);
 

@@ -177,10 +177,11 @@ TrainRun::StepResult TrainRun::train_step(const float *x, const int32_t *labels,
   StepResult r;
   r.loss = compute_->forward(x, labels, n, false);
   compute_->backward();
-  std::vector<float> &g = compute_->params().grads();
-  r.grad_norm = global_norm(g);
   r.lr = schedule_.at(step_);
-  if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
+  const UpdateResult u = apply_update(compute_->params().values(), compute_->params().grads(),
+                                      adam_, r.loss, r.lr, cfg_.clip);
+  r.grad_norm = u.grad_norm;
+  if (!u.applied) {
     ++skipped_;
     char buf[160];
     std::snprintf(
@@ -191,8 +192,6 @@ TrainRun::StepResult TrainRun::train_step(const float *x, const int32_t *labels,
     ++step_;
     return r;
   }
-  clip_global_norm(g, r.grad_norm, cfg_.clip);
-  adam_.step(compute_->params().values(), g, r.lr);
   if (!ema_.empty()) ema_update(ema_, compute_->params().values(), cfg_.ema);
   r.applied = true;
   ++step_;
