@@ -1,4 +1,8 @@
-# Sourced by the comparison scripts: wait_quiet blocks until the machine is quiet.
+# Sourced by run.sh and train.sh: the interpreter, PyTorch's CPU tuning, and wait_quiet.
+PY=/usr/bin/python3  # Debian's torch lives in the system interpreter
+# PyTorch's CPU tuning: one BLAS thread per intra-op thread, no malloc trimming/mmap churn
+# (flowtrain and flowbench set their own threading).
+export OPENBLAS_NUM_THREADS=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=4294967296
 # Other processes on a small machine distort timings badly (OpenMP threads spin at barriers
 # waiting for a descheduled peer), so each measurement first waits until the CPUs are at least
 # IDLE_PCT percent idle over a 2 s window (for at most WAIT_S seconds).

@@ -12,12 +12,9 @@ THREADS=${THREADS:-2}
 ARCHS=${ARCHS:-"fmnist cifar"}
 BATCHES=${BATCHES:-"1 16 64"}
 OUT=${OUT:-$(mktemp -d -t flowrt-compare-XXXXXX)}
-PY=/usr/bin/python3  # Debian's torch lives in the system interpreter
 mkdir -p "$OUT"
-. "$HERE/quiet_cpu.sh"  # wait_quiet
+. "$HERE/common.sh"  # PY, PyTorch's tuning, wait_quiet
 
-# PyTorch's CPU tuning: one BLAS thread per intra-op thread, no malloc trimming/mmap churn.
-export OPENBLAS_NUM_THREADS=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=4294967296
 
 log() { echo "+ $*" | sed "s|$BUILD|build|g; s|$OUT|\$OUT|g; s|$ROOT/||g" >> "$OUT/commands.txt"; }
 run() { log "$@"; "$@"; }

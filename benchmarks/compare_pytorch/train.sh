@@ -14,11 +14,8 @@ ARCHS=${ARCHS:-"fmnist"}
 BATCHES=${BATCHES:-"16 64"}
 MIN_TIME=${MIN_TIME:-20}
 OUT=${OUT:-$(mktemp -d -t flowrt-train-compare-XXXXXX)}
-PY=/usr/bin/python3  # Debian's torch lives in the system interpreter
 mkdir -p "$OUT"
-. "$HERE/quiet_cpu.sh"  # wait_quiet
-# PyTorch's CPU tuning (as in run.sh); flowtrain sets its own OpenMP wait policy.
-export OPENBLAS_NUM_THREADS=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=4294967296
+. "$HERE/common.sh"  # PY, PyTorch's tuning, wait_quiet
 
 for arch in $ARCHS; do
   case $arch in
