@@ -37,8 +37,10 @@ const char *kUsage =
     "                 [--backend ref,onednn,cuda] [--op sample,encode,decode] [--batch 1,16,64]\n"
     "                 [--threads N] [--warmup W] [--warmup-time S] [--reps R] [--min-time S]\n"
     "                 [--max-time S] [--seed N] [--json out.json] [--peak] [--check]\n"
-    "                 [--precision fp32|tf32]   (tf32: the cuda backend's products; --check\n"
-    "                 then reports its error against ref instead of enforcing fp32 bounds)\n"
+    "                 [--precision fp32|tf32|bf16|fp16]   (tf32, bf16, fp16: the cuda backend's\n"
+    "                 products on tensor cores, rows labelled cuda/NAME; --check then reports\n"
+    "                 its error against ref instead of enforcing fp32 bounds; ref and onednn\n"
+    "                 always run fp32)\n"
     "Defaults: --arch cifar --backend ref,onednn,cuda --op sample,encode --batch 1,16,64\n"
     "--threads 0 (all cores) --warmup 3 --warmup-time 0.2 --reps 10 --min-time 1 --max-time 60.\n";
 
@@ -59,9 +61,15 @@ struct Options {
   flowrt_precision precision = FLOWRT_PRECISION_FP32;
 };
 
-// The precision a backend runs at: tf32 applies to cuda only.
+// The precision a backend runs at: tf32, bf16 and fp16 apply to cuda only.
 flowrt_precision precision_of(const std::string &backend, flowrt_precision requested) {
   return backend == "cuda" ? requested : FLOWRT_PRECISION_FP32;
+}
+
+// A backend's label: "cuda/bf16" at a reduced precision, else its name.
+std::string label_of(const std::string &backend, flowrt_precision requested) {
+  const flowrt_precision p = precision_of(backend, requested);
+  return p == FLOWRT_PRECISION_FP32 ? backend : backend + "/" + precision_name(p);
 }
 
 std::vector<std::string> split(const std::string &s) {
@@ -136,9 +144,13 @@ Options parse(int argc, char **argv) {
     } else if (a == "--json") {
       o.json = v;
     } else if (a == "--precision") {
-      if (v != "fp32" && v != "tf32")
-        throw UsageError{"--precision: fp32 or tf32, got '" + v + "'"};
-      o.precision = v == "tf32" ? FLOWRT_PRECISION_TF32 : FLOWRT_PRECISION_FP32;
+      std::string names;
+      bool known = false;
+      for (flowrt_precision p : kPrecisions) {
+        names += (names.empty() ? "" : ", ") + std::string(precision_name(p));
+        if (v == precision_name(p)) o.precision = p, known = true;
+      }
+      if (!known) throw UsageError{"--precision: one of " + names + ", got '" + v + "'"};
     } else {
       throw UsageError{"unknown option '" + a + "'"};
     }
@@ -235,8 +247,7 @@ double ms_since(Clock::time_point t0) {
 Result time_case(const Options &o, const Graph &g, const std::string &backend,
                  const std::string &op, size_t n, Inputs &in, const FlopCount &fc) {
   Result r;
-  r.backend =
-      precision_of(backend, o.precision) == FLOWRT_PRECISION_TF32 ? backend + "/tf32" : backend;
+  r.backend = label_of(backend, o.precision);
   r.op = op, r.batch = n;
   r.flops = (op == "encode" ? fc.encode : fc.decode) * static_cast<double>(n);
   auto t0 = Clock::now();
@@ -271,7 +282,8 @@ bool check_backend(const Graph &g, const std::string &backend, size_t n, int thr
                    flowrt_precision precision, Inputs &in) {
   auto ref = make_backend("ref", g, n, threads);
   auto other = make_backend(backend, g, n, threads, precision);
-  const bool tf32 = precision_of(backend, precision) == FLOWRT_PRECISION_TF32;
+  const flowrt_precision used = precision_of(backend, precision);
+  const bool reduced = used != FLOWRT_PRECISION_FP32;
   const size_t total = n * static_cast<size_t>(g.dims());
   std::vector<float> zr(total), zo(total), sr(total), so(total), eps(total);
   std::vector<double> lr(n), lo(n);
@@ -295,15 +307,16 @@ bool check_backend(const Graph &g, const std::string &backend, size_t n, int thr
   // Two float32 backends each within 1e-5 bits/dim of the exact (float64) value may differ by
   // twice that: on the 96-step cifar model both are (ref 6.3e-6, onednn 9.8e-6 from the float64
   // evaluator of converters/numpy_eval.py on 16 random images) while differing by up to 1.5e-5.
-  // TF32 is not exact by design: its error is reported, not held to fp32's bounds.
-  const bool ok = tf32 || (dz / zmax <= 1e-4 && dbpd <= 2e-5 && ds <= 1e-3 && mismatched == 0);
+  // TF32, BF16 and FP16 are not exact by design: their error is reported, not held to fp32's
+  // bounds.
+  const bool ok = reduced || (dz / zmax <= 1e-4 && dbpd <= 2e-5 && ds <= 1e-3 && mismatched == 0);
+  const std::string verdict = reduced ? std::string(precision_name(used)) + " error (reported)"
+                              : ok    ? "ok"
+                                      : "FAILED";
   std::printf(
       "check %-6s batch %-4zu vs ref: z rel err %.2e, bits/dim diff %.2e, sample max diff "
       "%.2e: %s\n",
-      (backend + (tf32 ? "/tf32" : "")).c_str(), n, dz / zmax, dbpd, ds,
-      tf32 ? "tf32 error (reported)"
-      : ok ? "ok"
-           : "FAILED");
+      label_of(backend, precision).c_str(), n, dz / zmax, dbpd, ds, verdict.c_str());
   if (non_finite || mismatched)
     std::printf(
         "  note: %zu of %zu sampled values overflow in ref (%zu differ in finiteness): "
@@ -331,9 +344,8 @@ void write_json(const std::string &path, const Options &o, const Machine &m, con
     << json_escape(m.compiler) << "\",\n  \"onednn\": \"" << json_escape(m.onednn) << "\",\n"
     << "  \"cpu\": \"" << json_escape(m.cpu) << "\",\n  \"cores\": " << m.cores
     << ",\n  \"isa\": \"" << m.isa << "\",\n  \"gpu\": \"" << json_escape(m.gpu) << "\",\n"
-    << "  \"threads\": " << o.threads << ",\n  \"precision\": \""
-    << (o.precision == FLOWRT_PRECISION_TF32 ? "tf32" : "fp32") << "\",\n  \"model\": \""
-    << json_escape(model) << "\",\n";
+    << "  \"threads\": " << o.threads << ",\n  \"precision\": \"" << precision_name(o.precision)
+    << "\",\n  \"model\": \"" << json_escape(model) << "\",\n";
   if (peak)
     f << "  \"peak_gflops\": {\"matmul\": " << peak->matmul_gflops
       << ", \"conv3x3\": " << peak->conv_gflops << "},\n";

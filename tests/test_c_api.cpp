@@ -20,6 +20,7 @@
 #include <new>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "api/handles.hpp"
@@ -577,21 +578,38 @@ TEST_SUITE("c_api") {
       REQUIRE(flowrt_session_options_set_backend(o, FLOWRT_BACKEND_ONEDNN) == FLOWRT_OK);
       expect(flowrt_session_create(m.get(), o, &sp), FLOWRT_UNSUPPORTED, "oneDNN");
     }
-    // TF32 is a CUDA option: CPU backends refuse it by name; AUTO on a CPU runs fp32.
-    expect(flowrt_session_options_set_precision(o, static_cast<flowrt_precision>(2)),
-           FLOWRT_INVALID_ARGUMENT, "precision");
+    // TF32, BF16 and FP16 are CUDA options: CPU backends refuse them by name; AUTO on a CPU runs
+    // fp32. The values are ABI: new ones are appended.
+    CHECK(FLOWRT_PRECISION_FP32 == 0);
+    CHECK(FLOWRT_PRECISION_TF32 == 1);
+    CHECK(FLOWRT_PRECISION_BF16 == 2);
+    CHECK(FLOWRT_PRECISION_FP16 == 3);
+    for (int bad : {4, 77, -1}) {
+      expect(flowrt_session_options_set_precision(o, static_cast<flowrt_precision>(bad)),
+             FLOWRT_INVALID_ARGUMENT, "unknown precision");
+      CHECK(contains(last_error(), "2 bf16, 3 fp16"));  // the message lists the known values
+    }
     expect(flowrt_session_options_set_precision(nullptr, FLOWRT_PRECISION_TF32),
            FLOWRT_INVALID_ARGUMENT, "options");
-    REQUIRE(flowrt_session_options_set_precision(o, FLOWRT_PRECISION_TF32) == FLOWRT_OK);
-    REQUIRE(flowrt_session_options_set_backend(o, FLOWRT_BACKEND_REF) == FLOWRT_OK);
-    expect(flowrt_session_create(m.get(), o, &sp), FLOWRT_UNSUPPORTED, "tf32");
-    CHECK(sp == nullptr);
-    if (!flowrt_backend_available(FLOWRT_BACKEND_CUDA)) {
-      REQUIRE(flowrt_session_options_set_backend(o, FLOWRT_BACKEND_AUTO) == FLOWRT_OK);
-      REQUIRE(flowrt_session_create(m.get(), o, &sp) == FLOWRT_OK);
-      CHECK(flowrt_session_backend(sp) != FLOWRT_BACKEND_CUDA);
-      flowrt_session_free(sp);
-      sp = nullptr;
+    const std::pair<flowrt_precision, const char *> reduced[] = {{FLOWRT_PRECISION_TF32, "tf32"},
+                                                                 {FLOWRT_PRECISION_BF16, "bf16"},
+                                                                 {FLOWRT_PRECISION_FP16, "fp16"}};
+    for (const auto &[precision, name] : reduced) {
+      INFO("precision " << name);
+      REQUIRE(flowrt_session_options_set_precision(o, precision) == FLOWRT_OK);
+      for (flowrt_backend cpu : {FLOWRT_BACKEND_REF, FLOWRT_BACKEND_ONEDNN}) {  // built or not
+        REQUIRE(flowrt_session_options_set_backend(o, cpu) == FLOWRT_OK);
+        expect(flowrt_session_create(m.get(), o, &sp), FLOWRT_UNSUPPORTED, name);
+        CHECK(contains(last_error(), "CUDA only"));
+        CHECK(sp == nullptr);
+      }
+      if (!flowrt_backend_available(FLOWRT_BACKEND_CUDA)) {
+        REQUIRE(flowrt_session_options_set_backend(o, FLOWRT_BACKEND_AUTO) == FLOWRT_OK);
+        REQUIRE(flowrt_session_create(m.get(), o, &sp) == FLOWRT_OK);
+        CHECK(flowrt_session_backend(sp) != FLOWRT_BACKEND_CUDA);
+        flowrt_session_free(sp);
+        sp = nullptr;
+      }
     }
     REQUIRE(flowrt_session_options_set_precision(o, FLOWRT_PRECISION_FP32) == FLOWRT_OK);
     CHECK(flowrt_session_backend(nullptr) == FLOWRT_BACKEND_AUTO);

@@ -73,13 +73,18 @@ typedef enum flowrt_backend {
   FLOWRT_BACKEND_CUDA = 3    /* NVIDIA GPU */
 } flowrt_backend;
 
-/* Arithmetic of the matrix products (convolutions and 1x1 convolutions). */
+/* Arithmetic of the matrix products (convolutions and 1x1 convolutions). The reduced precisions
+ * are CUDA only (Ampere and newer): the products run on tensor cores with the inputs rounded to
+ * the named format and float accumulation; everything else (element-wise operations, reductions,
+ * log-densities, activations in memory) stays float. They are faster, not exact: flowbench
+ * --precision NAME --check reports the bits/dim error against fp32. CPU backends compute in fp32
+ * only. Values are stable across releases (new ones are appended). */
 typedef enum flowrt_precision {
   FLOWRT_PRECISION_FP32 = 0, /* IEEE float throughout (the default) */
-  FLOWRT_PRECISION_TF32 = 1  /* CUDA: products on tensor cores with TF32 inputs (10-bit mantissa)
-                                and float accumulation, on Ampere and newer; faster, not exact:
-                                flowbench --precision tf32 reports the bits/dim error against
-                                fp32. CPU backends compute in fp32 only. */
+  FLOWRT_PRECISION_TF32 = 1, /* CUDA: TF32 inputs (8-bit exponent, 10-bit mantissa) */
+  FLOWRT_PRECISION_BF16 = 2, /* CUDA: bfloat16 inputs (8-bit exponent, 7-bit mantissa) */
+  FLOWRT_PRECISION_FP16 = 3  /* CUDA: IEEE half inputs (5-bit exponent, 10-bit mantissa; inputs
+                                beyond +-65504 overflow) */
 } flowrt_precision;
 
 typedef struct flowrt_model flowrt_model;
@@ -144,8 +149,9 @@ FLOWRT_API flowrt_status flowrt_session_options_set_threads(flowrt_session_optio
                                                             int threads);
 FLOWRT_API flowrt_status flowrt_session_options_set_device(flowrt_session_options *options,
                                                            int device_index);
-/* FLOWRT_PRECISION_TF32 with backend REF or ONEDNN makes session creation fail with
- * FLOWRT_UNSUPPORTED; with AUTO it applies when AUTO picks CUDA, and CPU backends run fp32. */
+/* A precision other than FP32 (TF32, BF16, FP16) with backend REF or ONEDNN makes session
+ * creation fail with FLOWRT_UNSUPPORTED; with AUTO it applies when AUTO picks CUDA, and CPU
+ * backends run fp32. Values outside the enum: FLOWRT_INVALID_ARGUMENT. */
 FLOWRT_API flowrt_status flowrt_session_options_set_precision(flowrt_session_options *options,
                                                               flowrt_precision precision);
 /* Largest batch a single pass computes (1..65536); scratch memory is sized for it. */

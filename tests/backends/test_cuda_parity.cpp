@@ -50,6 +50,45 @@ std::vector<test::Variant> conventions() {
   return vs;
 }
 
+struct PrecisionError {
+  double bits_per_dim = 0;  // max over images of |bits/dim - fp32's|
+  double z = 0;             // max |z - fp32's|
+  double z_scale = 1;       // max(1, max |z|)
+};
+
+// A standard Glow encoded on the reference backend (fp32) and on CUDA at `precision`.
+PrecisionError error_against_fp32(flowrt_precision precision) {
+  GlowConfig c;
+  c.channels = 3, c.height = c.width = 16, c.levels = 2, c.depth = 3, c.hidden = 64;
+  c.random_nets = true;
+  c.seed = 6;
+  const Graph g = build_glow(c);
+  BackendOptions o;
+  o.max_batch = 8;
+  auto ref = create_ref_backend(g, o);
+  o.precision = precision;
+  auto cuda = create_cuda_backend(g, o);
+  const int64_t d = g.dims();
+  std::vector<float> x(8 * d), scratch(8 * d), zr(8 * d), zc(8 * d);
+  ref->sample(8, 3, 0, 0.7f, nullptr, scratch.data(), x.data());
+  std::vector<double> lr(8), lc(8);
+  ref->encode(8, x.data(), nullptr, zr.data(), lr.data(), nullptr);
+  cuda->encode(8, x.data(), nullptr, zc.data(), lc.data(), nullptr);
+  PrecisionError e;
+  double relative = 0;
+  for (int i = 0; i < 8; ++i) {
+    const double diff = std::fabs(lr[i] - lc[i]);
+    e.bits_per_dim = std::max(e.bits_per_dim, diff / (static_cast<double>(d) * std::log(2.0)));
+    relative = std::max(relative, diff / std::max(std::fabs(lr[i]), 1e-300));
+  }
+  e.z = parity::max_diff(zr, zc);
+  e.z_scale = std::max(1.0, parity::max_abs(zr));
+  MESSAGE(precision_name(precision)
+          << " against fp32: bits/dim max diff " << e.bits_per_dim << " (relative " << relative
+          << "), z max diff " << e.z << " (max |z| " << parity::max_abs(zr) << ")");
+  return e;
+}
+
 }  // namespace
 
 TEST_SUITE_BEGIN("cuda");
@@ -105,30 +144,26 @@ TEST_CASE("cuda: captured decoders replay with new seeds and temperatures, any b
 }
 
 TEST_CASE("cuda: TF32 products stay close to fp32 and its error is measured") {
-  GlowConfig c;
-  c.channels = 3, c.height = c.width = 16, c.levels = 2, c.depth = 3, c.hidden = 64;
-  c.random_nets = true;
-  c.seed = 6;
-  const Graph g = build_glow(c);
-  BackendOptions o;
-  o.max_batch = 8;
-  auto ref = create_ref_backend(g, o);
-  o.precision = FLOWRT_PRECISION_TF32;
-  auto tf32 = create_cuda_backend(g, o);
-  const int64_t d = g.dims();
-  std::vector<float> x(8 * d), scratch(8 * d), zr(8 * d), zt(8 * d);
-  ref->sample(8, 3, 0, 0.7f, nullptr, scratch.data(), x.data());
-  std::vector<double> lr(8), lt(8);
-  ref->encode(8, x.data(), nullptr, zr.data(), lr.data(), nullptr);
-  tf32->encode(8, x.data(), nullptr, zt.data(), lt.data(), nullptr);
-  double dbpd = 0;
-  for (int i = 0; i < 8; ++i)
-    dbpd = std::max(dbpd, std::fabs(lr[i] - lt[i]) / (static_cast<double>(d) * std::log(2.0)));
-  MESSAGE("TF32 against fp32: bits/dim max diff " << dbpd << ", z max diff "
-                                                  << parity::max_diff(zr, zt));
+  const PrecisionError e = error_against_fp32(FLOWRT_PRECISION_TF32);
   // TF32 keeps 10 mantissa bits (relative rounding 2^-11): a few 1e-3 in bits/dim at most here.
-  CHECK(dbpd <= 1e-2);
-  CHECK(parity::max_diff(zr, zt) <= 0.05 * std::max(1.0, parity::max_abs(zr)));
+  CHECK(e.bits_per_dim <= 1e-2);
+  CHECK(e.z <= 0.05 * e.z_scale);
+}
+
+// On this model, rounding the products' inputs to nearest on the CPU gives 4.0e-4 bits/dim and
+// 7.5e-3 in z for bf16 (7 mantissa bits), 7.8e-5 and 9.9e-4 for fp16 (10 bits, as TF32). The
+// bounds leave room for cuBLAS's other choices (it may run the 16-bit types as TF32; truncating
+// rather than rounding TF32 inputs gives 2.5e-3 bits/dim) and still catch wrong operands.
+TEST_CASE("cuda: BF16 products stay close to fp32 and its error is measured") {
+  const PrecisionError e = error_against_fp32(FLOWRT_PRECISION_BF16);
+  CHECK(e.bits_per_dim <= 5e-3);
+  CHECK(e.z <= 0.05 * e.z_scale);
+}
+
+TEST_CASE("cuda: FP16 products stay close to fp32 and its error is measured") {
+  const PrecisionError e = error_against_fp32(FLOWRT_PRECISION_FP16);
+  CHECK(e.bits_per_dim <= 5e-3);
+  CHECK(e.z <= 0.01 * e.z_scale);
 }
 
 TEST_SUITE_END();

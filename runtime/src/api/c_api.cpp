@@ -287,8 +287,16 @@ flowrt_status flowrt_session_options_set_precision(flowrt_session_options *optio
                                                    flowrt_precision precision) {
   return guarded([&] {
     require(options, "options");
-    if (enum_int(precision) < FLOWRT_PRECISION_FP32 || enum_int(precision) > FLOWRT_PRECISION_TF32)
-      flowrt::invalid_argument("unknown precision " + std::to_string(enum_int(precision)));
+    bool known = false;
+    std::string names;
+    for (flowrt_precision p : flowrt::kPrecisions) {
+      known = known || enum_int(precision) == p;
+      names += (names.empty() ? "" : ", ") + std::to_string(static_cast<int>(p)) + " " +
+               flowrt::precision_name(p);
+    }
+    if (!known)
+      flowrt::invalid_argument("unknown precision " + std::to_string(enum_int(precision)) + " (" +
+                               names + ")");
     options->options.precision = precision;
   });
 }

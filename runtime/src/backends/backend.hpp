@@ -17,9 +17,27 @@ struct BackendOptions {
   size_t max_batch = 16;
   int threads = 0;  // 0: all cores
   int device = 0;
-  flowrt_precision precision = FLOWRT_PRECISION_FP32;  // TF32: CUDA only
+  flowrt_precision precision = FLOWRT_PRECISION_FP32;  // TF32, BF16, FP16: CUDA only
   bool fold = true;  // apply the load-time foldings (off only to test them)
 };
+
+// The precisions by name ("fp32", "tf32", "bf16", "fp16"): the one list error messages, flowbench's
+// options and labels use. Callers pass only values of the enum (the C API checks them first).
+inline constexpr flowrt_precision kPrecisions[] = {FLOWRT_PRECISION_FP32, FLOWRT_PRECISION_TF32,
+                                                   FLOWRT_PRECISION_BF16, FLOWRT_PRECISION_FP16};
+inline const char *precision_name(flowrt_precision p) {
+  switch (p) {
+    case FLOWRT_PRECISION_FP32:
+      return "fp32";
+    case FLOWRT_PRECISION_TF32:
+      return "tf32";
+    case FLOWRT_PRECISION_BF16:
+      return "bf16";
+    case FLOWRT_PRECISION_FP16:
+      return "fp16";
+  }
+  return "unknown";
+}
 
 class Backend {
  public:

@@ -33,9 +33,9 @@ std::unique_ptr<Backend> make_backend(const Graph &g, const InferenceOptions &o)
   bo.precision = o.precision;
   if (o.precision != FLOWRT_PRECISION_FP32 &&
       (o.backend == FLOWRT_BACKEND_REF || o.backend == FLOWRT_BACKEND_ONEDNN))
-    fail(FLOWRT_UNSUPPORTED, std::string("precision tf32 needs the CUDA backend (the ") +
-                                 (o.backend == FLOWRT_BACKEND_REF ? "ref" : "onednn") +
-                                 " backend computes in fp32)");
+    fail(FLOWRT_UNSUPPORTED,
+         std::string("precision ") + precision_name(o.precision) + " is CUDA only (the " +
+             (o.backend == FLOWRT_BACKEND_REF ? "ref" : "onednn") + " backend computes in fp32)");
   switch (o.backend) {
     case FLOWRT_BACKEND_REF:
       return create_ref_backend(g, bo);

@@ -1,9 +1,11 @@
 // The CUDA backend. At creation it uploads the Program's weights (with the load-time foldings:
 // actnorm folded into the 1x1 convs, their precomputed inverses, nets' scales folded into convs)
 // and allocates all device scratch for the maximum batch. Convolutions are im2col + cuBLAS
-// strided-batched SGEMM (1x1 convs skip im2col), the rest is element-wise kernels. The decoder
-// for each batch size is captured once into a CUDA Graph and replayed; the temperature, seed and
-// first image index it needs are read from device memory, so one graph serves every call.
+// strided-batched GEMM on float data (1x1 convs skip im2col) at the session's precision (fp32, or
+// tensor cores with TF32, BF16 or FP16 inputs and float accumulation); the rest is element-wise
+// float kernels. The decoder for each batch size is captured once into a CUDA Graph and replayed;
+// the temperature, seed and first image index it needs are read from device memory, so one graph
+// serves every call.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -91,10 +93,30 @@ DevNet upload_net(const PNet<float> &net) {
   return d;
 }
 
+// The cuBLAS compute type of a precision: float inputs, outputs and accumulation, the inputs
+// rounded to the named format on the tensor cores for the reduced precisions. FP32 keeps the
+// pedantic type (standard float arithmetic, no tensor-core shortcuts).
+cublasComputeType_t compute_type(flowrt_precision p) {
+  switch (p) {
+    case FLOWRT_PRECISION_FP32:
+      return CUBLAS_COMPUTE_32F_PEDANTIC;
+    case FLOWRT_PRECISION_TF32:
+      return CUBLAS_COMPUTE_32F_FAST_TF32;
+    case FLOWRT_PRECISION_BF16:
+      return CUBLAS_COMPUTE_32F_FAST_16BF;
+    case FLOWRT_PRECISION_FP16:
+      return CUBLAS_COMPUTE_32F_FAST_16F;
+  }
+  invalid_argument(std::string("unknown precision ") + std::to_string(static_cast<int>(p)));
+}
+
 class CudaBackend final : public Backend {
  public:
   CudaBackend(const Graph &g, const BackendOptions &opt)
-      : Backend(g.dims()), device_(opt.device), max_batch_(opt.max_batch) {
+      : Backend(g.dims()),
+        device_(opt.device),
+        max_batch_(opt.max_batch),
+        gemm_compute_(compute_type(opt.precision)) {
     if (max_batch_ > 65535)  // per-image reductions put images on the grid's y dimension
       invalid_argument("the CUDA backend's max batch is 65535, got " + std::to_string(max_batch_));
     if (!cuda_device_available(device_))
@@ -108,11 +130,9 @@ class CudaBackend final : public Backend {
     blas_workspace_ = DeviceBuffer<uint8_t>(size_t{32} << 20);
     check(cublasSetWorkspace(blas_, blas_workspace_.get(), blas_workspace_.size()),
           "cublasSetWorkspace");
-    // fp32: no tensor-core shortcuts; tf32: products on tensor cores with TF32 inputs.
-    check(
-        cublasSetMathMode(blas_, opt.precision == FLOWRT_PRECISION_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
-                                                                        : CUBLAS_PEDANTIC_MATH),
-        "cublasSetMathMode");
+    // The products' arithmetic is the compute type every GEMM passes (gemm_compute_); the handle
+    // keeps the default math mode so that this type alone decides it.
+    check(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
 
     const Program<float> prog = build_program<float>(g, opt.fold);
     net_stride_ = std::max<int64_t>(prog.max_net_elems, 1);
@@ -329,10 +349,11 @@ class CudaBackend final : public Backend {
   void gemm(const float *b, int64_t b_stride, int64_t ldb_p, const float *w, int64_t ldw, int o,
             int k, int64_t p, float *c, int64_t c_stride, int batch) {
     const float one = 1.f, zero = 0.f;
-    check(cublasSgemmStridedBatched(blas_, CUBLAS_OP_N, CUBLAS_OP_N, int(p), o, k, &one, b,
-                                    int(ldb_p), b_stride, w, int(ldw), 0, &zero, c, int(p),
-                                    c_stride, batch),
-          "sgemm");
+    check(cublasGemmStridedBatchedEx(blas_, CUBLAS_OP_N, CUBLAS_OP_N, int(p), o, k, &one, b,
+                                     CUDA_R_32F, int(ldb_p), b_stride, w, CUDA_R_32F, int(ldw), 0,
+                                     &zero, c, CUDA_R_32F, int(p), c_stride, batch, gemm_compute_,
+                                     CUBLAS_GEMM_DEFAULT),
+          "gemm");
   }
 
   void linear(const float *a, const float *c, const Shape3 &sh, int n, const float *in,
@@ -484,6 +505,7 @@ class CudaBackend final : public Backend {
 
   int device_;
   size_t max_batch_;
+  cublasComputeType_t gemm_compute_;  // the products' arithmetic (float in and out throughout)
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   DeviceBuffer<uint8_t> blas_workspace_;
