@@ -196,7 +196,9 @@ def main():
                        "threads": args.threads, "torch": torch.__version__,
                        "device": args.device,
                        "parity_bpd_diff": bpd_diff, "parity_decode_diff": x_diff,
-                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                       "device_mib": (torch.cuda.max_memory_allocated() / 2**20
+                                      if args.device.startswith("cuda") else 0.0)}
                 print(json.dumps(rec), flush=True)
                 log("pytorch %s %s batch %d: median %.2f ms, %.1f images/s" %
                     (args.name, op, batch, med, batch / med * 1e3))

@@ -9,11 +9,12 @@ archs=${1:-90-real}
 build=build-gpu
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DFLOWRT_WITH_CUDA=ON -DFLOWRT_WITH_ONEDNN=OFF \
   -DCMAKE_CUDA_ARCHITECTURES="$archs" -DBUILD_SHARED_LIBS=ON > /dev/null
-cmake --build "$build" -j"${FLOWRT_JOBS:-2}" --target flowrt flowrt_cli flowbench flowrt_tests
+cmake --build "$build" -j"${FLOWRT_JOBS:-2}" --target flowrt flowrt_cli flowbench flowrt_tests flowtrain
 bundle=$build/bundle
 rm -rf "$bundle"
 mkdir -p "$bundle/bin" "$bundle/lib" "$bundle/python"
-cp "$build/bin/flowrt" "$build/bin/flowbench" "$build/bin/flowrt_tests" "$bundle/bin/"
+cp "$build/bin/flowrt" "$build/bin/flowbench" "$build/bin/flowrt_tests" "$build/bin/flowtrain" \
+  "$bundle/bin/"
 cp -P "$build"/lib/libflowrt.so* "$bundle/lib/"
 # Shared libraries the GPU host may lack: everything but glibc's own and the CUDA toolkit's.
 for f in "$bundle"/bin/* "$bundle/lib/libflowrt.so"; do

@@ -2,12 +2,16 @@
 # The GPU check, in one run of under 8 minutes on a machine with an NVIDIA GPU, from the bundle
 # that benchmarks/gpu/build_bundle.sh made on a CPU machine:
 #   1. the CUDA tests (parity with the reference backend on random models covering every option,
-#      round trips, the device sampler against the host's Philox normals, graph replays);
+#      round trips, the device sampler against the host's Philox normals, graph replays, reduced
+#      precisions; the CUDA trainer against the CPU trainer: gradients, Adam steps, a whole run
+#      with checkpoint and resume);
 #   2. flowbench on the CUDA backend for tiny, fmnist and cifar at batch 1, 16 and 256;
-#   3. PyTorch eager on the same GPU, same weights, after a parity check (bits/dim and decoded
-#      noise), for fmnist and cifar;
-#   4. the cifar model at TF32: timings, and its bits/dim error against fp32;
-#   5. one table.
+#   3. the cifar model at TF32, BF16 and FP16: timings, and their bits/dim error against fp32;
+#   4. training throughput and device memory (`flowtrain bench --device cuda`), fmnist and cifar
+#      at batch 64;
+#   5. PyTorch eager on the same GPU, same weights, after a parity check (bits/dim and decoded
+#      noise), for fmnist and cifar: sample and encode, and Adam training steps at batch 64;
+#   6. one table.
 # Usage: benchmarks/gpu/run.sh [BUNDLE_DIR] [OUT_DIR]   (defaults build-gpu/bundle, gpu-results)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,7 +33,7 @@ fi
 "$bundle/bin/flowrt" --version | tee -a "$out/gpu.txt"
 
 step "CUDA tests"
-timeout 180 "$bundle/bin/flowrt_tests" --test-suite=cuda --force-colors=0 2>&1 | tee "$out/cuda_tests.txt"
+timeout 240 "$bundle/bin/flowrt_tests" --test-suite=cuda --force-colors=0 2>&1 | tee "$out/cuda_tests.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 step "flowbench (CUDA backend)"
@@ -42,18 +46,24 @@ for arch in tiny fmnist cifar; do
   cat "$out/flowbench-$arch.txt"
 done
 
-step "TF32 (cifar): speed, and the bits/dim error against fp32 on the reference backend"
-timeout 120 "$bundle/bin/flowbench" --arch cifar --backend cuda --op sample,encode --batch 1,256 \
-  --precision tf32 --warmup 3 --warmup-time 0.2 --reps 10 --min-time 0.5 --max-time 10 \
-  --json "$out/flowbench-cifar-tf32.json" > "$out/flowbench-cifar-tf32.txt" 2>&1 || status=1
-cat "$out/flowbench-cifar-tf32.txt"
-timeout 120 "$bundle/bin/flowbench" --arch cifar --backend cuda --op encode --batch 4 \
-  --precision tf32 --check --warmup 0 --warmup-time 0 --reps 1 --min-time 0 \
-  > "$out/tf32-check.txt" 2>&1 || status=1
-grep '^check' "$out/tf32-check.txt"
-step "training throughput"
-echo "flowtrain --device cuda: not part of this build (GPU training is not implemented yet)" |
-  tee "$out/training.txt"
+step "TF32, BF16, FP16 (cifar): speed, and the bits/dim error against fp32 on the reference backend"
+for p in tf32 bf16 fp16; do
+  timeout 90 "$bundle/bin/flowbench" --arch cifar --backend cuda --op sample,encode --batch 1,256 \
+    --precision "$p" --warmup 3 --warmup-time 0.2 --reps 10 --min-time 0.5 --max-time 10 \
+    --json "$out/flowbench-cifar-$p.json" > "$out/flowbench-cifar-$p.txt" 2>&1 || status=1
+  cat "$out/flowbench-cifar-$p.txt"
+  timeout 90 "$bundle/bin/flowbench" --arch cifar --backend cuda --op encode --batch 4 \
+    --precision "$p" --check --warmup 0 --warmup-time 0 --reps 1 --min-time 0 \
+    > "$out/$p-check.txt" 2>&1 || status=1
+  grep '^check' "$out/$p-check.txt"
+done
+
+step "training throughput (flowtrain bench --device cuda)"
+for arch in fmnist cifar; do
+  timeout 120 "$bundle/bin/flowtrain" bench --device cuda --arch "$arch" --batch 64 --warmup 3 \
+    --reps 10 --min-time 2 --json "$out/train-$arch.json" 2>&1 | tee "$out/train-$arch.txt"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+done
 
 step "PyTorch eager on the same GPU"
 if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
@@ -64,6 +74,10 @@ if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"
       --lib "$bundle/lib/libflowrt.so" --flowrt-backend cuda --device cuda --name "$arch" \
       --batch 1,16,256 --op sample,encode --warmup 3 --reps 10 --min-time 0.5 --gflop "$gflop" \
       > "$out/torch-$arch.jsonl") || status=1
+    (cd benchmarks/compare_pytorch && timeout 120 "$PY" bench_torch.py --model "$out/$arch.flow" \
+      --lib "$bundle/lib/libflowrt.so" --flowrt-backend cuda --device cuda --name "$arch" \
+      --batch 64 --op train --warmup 3 --reps 10 --min-time 2 --gflop "$gflop" \
+      > "$out/torch-train-$arch.jsonl") || status=1
   done
 else
   echo "PyTorch with CUDA is not available here" | tee "$out/torch.txt"

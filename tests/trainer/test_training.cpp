@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -304,6 +305,54 @@ TEST_CASE("trainer data: PNG folders are centre-cropped and box-filtered to the 
   // The crop keeps the centre 4x4 (all 200 in red): grey = 0.299 * 200.
   for (uint8_t p : out.pixels) CHECK(p == 60);
 }
+
+#ifdef FLOWRT_TRAIN_CUDA
+// `flowtrain train --device cuda` end to end: the run trains like the CPU run (same data, seed
+// and schedule), its evaluation and export agree, and a killed GPU run resumes to the same
+// weights. Suite "cuda": skipped without a GPU.
+TEST_CASE("cuda trainer end to end: run, evaluate, checkpoint, resume, like the CPU run" *
+          doctest::test_suite("cuda")) {
+  const std::string data = png_folder(40);
+  RunConfig cpu_cfg = tiny_run(data, temp_dir("cpu"));
+  cpu_cfg.ema = 0.9;
+  RunConfig gpu_cfg = cpu_cfg;
+  gpu_cfg.out = temp_dir("gpu");
+  gpu_cfg.device = "cuda";
+  TrainRun cpu(cpu_cfg), gpu(gpu_cfg);
+  const std::vector<float> p0 = cpu.params();
+  cpu.run();
+  gpu.run();
+  REQUIRE(gpu.step() == 12);
+  CHECK(gpu.skipped_steps() == 0);
+  double diff = 0, moved = 0;
+  for (size_t k = 0; k < p0.size(); ++k) {
+    diff += std::pow(double(gpu.params()[k]) - cpu.params()[k], 2);
+    moved += std::pow(double(cpu.params()[k]) - p0[k], 2);
+  }
+  MESSAGE("GPU vs CPU weights after 12 steps: " << std::sqrt(diff / moved)
+                                                << " of the distance trained");
+  CHECK(std::sqrt(diff / moved) <= 2e-2);
+  const double bc = cpu.evaluate(0), bg = gpu.evaluate(0);
+  CHECK(std::fabs(bg - bc) <= 2e-3 * std::fabs(bc));
+  CHECK(fs::exists(gpu_cfg.out + "/model.flow"));
+
+  RunConfig killed = gpu_cfg;
+  killed.out = temp_dir("gpu-killed");
+  killed.stop_at = 7;
+  {
+    TrainRun b(killed);
+    b.run();
+    REQUIRE(b.step() == 7);
+  }
+  std::unique_ptr<TrainRun> resumed = TrainRun::resume(killed.out, quiet);
+  resumed->run();
+  REQUIRE(resumed->step() == 12);
+  double worst = 0;
+  for (size_t k = 0; k < p0.size(); ++k)
+    worst = std::max(worst, std::fabs(double(resumed->params()[k]) - gpu.params()[k]));
+  CHECK(worst <= 1e-6);
+}
+#endif
 
 }  // namespace flowrt
 

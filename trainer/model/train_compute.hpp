@@ -1,21 +1,34 @@
 // The compute interface of training: a model's parameters, a forward pass that keeps what the
-// backward pass needs (the tape), the backward pass, and export back to a Graph. The CPU
-// implementation is TrainModel (train_model.hpp); a GPU implementation plugs in behind the same
-// interface (parameters stay host-visible through params() between steps).
+// backward pass needs (the tape), the backward pass, a whole optimisation step, and export back
+// to a Graph. The CPU implementation is TrainModel (train_model.hpp), whose parameters live in
+// params(); the CUDA one (trainer/cuda/) keeps parameters, gradients, Adam's moments and the EMA
+// on the device and mirrors them in params() only on sync_to_host().
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "core/error.hpp"
 #include "model/graph.hpp"
 #include "trainer/model/param_store.hpp"
+#include "trainer/train/optimizer.hpp"
 
 namespace flowrt::train {
 
 enum class Device { Cpu, Cuda };
 Device parse_device(const std::string &name);
+
+// One optimisation step's settings; ema_decay 0: no EMA.
+struct StepArgs {
+  double lr = 0, clip = 0, ema_decay = 0;
+};
+struct StepOutcome {
+  double loss = 0;  // mean bits/dim of the batch
+  UpdateResult update;
+};
 
 template <typename T>
 class TrainCompute {
@@ -36,7 +49,37 @@ class TrainCompute {
   virtual const std::vector<double> &bits_per_dim() const = 0;
   // The model with the given parameter values (layout of params().values()), finalized.
   virtual Graph export_graph(const std::vector<T> &values) const = 0;
+
+  // Forward, backward and apply_update (then the EMA, when the step applied and `ema` is not
+  // empty) on n images. A device implementation runs all of it on the device with one
+  // synchronisation at the end and keeps `adam`'s moments and `ema` there (see sync_*).
+  virtual StepOutcome train_step(const T *x, const int32_t *labels, int64_t n, Adam &adam,
+                                 std::vector<float> &ema, const StepArgs &a);
+  // Makes params() (values and gradients), and when given Adam's moments and the EMA, current on
+  // the host; sync_to_device makes the device use the host's (after a resume, or when the caller
+  // changed params().values()). No-ops where the parameters live on the host.
+  virtual void sync_to_host(Adam * /*adam*/, std::vector<float> * /*ema*/) {}
+  virtual void sync_to_device(const Adam * /*adam*/, const std::vector<float> * /*ema*/) {}
+  // Device memory the model holds (parameters, optimiser state, tape, scratch), in MiB; 0 on
+  // the CPU.
+  virtual double device_memory_mib() const { return 0; }
 };
+
+template <typename T>
+StepOutcome TrainCompute<T>::train_step(const T *x, const int32_t *labels, int64_t n, Adam &adam,
+                                        std::vector<float> &ema, const StepArgs &a) {
+  if constexpr (std::is_same_v<T, float>) {
+    StepOutcome o;
+    o.loss = forward(x, labels, n, false);
+    backward();
+    o.update = apply_update(params().values(), params().grads(), adam, o.loss, a.lr, a.clip);
+    if (o.update.applied && a.ema_decay > 0 && !ema.empty())
+      ema_update(ema, params().values(), a.ema_decay);
+    return o;
+  } else {
+    invalid_argument("train_step: training runs in float");
+  }
+}
 
 // Throws Error(FLOWRT_UNSUPPORTED) for a device this build cannot use.
 std::unique_ptr<TrainCompute<float>> make_train_compute(const Graph &graph, Device device);

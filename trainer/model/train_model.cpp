@@ -659,18 +659,4 @@ Graph TrainModel<T>::export_graph(const std::vector<T> &values) const {
 template class TrainModel<float>;
 template class TrainModel<double>;
 
-Device parse_device(const std::string &name) {
-  if (name == "cpu") return Device::Cpu;
-  if (name == "cuda") return Device::Cuda;
-  invalid_argument("unknown device '" + name + "' (cpu, cuda)");
-}
-
-std::unique_ptr<TrainCompute<float>> make_train_compute(const Graph &graph, Device device) {
-  if (device == Device::Cuda)
-    fail(
-        FLOWRT_UNSUPPORTED,
-        "--device cuda: this flowtrain is not built with CUDA training support (use --device cpu)");
-  return std::make_unique<TrainModel<float>>(graph);
-}
-
 }  // namespace flowrt::train

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <future>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -96,6 +97,7 @@ TrainRun::TrainRun(RunConfig cfg, const Checkpoint *from) : cfg_(std::move(cfg))
   } else if (cfg_.ema > 0) {
     ema_ = p;
   }
+  compute_->sync_to_device(&adam_, &ema_);
   make_schedule();
   metrics_ = std::make_unique<MetricsLog>(cfg_.out + "/metrics.csv", from != nullptr, step_);
   progress_ = std::make_unique<Progress>(Progress::stdout_is_tty());
@@ -175,13 +177,12 @@ std::vector<float> TrainRun::batch_x(int64_t step, int64_t first, int64_t n, uin
 
 TrainRun::StepResult TrainRun::train_step(const float *x, const int32_t *labels, int64_t n) {
   StepResult r;
-  r.loss = compute_->forward(x, labels, n, false);
-  compute_->backward();
   r.lr = schedule_.at(step_);
-  const UpdateResult u = apply_update(compute_->params().values(), compute_->params().grads(),
-                                      adam_, r.loss, r.lr, cfg_.clip);
-  r.grad_norm = u.grad_norm;
-  if (!u.applied) {
+  const StepOutcome o =
+      compute_->train_step(x, labels, n, adam_, ema_, StepArgs{r.lr, cfg_.clip, cfg_.ema});
+  r.loss = o.loss;
+  r.grad_norm = o.update.grad_norm;
+  if (!o.update.applied) {
     ++skipped_;
     char buf[160];
     std::snprintf(
@@ -192,26 +193,35 @@ TrainRun::StepResult TrainRun::train_step(const float *x, const int32_t *labels,
     ++step_;
     return r;
   }
-  if (!ema_.empty()) ema_update(ema_, compute_->params().values(), cfg_.ema);
   r.applied = true;
   ++step_;
   return r;
 }
 
+void TrainRun::sync_state() {
+  compute_->sync_to_host(&adam_, &ema_);
+}
+
 double TrainRun::evaluate(int64_t max_images) {
+  sync_state();
   std::vector<float> &p = compute_->params().values();
   std::vector<float> saved;
   if (!ema_.empty()) {
     saved = p;
     p = ema_;
+    compute_->sync_to_device(nullptr, nullptr);
   }
   const double bpd = evaluate_bits_per_dim(*compute_, data_.test, n_bits_,
                                            std::max<int64_t>(cfg_.batch, 16), max_images);
-  if (!saved.empty()) p = saved;
+  if (!saved.empty()) {
+    p = saved;
+    compute_->sync_to_device(nullptr, nullptr);
+  }
   return bpd;
 }
 
-Graph TrainRun::export_graph() const {
+Graph TrainRun::export_graph() {
+  sync_state();
   return compute_->export_graph(ema_.empty() ? compute_->params().values() : ema_);
 }
 
@@ -230,6 +240,7 @@ void TrainRun::save_best(double test_bpd) {
 }
 
 void TrainRun::write_checkpoint_now() {
+  sync_state();
   Checkpoint c;
   c.config = cfg_.to_kv();
   c.step = step_;
@@ -256,6 +267,13 @@ void TrainRun::run() {
   double interval_loss = 0, interval_time = 0, last_norm = 0;
   int64_t interval_steps = 0;
   double last_test = best_test_;
+  auto load = [this](int64_t step) {
+    return batch_x(step, (step % steps_per_epoch_) * cfg_.batch, cfg_.batch, step);
+  };
+  // On a GPU the next batch is read and dequantised on a host thread while the device runs the
+  // step (on the CPU that thread would only take a core from the step).
+  const bool prefetch = parse_device(cfg_.device) == Device::Cuda;
+  std::future<std::vector<float>> next;
   while (!finished(elapsed_)) {
     const auto t0 = Clock::now();
     if (step_ == 0) {
@@ -265,8 +283,8 @@ void TrainRun::run() {
       const std::vector<float> init = batch_x(0, 0, n, ~uint64_t{0});
       compute_->forward(init.data(), nullptr, n, true);
     }
-    const std::vector<float> x =
-        batch_x(step_, (step_ % steps_per_epoch_) * cfg_.batch, cfg_.batch, step_);
+    const std::vector<float> x = next.valid() ? next.get() : load(step_);
+    if (prefetch) next = std::async(std::launch::async, load, step_ + 1);
     const StepResult r = train_step(x.data(), nullptr, cfg_.batch);
     const double dt = seconds_since(t0);
     elapsed_ = elapsed_before + seconds_since(session_start);
@@ -326,6 +344,7 @@ void TrainRun::run() {
     interval_steps = 0;
     if (done) break;
   }
+  sync_state();
   if (!cfg_.quiet) progress_->finish();
 }
 

@@ -46,10 +46,12 @@ class TrainRun {
   // Mean test bits/dim (bin centres) of the export weights over at most max_images (0: all).
   double evaluate(int64_t max_images);
   // The model with the export weights (EMA when enabled), finalized.
-  Graph export_graph() const;
+  Graph export_graph();
   void write_checkpoint_now();
 
   int64_t step() const { return step_; }
+  // The parameters as of the last sync (every evaluation, checkpoint, export and the end of
+  // run()); with --device cpu always current.
   int64_t skipped_steps() const { return skipped_; }
   const RunConfig &config() const { return cfg_; }
   const std::vector<float> &params() const { return compute_->params().values(); }
@@ -61,6 +63,8 @@ class TrainRun {
   void make_schedule();
   bool finished(double elapsed) const;
   void save_best(double test_bpd);
+  // Brings the parameters, Adam's moments and the EMA to the host (no-op on the CPU).
+  void sync_state();
   // Dequantised images at positions [first, first + n) of the step's epoch order.
   std::vector<float> batch_x(int64_t step, int64_t first, int64_t n, uint64_t noise_step);
   void log_message(const std::string &line);

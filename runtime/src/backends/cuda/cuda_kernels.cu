@@ -1,41 +1,11 @@
+#include "backends/cuda/cuda_device_common.cuh"
 #include "backends/cuda/cuda_kernels.cuh"
 #include "core/philox.hpp"
 
 namespace flowrt::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-
-int blocks_for(int64_t total) {
-  const int64_t b = (total + kThreads - 1) / kThreads;
-  return static_cast<int>(b < 65535 * 32 ? (b > 0 ? b : 1) : 65535 * 32);
-}
-
-// Sums `v` over the block and adds it to *out with one atomic (double atomics: sm_60+).
-__device__ void block_add(double v, double *out) {
-  __shared__ double partial[kThreads / 32];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = lane < kThreads / 32 ? partial[lane] : 0.0;
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-    if (lane == 0) atomicAdd(out, v);
-  }
-}
-
-// Grid for per-image reductions: x covers an image's elements, y the images.
-dim3 reduce_grid(int64_t per_image, int n) {
-  int64_t bx = (per_image + kThreads * 4 - 1) / (kThreads * 4);
-  if (bx < 1) bx = 1;
-  if (bx > 1024) bx = 1024;
-  return dim3(static_cast<unsigned>(bx), static_cast<unsigned>(n));
-}
-
-__device__ inline float log_sigmoid(float a) {
-  return a > 0.f ? -log1pf(expf(-a)) : a - log1pf(expf(a));
-}
+using namespace dev;
 
 __global__ void squeeze_k(int order, int c, int h, int w, int n, int64_t stride, const float *src,
                           float *dst, bool inverse) {
@@ -118,23 +88,6 @@ __global__ void im2col_k(const float *in, int64_t in_stride, int in_ch, int in_t
   }
 }
 
-__device__ inline void shift_scale_channels(int split, int j, int cb, int *t, int *raw) {
-  switch (split) {
-    case int(ShiftScaleSplit::ShiftScaleHalves):
-      *t = j, *raw = cb + j;
-      break;
-    case int(ShiftScaleSplit::ScaleShiftHalves):
-      *raw = j, *t = cb + j;
-      break;
-    case int(ShiftScaleSplit::ShiftScaleInterleaved):
-      *t = 2 * j, *raw = 2 * j + 1;
-      break;
-    default:
-      *raw = 2 * j, *t = 2 * j + 1;
-      break;
-  }
-}
-
 __global__ void coupling_k(CouplingArgs a, const float *h, int64_t h_stride, float *xb,
                            int64_t x_stride, int cb, int plane, double *logdet, bool inverse) {
   const int i = blockIdx.y;
@@ -167,15 +120,6 @@ __global__ void coupling_k(CouplingArgs a, const float *h, int64_t h_stride, flo
   }
   if (logdet && a.type == CouplingType::Affine) block_add(inverse ? -acc : acc, logdet + i);
 }
-
-__device__ inline void prior_channels(int layout, int j, int cz, int *mc, int *lc) {
-  if (layout == int(PriorLayout::MeanLogstdHalves))
-    *mc = j, *lc = cz + j;
-  else
-    *mc = 2 * j, *lc = 2 * j + 1;
-}
-
-constexpr double kHalfLog2Pi = 0.91893853320467274178;
 
 __global__ void split_logp_k(const float *z, int64_t z_stride, const float *prior,
                              int64_t prior_stride, int layout, int cz, int plane, double *logp) {

@@ -1,0 +1,871 @@
+// CudaTrainModel: TrainCompute on one CUDA device. The structure follows TrainModel
+// (model/train_model.cpp) layer by layer: flow activations are NCHW batches, the coupling nets
+// and split priors run on CNHW activations ([channels][batch * plane]) so that each convolution
+// is one cuBLAS GEMM over the whole batch (im2col for 3x3 kernels, none for 1x1), and the tape
+// keeps each layer's input, each net's activations (unless recompute) and each net's output.
+// Parameters, gradients, Adam's moments and the EMA live in flat device arrays with
+// ParamStore's layout, so one kernel each does the gradient norm, Adam and the EMA; a training
+// step is launched without any host round trip and synchronised once, to read its loss.
+// A CPU TrainModel of the same graph holds the host mirror of the parameters, exports the model
+// and runs the one-off data-dependent actnorm initialisation (exactly the CPU trainer's).
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "backends/backend.hpp"
+#include "backends/cuda/cuda_check.hpp"
+#include "backends/cuda/cuda_kernels.cuh"
+#include "core/error.hpp"
+#include "trainer/cuda/cuda_train_model.hpp"
+#include "trainer/cuda/train_kernels.cuh"
+#include "trainer/model/train_model.hpp"
+
+namespace flowrt::train {
+namespace {
+
+namespace rt = flowrt::cuda;  // the runtime's forward kernels
+namespace tk = train::cuda;   // the trainer's kernels
+using rt::check;
+using rt::DeviceBuffer;
+
+// A device array that grows on demand (contents are not kept when it grows).
+template <typename T>
+class DevVec {
+ public:
+  T *ensure(size_t n) {
+    if (buf_.size() < n) buf_ = DeviceBuffer<T>(n);
+    return buf_.get();
+  }
+  T *get() const { return buf_.get(); }
+
+ private:
+  DeviceBuffer<T> buf_;
+};
+
+// Page-locked host memory, for asynchronous copies.
+template <typename T>
+class Pinned {
+ public:
+  Pinned() = default;
+  Pinned(const Pinned &) = delete;
+  Pinned &operator=(const Pinned &) = delete;
+  ~Pinned() {
+    if (p_) cudaFreeHost(p_);
+  }
+  T *ensure(size_t n) {
+    if (n > n_) {
+      if (p_) cudaFreeHost(p_);
+      p_ = nullptr;
+      n_ = 0;
+      check(cudaHostAlloc(reinterpret_cast<void **>(&p_), n * sizeof(T), cudaHostAllocDefault),
+            "cudaHostAlloc");
+      n_ = n;
+    }
+    return p_;
+  }
+
+ private:
+  T *p_ = nullptr;
+  size_t n_ = 0;
+};
+
+class Stream {
+ public:
+  Stream() { check(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking), "cudaStreamCreate"); }
+  Stream(const Stream &) = delete;
+  Stream &operator=(const Stream &) = delete;
+  ~Stream() {
+    cudaStreamSynchronize(s_);
+    cudaStreamDestroy(s_);
+  }
+  cudaStream_t get() const { return s_; }
+
+ private:
+  cudaStream_t s_ = nullptr;
+};
+
+// Row-major GEMMs on cuBLAS (column-major): C = op(A) op(B) is C^T = op(B)^T op(A)^T.
+class Blas {
+ public:
+  explicit Blas(cudaStream_t s) {
+    check(cublasCreate(&h_), "cublasCreate");
+    check(cublasSetStream(h_, s), "cublasSetStream");
+  }
+  Blas(const Blas &) = delete;
+  Blas &operator=(const Blas &) = delete;
+  ~Blas() {
+    if (h_) cublasDestroy(h_);
+  }
+  // C[M,N] = op(A)[M,K] op(B)[K,N] + beta C; lda/ldb/ldc are row strides as stored.
+  void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+            const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+    const float one = 1.f;
+    check(cublasSgemm(h_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, int(n),
+                      int(m), int(k), &one, b, int(ldb), a, int(lda), &beta, c, int(ldc)),
+          "sgemm");
+  }
+  // The same for `batch` independent products, operands `sa`, `sb`, `sc` floats apart.
+  void gemm_batched(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                    int64_t sa, const float *b, int64_t ldb, int64_t sb, float beta, float *c,
+                    int64_t ldc, int64_t sc, int64_t batch) {
+    const float one = 1.f;
+    check(cublasSgemmStridedBatched(
+              h_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, int(n), int(m),
+              int(k), &one, b, int(ldb), sb, a, int(lda), sa, &beta, c, int(ldc), sc, int(batch)),
+          "sgemm batched");
+  }
+
+ private:
+  cublasHandle_t h_ = nullptr;
+};
+
+template <typename T>
+DeviceBuffer<T> upload_now(const std::vector<T> &v) {
+  DeviceBuffer<T> d(v.size());
+  if (!v.empty())
+    check(cudaMemcpy(d.get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice), "upload");
+  return d;
+}
+
+std::vector<float> signs_of(const Tensor &scale) {
+  std::vector<float> s(scale.size());
+  for (size_t k = 0; k < s.size(); ++k) s[k] = scale.data()[k] < 0 ? -1.f : 1.f;
+  return s;
+}
+
+class CudaTrainModel final : public TrainCompute<float> {
+ public:
+  CudaTrainModel(const Graph &graph, int device);
+
+  ParamStore<float> &params() override { return host_.params(); }
+  const ParamStore<float> &params() const override { return host_.params(); }
+  double forward(const float *x, const int32_t *labels, int64_t n, bool data_init) override;
+  void backward() override;
+  const std::vector<double> &bits_per_dim() const override { return bpd_; }
+  void set_recompute(bool on) override { recompute_ = on; }
+  Graph export_graph(const std::vector<float> &values) const override {
+    return host_.export_graph(values);
+  }
+  StepOutcome train_step(const float *x, const int32_t *labels, int64_t n, Adam &adam,
+                         std::vector<float> &ema, const StepArgs &a) override;
+  void sync_to_host(Adam *adam, std::vector<float> *ema) override;
+  void sync_to_device(const Adam *adam, const std::vector<float> *ema) override;
+  // The device's memory in use (this process's allocations and its CUDA context).
+  double device_memory_mib() const override {
+    size_t free = 0, total = 0;
+    check(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
+    return static_cast<double>(total - free) / (1024.0 * 1024.0);
+  }
+
+ private:
+  struct NetOp {
+    enum Kind { Conv, ActNorm, Relu, OutputScale } kind = Conv;
+    tk::ConvShape geo;
+    int weight = -1, bias = -1, log_scale = -1;
+    float factor = 3.f;
+    DeviceBuffer<float> sign;  // actnorm
+    DevVec<float> scale, shift;
+  };
+  struct Net {
+    std::vector<NetOp> ops;
+    int in_ch = 0, out_ch = 0;
+    std::vector<DevVec<float>> bufs;  // the tape (see TrainModel::Net)
+    std::vector<int> act;
+    bool empty() const { return ops.empty(); }
+  };
+  struct Layer {
+    enum Kind { Squeeze, ActNorm, InvConv, Permute, Coupling, Split, Top } kind = Squeeze;
+    Shape3 in, out;
+    SqueezeOrder order = SqueezeOrder::ChannelMajor;
+    int bias = -1, log_scale = -1;
+    DeviceBuffer<float> sign;  // actnorm; LU sign of the diagonal
+    DevVec<float> scale, shift;
+    InvConvForm form = InvConvForm::LU;
+    int weight = -1, lower = -1, upper = -1, log_s = -1;
+    DeviceBuffer<int32_t> perm, source;
+    DevVec<float> w, inv;         // LU: composed W; dense: W^-1
+    DeviceBuffer<double> lad{1};  // dense log|det W|
+    const float *w_used = nullptr;
+    rt::CouplingArgs coupling{};
+    Half half = Half::First;
+    PriorLayout layout = PriorLayout::MeanLogstdHalves;
+    int mean = -1, log_std = -1, offsets = -1;
+    int n_classes = 0;
+    DeviceBuffer<float> zeros;  // a standard-normal top prior's mean and log-std
+    Net net;
+    DevVec<float> input, h;  // tape
+  };
+
+  int param(const std::string &name) const;
+  float *P(int id) const { return values_.get() + info_[id].offset; }
+  float *G(int id) const { return grads_.get() + info_[id].offset; }
+  Net build_net(const flowrt::Net &src, const std::string &prefix);
+  void load_signs(const Graph &g);
+  cudaStream_t s() const { return stream_.get(); }
+
+  void reserve_batch(int64_t n);
+  void run_forward(const float *x, const int32_t *labels, int64_t n);
+  void fetch_bits_per_dim();
+  void layer_forward(Layer &l);
+  std::vector<DevVec<float>> &net_bufs(Net &net);
+  const float *net_forward(Net &net, int h, int w);
+  // dL/d(net output) in net_g_ -> returns dL/d(net input).
+  const float *net_backward(Net &net, int h, int w);
+  void recompute_net(Layer &l, int c0, int cn);
+  void conv_forward(const tk::ConvShape &g, const float *wt, const float *x, float *y, int h,
+                    int w);
+  void conv_backward(const tk::ConvShape &g, const float *wt, const float *x, const float *dy,
+                     float *dw, float *dbias, float *dx, int h, int w);
+  void layer_backward(Layer &l);
+  void upload_values();
+  void upload_adam(const Adam &adam);
+  void upload_ema(const std::vector<float> &ema);
+  void to_device(void *dst, const void *src, size_t bytes, const char *what);
+
+  Stream stream_;
+  Blas blas_{stream_.get()};
+  TrainModel<float> host_;
+  std::vector<ParamInfo> info_;
+  std::unordered_map<std::string, int> ids_;
+  std::vector<Layer> layers_;
+  int n_bits_ = 8;
+  int64_t dims_ = 0, params_ = 0;
+  bool recompute_ = false;
+
+  DeviceBuffer<float> values_, grads_, adam_m_, adam_v_, ema_;
+  DeviceBuffer<int64_t> adam_t_{1};
+  int64_t adam_t_mirror_ = 0;
+  bool ema_on_ = false;
+  DeviceBuffer<double> norm_partials_{tk::kNormPartials}, norm_sq_{1};
+  DeviceBuffer<tk::UpdatePlan> plan_{1};
+
+  // Batch state.
+  int64_t batch_ = 0, capacity_ = 0;
+  DeviceBuffer<float> act_[2], grad_buf_[2];
+  float *cur_ = nullptr, *next_ = nullptr, *grad_ = nullptr, *dgrad_ = nullptr;
+  DeviceBuffer<int32_t> labels_;
+  DeviceBuffer<double> log_det_, log_prior_, bpd_dev_;
+  std::vector<double> bpd_;
+  double mean_bpd_ = 0;
+  // Scratch.
+  DevVec<float> col_, dcol_, net_g_, net_tmp_, dh_, parts_, dw_, da_;
+  DevVec<double> inv_scratch_;
+  std::vector<DevVec<float>> pool_;
+  Pinned<float> x_host_;
+  Pinned<int32_t> labels_host_;
+  Pinned<double> bpd_host_;
+  Pinned<tk::UpdatePlan> plan_host_;
+};
+
+CudaTrainModel::CudaTrainModel(const Graph &graph, int device) : host_(graph) {
+  host_.set_recompute(true);  // the host model only ever runs the one-off initialisation
+  n_bits_ = graph.image.n_bits;
+  dims_ = graph.dims();
+  info_ = host_.params().info();
+  params_ = static_cast<int64_t>(host_.params().size());
+  for (size_t i = 0; i < info_.size(); ++i) ids_[info_[i].name] = static_cast<int>(i);
+  (void)device;
+  values_ = upload_now(host_.params().values());
+  grads_ = upload_now(std::vector<float>(params_, 0.f));
+  adam_m_ = upload_now(std::vector<float>(params_, 0.f));
+  adam_v_ = upload_now(std::vector<float>(params_, 0.f));
+  const int64_t zero = 0;
+  check(cudaMemcpy(adam_t_.get(), &zero, sizeof zero, cudaMemcpyHostToDevice), "upload");
+
+  for (size_t i = 0; i < graph.layers.size(); ++i) {
+    const flowrt::Layer &g = graph.layers[i];
+    const std::string name = g.name.empty() ? "layer" + std::to_string(i) : g.name;
+    Layer l;
+    l.in = g.in;
+    l.out = g.out;
+    if (auto *sq = std::get_if<SqueezeLayer>(&g.op)) {
+      l.kind = Layer::Squeeze;
+      l.order = sq->order;
+    } else if (std::holds_alternative<ActNormLayer>(g.op)) {
+      l.kind = Layer::ActNorm;
+      l.bias = param(name + ".bias");
+      l.log_scale = param(name + ".log_scale");
+    } else if (auto *ic = std::get_if<InvConvLayer>(&g.op)) {
+      l.kind = Layer::InvConv;
+      l.form = ic->form;
+      if (ic->form == InvConvForm::Dense) {
+        l.weight = param(name + ".weight");
+      } else {
+        l.lower = param(name + ".lower");
+        l.upper = param(name + ".upper");
+        l.log_s = param(name + ".log_s");
+        l.sign = upload_now(std::vector<float>(ic->sign.data(), ic->sign.data() + ic->sign.size()));
+        l.perm = upload_now(ic->perm);
+      }
+    } else if (auto *pm = std::get_if<PermuteLayer>(&g.op)) {
+      l.kind = Layer::Permute;
+      l.source = upload_now(pm->source);
+    } else if (auto *cp = std::get_if<CouplingLayer>(&g.op)) {
+      l.kind = Layer::Coupling;
+      l.coupling = rt::CouplingArgs{cp->type, cp->split, cp->scale_fn, cp->form, cp->scale_bias};
+      l.half = cp->conditioning;
+      l.net = build_net(cp->net, name);
+    } else if (auto *sp = std::get_if<SplitLayer>(&g.op)) {
+      l.kind = Layer::Split;
+      l.half = sp->leaving;
+      l.layout = sp->layout;
+      l.net = build_net(sp->prior, name);
+    } else {
+      const auto &tp = std::get<TopPriorLayer>(g.op);
+      l.kind = Layer::Top;
+      if (tp.kind == TopPriorKind::Learned) {
+        l.mean = param(name + ".mean");
+        l.log_std = param(name + ".log_std");
+      } else {
+        l.zeros = upload_now(std::vector<float>(static_cast<size_t>(g.in.numel()), 0.f));
+      }
+      if (!tp.class_offsets.empty()) l.offsets = param(name + ".class_offsets");
+      l.n_classes = static_cast<int>(tp.n_classes());
+    }
+    layers_.push_back(std::move(l));
+  }
+  load_signs(graph);
+}
+
+int CudaTrainModel::param(const std::string &name) const {
+  const auto it = ids_.find(name);
+  if (it == ids_.end()) fail(FLOWRT_INTERNAL_ERROR, "CUDA trainer: no parameter '" + name + "'");
+  return it->second;
+}
+
+CudaTrainModel::Net CudaTrainModel::build_net(const flowrt::Net &src, const std::string &prefix) {
+  Net net;
+  net.in_ch = static_cast<int>(src.in_channels);
+  net.out_ch = static_cast<int>(src.out_channels);
+  for (size_t k = 0; k < src.ops.size(); ++k) {
+    const std::string name = prefix + "/net" + std::to_string(k);
+    NetOp op;
+    if (auto *c = std::get_if<Conv2dOp>(&src.ops[k])) {
+      op.kind = NetOp::Conv;
+      op.geo = tk::ConvShape{static_cast<int>(c->in_channels()),
+                             static_cast<int>(c->weight.dim(1)),
+                             static_cast<int>(c->out_channels()),
+                             static_cast<int>(c->kernel_h()),
+                             static_cast<int>(c->kernel_w()),
+                             c->padding,
+                             c->pad_value};
+      op.weight = param(name + ".weight");
+      if (!c->bias.empty()) op.bias = param(name + ".bias");
+    } else if (std::holds_alternative<NetActNormOp>(src.ops[k])) {
+      op.kind = NetOp::ActNorm;
+      op.bias = param(name + ".bias");
+      op.log_scale = param(name + ".log_scale");
+    } else if (std::holds_alternative<ReluOp>(src.ops[k])) {
+      op.kind = NetOp::Relu;
+    } else {
+      op.kind = NetOp::OutputScale;
+      op.log_scale = param(name + ".log_scale");
+      op.factor = static_cast<float>(std::get<OutputScaleOp>(src.ops[k]).factor);
+    }
+    net.ops.push_back(std::move(op));
+  }
+  net.bufs.resize(net.ops.size() + 1);
+  return net;
+}
+
+// Actnorm signs are fixed during training but set to +1 by the data-dependent initialisation:
+// they are read from a graph (the initial one, then the host model's export after the init).
+void CudaTrainModel::load_signs(const Graph &g) {
+  for (size_t i = 0; i < g.layers.size(); ++i) {
+    if (auto *an = std::get_if<ActNormLayer>(&g.layers[i].op))
+      layers_[i].sign = upload_now(signs_of(an->scale));
+    const flowrt::Net *net = nullptr;
+    if (auto *cp = std::get_if<CouplingLayer>(&g.layers[i].op)) net = &cp->net;
+    if (auto *sp = std::get_if<SplitLayer>(&g.layers[i].op)) net = &sp->prior;
+    if (!net) continue;
+    for (size_t k = 0; k < net->ops.size(); ++k)
+      if (auto *a = std::get_if<NetActNormOp>(&net->ops[k]))
+        layers_[i].net.ops[k].sign = upload_now(signs_of(a->scale));
+  }
+}
+
+void CudaTrainModel::upload_values() {
+  to_device(values_.get(), host_.params().values().data(), params_ * sizeof(float),
+            "upload parameters");
+}
+
+void CudaTrainModel::sync_to_host(Adam *adam, std::vector<float> *ema) {
+  const size_t bytes = params_ * sizeof(float);
+  check(cudaMemcpyAsync(host_.params().values().data(), values_.get(), bytes,
+                        cudaMemcpyDeviceToHost, s()),
+        "download parameters");
+  check(cudaMemcpyAsync(host_.params().grads().data(), grads_.get(), bytes, cudaMemcpyDeviceToHost,
+                        s()),
+        "download gradients");
+  if (adam) {
+    adam->m.resize(params_);
+    adam->v.resize(params_);
+    check(cudaMemcpyAsync(adam->m.data(), adam_m_.get(), bytes, cudaMemcpyDeviceToHost, s()),
+          "download Adam");
+    check(cudaMemcpyAsync(adam->v.data(), adam_v_.get(), bytes, cudaMemcpyDeviceToHost, s()),
+          "download Adam");
+    adam->t = adam_t_mirror_;
+  }
+  if (ema && ema_on_) {
+    ema->resize(params_);
+    check(cudaMemcpyAsync(ema->data(), ema_.get(), bytes, cudaMemcpyDeviceToHost, s()),
+          "download EMA");
+  }
+  check(cudaStreamSynchronize(s()), "download");
+}
+
+void CudaTrainModel::sync_to_device(const Adam *adam, const std::vector<float> *ema) {
+  upload_values();
+  if (adam) upload_adam(*adam);
+  if (ema) upload_ema(*ema);
+}
+
+// Host -> device copies on the model's stream, complete on return (the host data may go away).
+void CudaTrainModel::to_device(void *dst, const void *src, size_t bytes, const char *what) {
+  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s()), what);
+  check(cudaStreamSynchronize(s()), what);
+}
+
+void CudaTrainModel::upload_adam(const Adam &adam) {
+  if (adam.m.size() != size_t(params_) || adam.v.size() != size_t(params_))
+    invalid_argument("Adam's state has the wrong size for this model");
+  to_device(adam_m_.get(), adam.m.data(), params_ * sizeof(float), "upload Adam");
+  to_device(adam_v_.get(), adam.v.data(), params_ * sizeof(float), "upload Adam");
+  to_device(adam_t_.get(), &adam.t, sizeof(int64_t), "upload Adam");
+  adam_t_mirror_ = adam.t;
+}
+
+void CudaTrainModel::upload_ema(const std::vector<float> &ema) {
+  ema_on_ = !ema.empty();
+  if (!ema_on_) return;
+  if (ema.size() != size_t(params_)) invalid_argument("the EMA has the wrong size for this model");
+  if (ema_.size() != size_t(params_)) ema_ = DeviceBuffer<float>(params_);
+  to_device(ema_.get(), ema.data(), params_ * sizeof(float), "upload EMA");
+}
+
+void CudaTrainModel::reserve_batch(int64_t n) {
+  if (n < 1) invalid_argument("forward: empty batch");
+  if (n > 65535)  // per-image reductions put images on the grid's y dimension
+    invalid_argument("the CUDA trainer's batch is at most 65535, got " + std::to_string(n));
+  batch_ = n;
+  if (n <= capacity_) return;
+  const size_t count = static_cast<size_t>(n * dims_);
+  for (int k = 0; k < 2; ++k) {
+    act_[k] = DeviceBuffer<float>(count);
+    grad_buf_[k] = DeviceBuffer<float>(count);
+  }
+  labels_ = DeviceBuffer<int32_t>(n);
+  log_det_ = DeviceBuffer<double>(n);
+  log_prior_ = DeviceBuffer<double>(n);
+  bpd_dev_ = DeviceBuffer<double>(n + 1);
+  capacity_ = n;
+}
+
+void CudaTrainModel::run_forward(const float *x, const int32_t *labels, int64_t n) {
+  reserve_batch(n);
+  const size_t count = static_cast<size_t>(n * dims_);
+  float *hx = x_host_.ensure(count);
+  std::memcpy(hx, x, count * sizeof(float));
+  int32_t *hl = labels_host_.ensure(n);
+  for (int64_t b = 0; b < n; ++b) hl[b] = labels ? labels[b] : -1;
+  cur_ = act_[0].get();
+  next_ = act_[1].get();
+  check(cudaMemcpyAsync(cur_, hx, count * sizeof(float), cudaMemcpyHostToDevice, s()), "images");
+  check(cudaMemcpyAsync(labels_.get(), hl, n * sizeof(int32_t), cudaMemcpyHostToDevice, s()),
+        "labels");
+  check(cudaMemsetAsync(log_det_.get(), 0, n * sizeof(double), s()), "memset");
+  check(cudaMemsetAsync(log_prior_.get(), 0, n * sizeof(double), s()), "memset");
+  for (Layer &l : layers_) layer_forward(l);
+  tk::bits_per_dim(log_det_.get(), log_prior_.get(), int(n), double(dims_), n_bits_, bpd_dev_.get(),
+                   s());
+}
+
+void CudaTrainModel::fetch_bits_per_dim() {
+  double *h = bpd_host_.ensure(batch_ + 1);
+  check(cudaMemcpyAsync(h, bpd_dev_.get(), (batch_ + 1) * sizeof(double), cudaMemcpyDeviceToHost,
+                        s()),
+        "bits/dim");
+  check(cudaStreamSynchronize(s()), "training step");
+  check(cudaGetLastError(), "kernel launch");
+  bpd_.assign(h, h + batch_);
+  mean_bpd_ = h[batch_];
+}
+
+double CudaTrainModel::forward(const float *x, const int32_t *labels, int64_t n, bool data_init) {
+  if (data_init) {
+    sync_to_host(nullptr, nullptr);
+    host_.forward(x, labels, n, true);
+    upload_values();
+    load_signs(host_.export_graph(host_.params().values()));
+  }
+  run_forward(x, labels, n);
+  fetch_bits_per_dim();
+  return mean_bpd_;
+}
+
+std::vector<DevVec<float>> &CudaTrainModel::net_bufs(Net &net) {
+  if (!recompute_) return net.bufs;
+  if (pool_.size() < net.bufs.size()) pool_.resize(net.bufs.size());
+  return pool_;
+}
+
+void CudaTrainModel::conv_forward(const tk::ConvShape &g, const float *wt, const float *x, float *y,
+                                  int h, int w) {
+  const int64_t ld = batch_ * h * w;
+  if (g.kh == 1 && g.kw == 1) {  // the edge channel is 0 wherever a 1x1 kernel reads
+    blas_.gemm(false, false, g.out_ch, ld, g.in_ch, wt, g.in_total, x, ld, 0.f, y, ld);
+    return;
+  }
+  const int64_t k = g.k_total();
+  float *col = col_.ensure(static_cast<size_t>(k * ld));
+  tk::im2col(g, int(batch_), h, w, x, col, s());
+  blas_.gemm(false, false, g.out_ch, ld, k, wt, k, col, ld, 0.f, y, ld);
+}
+
+void CudaTrainModel::conv_backward(const tk::ConvShape &g, const float *wt, const float *x,
+                                   const float *dy, float *dw, float *dbias, float *dx, int h,
+                                   int w) {
+  const int64_t ld = batch_ * h * w;
+  if (dbias) tk::row_sums_add(dy, g.out_ch, ld, dbias, s());
+  if (g.kh == 1 && g.kw == 1) {
+    blas_.gemm(false, true, g.out_ch, g.in_ch, ld, dy, ld, x, ld, 1.f, dw, g.in_total);
+    blas_.gemm(true, false, g.in_ch, ld, g.out_ch, wt, g.in_total, dy, ld, 0.f, dx, ld);
+    return;
+  }
+  const int64_t k = g.k_total();
+  float *col = col_.ensure(static_cast<size_t>(k * ld));
+  tk::im2col(g, int(batch_), h, w, x, col, s());
+  blas_.gemm(false, true, g.out_ch, k, ld, dy, ld, col, ld, 1.f, dw, k);
+  float *dcol = dcol_.ensure(static_cast<size_t>(k * ld));
+  blas_.gemm(true, false, k, ld, g.out_ch, wt, k, dy, ld, 0.f, dcol, ld);
+  tk::col2im(g, int(batch_), h, w, dcol, dx, s());
+}
+
+const float *CudaTrainModel::net_forward(Net &net, int h, int w) {
+  std::vector<DevVec<float>> &bufs = net_bufs(net);
+  const int64_t ld = batch_ * h * w;
+  net.act.assign(net.ops.size() + 1, 0);
+  int cur = 0, used = 1, ch = net.in_ch;
+  for (size_t k = 0; k < net.ops.size(); ++k) {
+    NetOp &op = net.ops[k];
+    if (op.kind == NetOp::Relu) {
+      rt::add_bias(nullptr, 0.f, true, Shape3{ch, 1, ld}, 1, 0, bufs[cur].get(), s());
+      net.act[k + 1] = cur;
+      continue;
+    }
+    const int out = used++;
+    const float *x = bufs[cur].get();
+    if (op.kind == NetOp::Conv) {
+      const bool relu = k + 1 < net.ops.size() && net.ops[k + 1].kind == NetOp::Relu;
+      float *y = bufs[out].ensure(static_cast<size_t>(op.geo.out_ch * ld));
+      conv_forward(op.geo, P(op.weight), x, y, h, w);
+      rt::add_bias(op.bias >= 0 ? P(op.bias) : nullptr, 1.f, relu, Shape3{op.geo.out_ch, 1, ld}, 1,
+                   0, y, s());
+      ch = op.geo.out_ch;
+      if (relu) {
+        net.act[k + 1] = out;
+        net.act[k + 2] = out;
+        cur = out;
+        ++k;
+        continue;
+      }
+    } else {
+      float *scale = op.scale.ensure(ch), *shift = op.shift.ensure(ch);
+      if (op.kind == NetOp::ActNorm)
+        tk::scale_shift(op.sign.get(), P(op.log_scale), 1.f, P(op.bias), ch, scale, shift, s());
+      else
+        tk::scale_shift(nullptr, P(op.log_scale), op.factor, nullptr, ch, scale, shift, s());
+      float *y = bufs[out].ensure(static_cast<size_t>(ch * ld));
+      check(cudaMemcpyAsync(y, x, ch * ld * sizeof(float), cudaMemcpyDeviceToDevice, s()),
+            "net copy");
+      rt::channel_affine(scale, shift, Shape3{ch, 1, ld}, 1, 0, y, false, s());
+    }
+    net.act[k + 1] = out;
+    cur = out;
+  }
+  return bufs[cur].get();
+}
+
+const float *CudaTrainModel::net_backward(Net &net, int h, int w) {
+  std::vector<DevVec<float>> &bufs = net_bufs(net);
+  const int64_t ld = batch_ * h * w;
+  DevVec<float> *g = &net_g_, *other = &net_tmp_;
+  int ch = net.out_ch;
+  const float *relu_out = nullptr;  // a ReLU after a conv: masked just before the conv's pass
+  for (size_t k = net.ops.size(); k-- > 0;) {
+    NetOp &op = net.ops[k];
+    const float *x = bufs[net.act[k]].get();
+    const float *y = bufs[net.act[k + 1]].get();
+    switch (op.kind) {
+      case NetOp::Relu:
+        if (k > 0 && net.ops[k - 1].kind == NetOp::Conv)
+          relu_out = y;
+        else
+          tk::relu_mask(ch * ld, y, g->get(), s());
+        break;
+      case NetOp::OutputScale: {
+        float *scale = op.scale.ensure(ch);
+        tk::scale_shift(nullptr, P(op.log_scale), op.factor, nullptr, ch, scale, nullptr, s());
+        tk::output_scale_backward(ch, ld, scale, op.factor, y, g->get(), G(op.log_scale), s());
+        break;
+      }
+      case NetOp::ActNorm: {
+        float *scale = op.scale.ensure(ch);
+        tk::scale_shift(op.sign.get(), P(op.log_scale), 1.f, nullptr, ch, scale, nullptr, s());
+        tk::actnorm_backward(tk::ChannelView::cnhw(int(batch_), ch, h * w), x, g->get(), scale,
+                             P(op.bias), 0.f, G(op.bias), G(op.log_scale), s());
+        break;
+      }
+      case NetOp::Conv: {
+        if (relu_out) tk::relu_mask(op.geo.out_ch * ld, relu_out, g->get(), s());
+        relu_out = nullptr;
+        float *dx = other->ensure(static_cast<size_t>(op.geo.in_ch * ld));
+        conv_backward(op.geo, P(op.weight), x, g->get(), G(op.weight),
+                      op.bias >= 0 ? G(op.bias) : nullptr, dx, h, w);
+        std::swap(g, other);
+        ch = op.geo.in_ch;
+        break;
+      }
+    }
+  }
+  if (g != &net_g_) std::swap(net_g_, net_tmp_);  // the result stays in net_g_
+  return net_g_.get();
+}
+
+void CudaTrainModel::recompute_net(Layer &l, int c0, int cn) {
+  const int plane = int(l.in.plane());
+  float *in0 = net_bufs(l.net)[0].ensure(static_cast<size_t>(cn * batch_ * plane));
+  tk::gather_cnhw(l.input.get(), int(batch_), int(l.in.c), plane, c0, cn, in0, s());
+  net_forward(l.net, int(l.in.h), int(l.in.w));
+}
+
+void CudaTrainModel::layer_forward(Layer &l) {
+  const int B = int(batch_), C = int(l.in.c), plane = int(l.in.plane()), H = int(l.in.h),
+            W = int(l.in.w);
+  const int64_t in_n = l.in.numel(), out_n = l.out.numel(), ld = int64_t(B) * plane;
+  if (l.kind != Layer::Squeeze && l.kind != Layer::Permute)
+    check(cudaMemcpyAsync(l.input.ensure(B * in_n), cur_, B * in_n * sizeof(float),
+                          cudaMemcpyDeviceToDevice, s()),
+          "tape");
+  switch (l.kind) {
+    case Layer::Squeeze:
+      rt::squeeze(l.order, l.in, B, in_n, cur_, next_, false, s());
+      std::swap(cur_, next_);
+      break;
+    case Layer::Permute:
+      rt::permute(l.source.get(), l.in, B, in_n, cur_, next_, false, s());
+      std::swap(cur_, next_);
+      break;
+    case Layer::ActNorm: {
+      float *scale = l.scale.ensure(C), *shift = l.shift.ensure(C);
+      tk::scale_shift(l.sign.get(), P(l.log_scale), 1.f, P(l.bias), C, scale, shift, s());
+      rt::channel_affine(scale, shift, l.in, B, in_n, cur_, false, s());
+      tk::add_scaled_sum(P(l.log_scale), C, plane, log_det_.get(), B, s());
+      break;
+    }
+    case Layer::InvConv: {
+      if (l.form == InvConvForm::LU) {
+        float *w = l.w.ensure(static_cast<size_t>(C) * C);
+        tk::lu_compose(C, l.perm.get(), P(l.lower), P(l.upper), l.sign.get(), P(l.log_s), w, s());
+        tk::add_scaled_sum(P(l.log_s), C, plane, log_det_.get(), B, s());
+        l.w_used = w;
+      } else {
+        l.w_used = P(l.weight);
+        tk::dense_inverse(C, l.w_used, inv_scratch_.ensure(2 * static_cast<size_t>(C) * C),
+                          l.lad.get(), l.inv.ensure(static_cast<size_t>(C) * C), s());
+        tk::add_scaled_value(l.lad.get(), plane, log_det_.get(), B, s());
+      }
+      blas_.gemm_batched(false, false, C, plane, C, l.w_used, C, 0, cur_, plane, in_n, 0.f, next_,
+                         plane, in_n, B);
+      std::swap(cur_, next_);
+      break;
+    }
+    case Layer::Coupling: {
+      const int cb = C / 2, ch = l.net.out_ch;
+      const int a0 = l.half == Half::First ? 0 : cb, b0 = l.half == Half::First ? cb : 0;
+      float *in0 = net_bufs(l.net)[0].ensure(static_cast<size_t>(cb * ld));
+      tk::gather_cnhw(cur_, B, C, plane, a0, cb, in0, s());
+      const float *hc = net_forward(l.net, H, W);
+      float *h = l.h.ensure(static_cast<size_t>(B) * ch * plane);
+      tk::scatter_nchw(hc, B, ch, plane, 0, ch, h, false, s());
+      rt::coupling(l.coupling, h, int64_t(ch) * plane, cur_ + int64_t(b0) * plane, in_n, cb, plane,
+                   B, log_det_.get(), false, s());
+      break;
+    }
+    case Layer::Split: {
+      const int cz = C / 2;
+      const int lo = l.half == Half::First ? 0 : cz, ko = l.half == Half::First ? cz : 0;
+      const float *prior = nullptr;
+      if (!l.net.empty()) {
+        float *in0 = net_bufs(l.net)[0].ensure(static_cast<size_t>(cz * ld));
+        tk::gather_cnhw(cur_, B, C, plane, ko, cz, in0, s());
+        const float *o = net_forward(l.net, H, W);
+        float *h = l.h.ensure(static_cast<size_t>(B) * 2 * cz * plane);
+        tk::scatter_nchw(o, B, 2 * cz, plane, 0, 2 * cz, h, false, s());
+        prior = h;
+      }
+      rt::split_log_prob(cur_ + int64_t(lo) * plane, in_n, prior, int64_t(2) * cz * plane, l.layout,
+                         cz, plane, B, log_prior_.get(), s());
+      check(cudaMemcpy2DAsync(next_, out_n * sizeof(float), cur_ + int64_t(ko) * plane,
+                              in_n * sizeof(float), out_n * sizeof(float), B,
+                              cudaMemcpyDeviceToDevice, s()),
+            "split");
+      std::swap(cur_, next_);
+      break;
+    }
+    case Layer::Top: {
+      const float *mean = l.mean >= 0 ? P(l.mean) : l.zeros.get();
+      const float *ls = l.log_std >= 0 ? P(l.log_std) : l.zeros.get();
+      rt::top_log_prob(cur_, in_n, mean, ls, l.offsets >= 0 ? P(l.offsets) : nullptr, labels_.get(),
+                       C, plane, B, log_prior_.get(), s());
+      break;
+    }
+  }
+}
+
+void CudaTrainModel::backward() {
+  if (batch_ < 1) invalid_argument("backward without a forward pass");
+  check(cudaMemsetAsync(grads_.get(), 0, params_ * sizeof(float), s()), "memset");
+  grad_ = grad_buf_[0].get();
+  dgrad_ = grad_buf_[1].get();
+  check(cudaMemsetAsync(grad_, 0, batch_ * layers_.back().in.numel() * sizeof(float), s()),
+        "memset");
+  for (size_t i = layers_.size(); i-- > 0;) layer_backward(layers_[i]);
+}
+
+void CudaTrainModel::layer_backward(Layer &l) {
+  const int B = int(batch_), C = int(l.in.c), plane = int(l.in.plane()), H = int(l.in.h),
+            W = int(l.in.w);
+  const int64_t in_n = l.in.numel(), out_n = l.out.numel(), ld = int64_t(B) * plane;
+  // dL/dlog p of every image, and of every per-image log-determinant term (as the CPU's).
+  const float w = static_cast<float>(-1.0 / (static_cast<double>(B) * dims_ * std::log(2.0)));
+  const float logdet_weight = static_cast<float>(B * plane) * w;
+  switch (l.kind) {
+    case Layer::Squeeze:
+      rt::squeeze(l.order, l.in, B, in_n, grad_, dgrad_, true, s());
+      std::swap(grad_, dgrad_);
+      break;
+    case Layer::Permute:
+      rt::permute(l.source.get(), l.in, B, in_n, grad_, dgrad_, true, s());
+      std::swap(grad_, dgrad_);
+      break;
+    case Layer::ActNorm: {
+      float *scale = l.scale.ensure(C);
+      tk::scale_shift(l.sign.get(), P(l.log_scale), 1.f, nullptr, C, scale, nullptr, s());
+      tk::actnorm_backward(tk::ChannelView::nchw(B, C, plane), l.input.get(), grad_, scale,
+                           P(l.bias), logdet_weight, G(l.bias), G(l.log_scale), s());
+      break;
+    }
+    case Layer::InvConv: {
+      const size_t cc = static_cast<size_t>(C) * C;
+      blas_.gemm_batched(true, false, C, plane, C, l.w_used, C, 0, grad_, plane, in_n, 0.f, dgrad_,
+                         plane, in_n, B);
+      float *parts = parts_.ensure(B * cc), *dw = dw_.ensure(cc);
+      blas_.gemm_batched(false, true, C, C, plane, grad_, plane, in_n, l.input.get(), plane, in_n,
+                         0.f, parts, C, int64_t(cc), B);
+      tk::sum_parts(parts, B, int64_t(cc), dw, s());
+      if (l.form == InvConvForm::LU)
+        tk::lu_backward(C, l.perm.get(), P(l.lower), P(l.upper), l.sign.get(), P(l.log_s), dw,
+                        logdet_weight, da_.ensure(cc), G(l.lower), G(l.upper), G(l.log_s), s());
+      else
+        tk::add_dense_grad(C, dw, l.inv.get(), logdet_weight, G(l.weight), s());
+      std::swap(grad_, dgrad_);
+      break;
+    }
+    case Layer::Coupling: {
+      const int cb = C / 2, ch = l.net.out_ch;
+      const int a0 = l.half == Half::First ? 0 : cb, b0 = l.half == Half::First ? cb : 0;
+      check(cudaMemcpy2DAsync(dgrad_ + int64_t(a0) * plane, in_n * sizeof(float),
+                              grad_ + int64_t(a0) * plane, in_n * sizeof(float),
+                              size_t(cb) * plane * sizeof(float), B, cudaMemcpyDeviceToDevice, s()),
+            "coupling");
+      float *dh = dh_.ensure(static_cast<size_t>(B) * ch * plane);
+      tk::coupling_backward(l.coupling, l.h.get(), int64_t(ch) * plane,
+                            l.input.get() + int64_t(b0) * plane, grad_ + int64_t(b0) * plane, in_n,
+                            cb, plane, B, w, dgrad_ + int64_t(b0) * plane, dh, s());
+      tk::gather_cnhw(dh, B, ch, plane, 0, ch, net_g_.ensure(static_cast<size_t>(ch * ld)), s());
+      if (recompute_) recompute_net(l, a0, cb);
+      const float *din = net_backward(l.net, H, W);
+      tk::scatter_nchw(din, B, C, plane, a0, cb, dgrad_, true, s());
+      std::swap(grad_, dgrad_);
+      break;
+    }
+    case Layer::Split: {
+      const int cz = C / 2;
+      const int lo = l.half == Half::First ? 0 : cz, ko = l.half == Half::First ? cz : 0;
+      check(cudaMemcpy2DAsync(dgrad_ + int64_t(ko) * plane, in_n * sizeof(float), grad_,
+                              out_n * sizeof(float), out_n * sizeof(float), B,
+                              cudaMemcpyDeviceToDevice, s()),
+            "split");
+      const bool net = !l.net.empty();
+      float *dprior = net ? dh_.ensure(static_cast<size_t>(B) * 2 * cz * plane) : nullptr;
+      tk::split_backward(l.input.get() + int64_t(lo) * plane, in_n, net ? l.h.get() : nullptr,
+                         int64_t(2) * cz * plane, l.layout, cz, plane, B, w,
+                         dgrad_ + int64_t(lo) * plane, dprior, s());
+      if (net) {
+        tk::gather_cnhw(dprior, B, 2 * cz, plane, 0, 2 * cz,
+                        net_g_.ensure(static_cast<size_t>(2 * cz * ld)), s());
+        if (recompute_) recompute_net(l, ko, cz);
+        const float *din = net_backward(l.net, H, W);
+        tk::scatter_nchw(din, B, C, plane, ko, cz, dgrad_, true, s());
+      }
+      std::swap(grad_, dgrad_);
+      break;
+    }
+    case Layer::Top: {
+      const float *mean = l.mean >= 0 ? P(l.mean) : l.zeros.get();
+      const float *ls = l.log_std >= 0 ? P(l.log_std) : l.zeros.get();
+      tk::top_backward(l.input.get(), in_n, mean, ls, l.offsets >= 0 ? P(l.offsets) : nullptr,
+                       labels_.get(), C, plane, B, l.n_classes, w, grad_,
+                       l.mean >= 0 ? G(l.mean) : nullptr, l.log_std >= 0 ? G(l.log_std) : nullptr,
+                       l.offsets >= 0 ? G(l.offsets) : nullptr, s());
+      break;
+    }
+  }
+}
+
+StepOutcome CudaTrainModel::train_step(const float *x, const int32_t *labels, int64_t n, Adam &adam,
+                                       std::vector<float> &ema, const StepArgs &a) {
+  // Optimiser state the device has not seen (a fresh Adam is zeros, as the device starts).
+  if (adam.t != adam_t_mirror_) upload_adam(adam);
+  const bool use_ema = a.ema_decay > 0 && !ema.empty();
+  if (use_ema && !ema_on_) upload_ema(ema);
+  run_forward(x, labels, n);
+  backward();
+  tk::sum_squares(grads_.get(), params_, norm_partials_.get(), norm_sq_.get(), s());
+  tk::plan_update(norm_sq_.get(), bpd_dev_.get() + n, a.clip, a.lr, adam.beta1, adam.beta2,
+                  adam_t_.get(), plan_.get(), s());
+  tk::adam_update(plan_.get(), params_, grads_.get(), static_cast<float>(adam.beta1),
+                  static_cast<float>(adam.beta2), static_cast<float>(adam.eps), values_.get(),
+                  adam_m_.get(), adam_v_.get(), s());
+  if (use_ema)
+    tk::ema_update(plan_.get(), params_, values_.get(), static_cast<float>(a.ema_decay), ema_.get(),
+                   s());
+  tk::UpdatePlan *plan = plan_host_.ensure(1);
+  check(cudaMemcpyAsync(plan, plan_.get(), sizeof(tk::UpdatePlan), cudaMemcpyDeviceToHost, s()),
+        "update");
+  fetch_bits_per_dim();
+  StepOutcome o;
+  o.loss = mean_bpd_;
+  o.update.grad_norm = plan->grad_norm;
+  o.update.applied = plan->applied != 0;
+  if (o.update.applied) adam.t = ++adam_t_mirror_;
+  return o;
+}
+
+}  // namespace
+
+std::unique_ptr<TrainCompute<float>> make_cuda_train_compute(const Graph &graph, int device) {
+  if (!cuda_device_available(device))
+    fail(FLOWRT_DEVICE_ERROR, "--device cuda: no usable CUDA device " + std::to_string(device) +
+                                  " (no driver, or no GPU)");
+  check(cudaSetDevice(device), "cudaSetDevice");
+  return std::make_unique<CudaTrainModel>(graph, device);
+}
+
+}  // namespace flowrt::train

@@ -1,0 +1,29 @@
+#include "trainer/model/train_compute.hpp"
+
+#include "core/error.hpp"
+#include "trainer/model/train_model.hpp"
+#ifdef FLOWRT_TRAIN_CUDA
+#include "trainer/cuda/cuda_train_model.hpp"
+#endif
+
+namespace flowrt::train {
+
+Device parse_device(const std::string &name) {
+  if (name == "cpu") return Device::Cpu;
+  if (name == "cuda") return Device::Cuda;
+  invalid_argument("unknown device '" + name + "' (cpu, cuda)");
+}
+
+std::unique_ptr<TrainCompute<float>> make_train_compute(const Graph &graph, Device device) {
+  if (device == Device::Cuda) {
+#ifdef FLOWRT_TRAIN_CUDA
+    return make_cuda_train_compute(graph);
+#else
+    fail(FLOWRT_UNSUPPORTED,
+         "--device cuda: this flowtrain was built without CUDA (use --device cpu)");
+#endif
+  }
+  return std::make_unique<TrainModel<float>>(graph);
+}
+
+}  // namespace flowrt::train
