@@ -144,13 +144,8 @@ Options parse(int argc, char **argv) {
     } else if (a == "--json") {
       o.json = v;
     } else if (a == "--precision") {
-      std::string names;
-      bool known = false;
-      for (flowrt_precision p : kPrecisions) {
-        names += (names.empty() ? "" : ", ") + std::string(precision_name(p));
-        if (v == precision_name(p)) o.precision = p, known = true;
-      }
-      if (!known) throw UsageError{"--precision: one of " + names + ", got '" + v + "'"};
+      if (!precision_from_name(v, &o.precision))
+        throw UsageError{"--precision: one of " + precision_names() + ", got '" + v + "'"};
     } else {
       throw UsageError{"unknown option '" + a + "'"};
     }

@@ -85,6 +85,29 @@ TEST_CASE("trainer --device cuda: refused by name without a usable device" *
   }
 }
 
+TEST_CASE("trainer --precision: the CPU trainer refuses reduced precisions by name" *
+          doctest::test_suite("trainer")) {
+  TrainModel<float> m(test::tiny_graph(test::TinyVariant{}));
+  m.set_precision(FLOWRT_PRECISION_FP32);
+  for (flowrt_precision p : {FLOWRT_PRECISION_TF32, FLOWRT_PRECISION_BF16, FLOWRT_PRECISION_FP16}) {
+    try {
+      m.set_precision(p);
+      FAIL("the CPU trainer accepted " << precision_name(p));
+    } catch (const Error &e) {
+      CHECK(e.status() == FLOWRT_UNSUPPORTED);
+      CHECK(std::string(e.what()).find(precision_name(p)) != std::string::npos);
+    }
+  }
+  CHECK(train::parse_precision("bf16") == FLOWRT_PRECISION_BF16);
+  try {
+    train::parse_precision("fp8");
+    FAIL("fp8 was accepted");
+  } catch (const Error &e) {
+    CHECK(e.status() == FLOWRT_INVALID_ARGUMENT);
+    CHECK(std::string(e.what()).find("fp8") != std::string::npos);
+  }
+}
+
 #ifdef FLOWRT_TRAIN_CUDA
 
 constexpr int64_t kBatch = 4;
@@ -200,6 +223,45 @@ TEST_CASE("cuda trainer: recompute gives the same gradients" * doctest::test_sui
   for (int k : {0, 3, 4}) {
     CAPTURE(k);
     check_variant(variant(k), true);
+  }
+}
+
+// TF32, BF16 and FP16 products (FP16 with dynamic loss scaling) against fp32 on the GPU: the
+// bits/dim error and the gradients' relative error are reported and bounded, and training
+// steps apply.
+TEST_CASE("cuda trainer: reduced precisions against fp32" * doctest::test_suite("cuda")) {
+  const test::TinyVariant v = variant(0);
+  const Graph g = test::tiny_graph(v);
+  const std::vector<float> init = images(g, 8, 11), x = images(g, kBatch, 12);
+  auto run = [&](flowrt_precision p, std::vector<double> &grads) {
+    auto m = train::make_train_compute(g, train::Device::Cuda);
+    m->set_precision(p);
+    m->forward(init.data(), nullptr, 8, true);
+    const double bpd = m->forward(x.data(), nullptr, kBatch, false);
+    m->backward();
+    m->sync_to_host(nullptr, nullptr);
+    grads.assign(m->params().grads().begin(), m->params().grads().end());
+    Adam adam(grads.size());
+    std::vector<float> no_ema;
+    for (int s = 0; s < 3; ++s) {
+      const std::vector<float> xs = images(g, kBatch, 40 + s);
+      CHECK(m->train_step(xs.data(), nullptr, kBatch, adam, no_ema, StepArgs{1e-3, 50, 0})
+                .update.applied);
+    }
+    return bpd;
+  };
+  std::vector<double> g32, gp;
+  const double b32 = run(FLOWRT_PRECISION_FP32, g32);
+  for (flowrt_precision p : {FLOWRT_PRECISION_TF32, FLOWRT_PRECISION_BF16, FLOWRT_PRECISION_FP16}) {
+    const double bp = run(p, gp);
+    double d = 0, r = 0;
+    for (size_t k = 0; k < g32.size(); ++k)
+      d += (gp[k] - g32[k]) * (gp[k] - g32[k]), r += g32[k] * g32[k];
+    const double grad_err = std::sqrt(d / r);
+    MESSAGE(precision_name(p) << ": bits/dim " << bp << " vs fp32 " << b32 << " (diff "
+                              << std::fabs(bp - b32) << "), gradient relative error " << grad_err);
+    CHECK(std::fabs(bp - b32) <= 2e-2);
+    CHECK(grad_err <= 5e-2);
   }
 }
 

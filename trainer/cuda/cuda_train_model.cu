@@ -101,27 +101,33 @@ class Blas {
   ~Blas() {
     if (h_) cublasDestroy(h_);
   }
+  // The arithmetic of every product: float data, the inputs rounded to TF32/BF16/FP16 on the
+  // tensor cores for the reduced precisions (as the CUDA backend's).
+  void set_compute(cublasComputeType_t t) { compute_ = t; }
   // C[M,N] = op(A)[M,K] op(B)[K,N] + beta C; lda/ldb/ldc are row strides as stored.
   void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
             const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
     const float one = 1.f;
-    check(cublasSgemm(h_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, int(n),
-                      int(m), int(k), &one, b, int(ldb), a, int(lda), &beta, c, int(ldc)),
-          "sgemm");
+    check(cublasGemmEx(h_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, int(n),
+                       int(m), int(k), &one, b, CUDA_R_32F, int(ldb), a, CUDA_R_32F, int(lda),
+                       &beta, c, CUDA_R_32F, int(ldc), compute_, CUBLAS_GEMM_DEFAULT),
+          "gemm");
   }
   // The same for `batch` independent products, operands `sa`, `sb`, `sc` floats apart.
   void gemm_batched(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                     int64_t sa, const float *b, int64_t ldb, int64_t sb, float beta, float *c,
                     int64_t ldc, int64_t sc, int64_t batch) {
     const float one = 1.f;
-    check(cublasSgemmStridedBatched(
+    check(cublasGemmStridedBatchedEx(
               h_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, int(n), int(m),
-              int(k), &one, b, int(ldb), sb, a, int(lda), sa, &beta, c, int(ldc), sc, int(batch)),
-          "sgemm batched");
+              int(k), &one, b, CUDA_R_32F, int(ldb), sb, a, CUDA_R_32F, int(lda), sa, &beta, c,
+              CUDA_R_32F, int(ldc), sc, int(batch), compute_, CUBLAS_GEMM_DEFAULT),
+          "gemm batched");
   }
 
  private:
   cublasHandle_t h_ = nullptr;
+  cublasComputeType_t compute_ = CUBLAS_COMPUTE_32F;
 };
 
 template <typename T>
@@ -148,6 +154,7 @@ class CudaTrainModel final : public TrainCompute<float> {
   void backward() override;
   const std::vector<double> &bits_per_dim() const override { return bpd_; }
   void set_recompute(bool on) override { recompute_ = on; }
+  void set_precision(flowrt_precision p) override;
   Graph export_graph(const std::vector<float> &values) const override {
     return host_.export_graph(values);
   }
@@ -236,6 +243,15 @@ class CudaTrainModel final : public TrainCompute<float> {
   int n_bits_ = 8;
   int64_t dims_ = 0, params_ = 0;
   bool recompute_ = false;
+  // FP16 products underflow small gradients: the backward pass runs on the loss times
+  // loss_scale_ (every gradient source is proportional to it), the update divides it out, a
+  // step whose scaled gradients overflow is skipped and halves it, kGrowEvery clean steps in a
+  // row double it (dynamic loss scaling). 1 at the other precisions.
+  bool scale_loss_ = false;
+  double loss_scale_ = 1;
+  int64_t clean_steps_ = 0;
+  static constexpr double kInitialLossScale = 65536, kMaxLossScale = 16777216;
+  static constexpr int64_t kGrowEvery = 1000;
 
   DeviceBuffer<float> values_, grads_, adam_m_, adam_v_, ema_;
   DeviceBuffer<int64_t> adam_t_{1};
@@ -394,6 +410,26 @@ void CudaTrainModel::upload_values() {
             "upload parameters");
 }
 
+void CudaTrainModel::set_precision(flowrt_precision p) {
+  switch (p) {
+    case FLOWRT_PRECISION_FP32:
+      blas_.set_compute(CUBLAS_COMPUTE_32F);
+      break;
+    case FLOWRT_PRECISION_TF32:
+      blas_.set_compute(CUBLAS_COMPUTE_32F_FAST_TF32);
+      break;
+    case FLOWRT_PRECISION_BF16:
+      blas_.set_compute(CUBLAS_COMPUTE_32F_FAST_16BF);
+      break;
+    case FLOWRT_PRECISION_FP16:
+      blas_.set_compute(CUBLAS_COMPUTE_32F_FAST_16F);
+      break;
+  }
+  scale_loss_ = p == FLOWRT_PRECISION_FP16;
+  loss_scale_ = scale_loss_ ? kInitialLossScale : 1.0;
+  clean_steps_ = 0;
+}
+
 void CudaTrainModel::sync_to_host(Adam *adam, std::vector<float> *ema) {
   const size_t bytes = params_ * sizeof(float);
   check(cudaMemcpyAsync(host_.params().values().data(), values_.get(), bytes,
@@ -417,6 +453,8 @@ void CudaTrainModel::sync_to_host(Adam *adam, std::vector<float> *ema) {
           "download EMA");
   }
   check(cudaStreamSynchronize(s()), "download");
+  if (loss_scale_ != 1)  // the gradients of the loss itself
+    for (float &g : host_.params().grads()) g = static_cast<float>(g / loss_scale_);
 }
 
 void CudaTrainModel::sync_to_device(const Adam *adam, const std::vector<float> *ema) {
@@ -742,8 +780,10 @@ void CudaTrainModel::layer_backward(Layer &l) {
   const int B = int(batch_), C = int(l.in.c), plane = int(l.in.plane()), H = int(l.in.h),
             W = int(l.in.w);
   const int64_t in_n = l.in.numel(), out_n = l.out.numel(), ld = int64_t(B) * plane;
-  // dL/dlog p of every image, and of every per-image log-determinant term (as the CPU's).
-  const float w = static_cast<float>(-1.0 / (static_cast<double>(B) * dims_ * std::log(2.0)));
+  // dL/dlog p of every image, and of every per-image log-determinant term (as the CPU's), times
+  // the loss scale.
+  const float w =
+      static_cast<float>(-loss_scale_ / (static_cast<double>(B) * dims_ * std::log(2.0)));
   const float logdet_weight = static_cast<float>(B * plane) * w;
   switch (l.kind) {
     case Layer::Squeeze:
@@ -838,8 +878,8 @@ StepOutcome CudaTrainModel::train_step(const float *x, const int32_t *labels, in
   run_forward(x, labels, n);
   backward();
   tk::sum_squares(grads_.get(), params_, norm_partials_.get(), norm_sq_.get(), s());
-  tk::plan_update(norm_sq_.get(), bpd_dev_.get() + n, a.clip, a.lr, adam.beta1, adam.beta2,
-                  adam_t_.get(), plan_.get(), s());
+  tk::plan_update(norm_sq_.get(), bpd_dev_.get() + n, loss_scale_, a.clip, a.lr, adam.beta1,
+                  adam.beta2, adam_t_.get(), plan_.get(), s());
   tk::adam_update(plan_.get(), params_, grads_.get(), static_cast<float>(adam.beta1),
                   static_cast<float>(adam.beta2), static_cast<float>(adam.eps), values_.get(),
                   adam_m_.get(), adam_v_.get(), s());
@@ -855,6 +895,15 @@ StepOutcome CudaTrainModel::train_step(const float *x, const int32_t *labels, in
   o.update.grad_norm = plan->grad_norm;
   o.update.applied = plan->applied != 0;
   if (o.update.applied) adam.t = ++adam_t_mirror_;
+  if (scale_loss_ && std::isfinite(o.loss)) {
+    if (!o.update.applied) {
+      loss_scale_ = std::max(1.0, loss_scale_ / 2);
+      clean_steps_ = 0;
+    } else if (++clean_steps_ >= kGrowEvery) {
+      loss_scale_ = std::min(kMaxLossScale, loss_scale_ * 2);
+      clean_steps_ = 0;
+    }
+  }
   return o;
 }
 

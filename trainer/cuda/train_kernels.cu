@@ -401,13 +401,15 @@ __global__ void sum_partials_k(const double *partials, int count, double *out) {
   if (threadIdx.x == 0) *out = acc;
 }
 
-__global__ void plan_update_k(const double *norm_sq, const double *loss, double clip, double lr,
-                              double beta1, double beta2, int64_t *t, UpdatePlan *plan) {
-  const double norm = sqrt(*norm_sq);
+__global__ void plan_update_k(const double *norm_sq, const double *loss, double loss_scale,
+                              double clip, double lr, double beta1, double beta2, int64_t *t,
+                              UpdatePlan *plan) {
+  const double norm = sqrt(*norm_sq) / loss_scale;
   UpdatePlan p{};
   p.grad_norm = norm;
   p.applied = isfinite(*loss) && isfinite(norm);
-  p.clip_scale = clip > 0 && norm > clip ? static_cast<float>(clip / norm) : 1.f;
+  const float clip_factor = clip > 0 && norm > clip ? static_cast<float>(clip / norm) : 1.f;
+  p.clip_scale = loss_scale == 1 ? clip_factor : static_cast<float>(clip_factor / loss_scale);
   if (p.applied) {
     const int64_t step = ++*t;
     const double c1 = 1.0 - pow(beta1, double(step)), c2 = 1.0 - pow(beta2, double(step));
@@ -564,9 +566,10 @@ void sum_squares(const float *g, int64_t n, double *partials, double *out, cudaS
   sum_partials_k<<<1, kThreads, 0, s>>>(partials, kNormPartials, out);
 }
 
-void plan_update(const double *norm_sq, const double *loss, double clip, double lr, double beta1,
-                 double beta2, int64_t *t, UpdatePlan *plan, cudaStream_t s) {
-  plan_update_k<<<1, 1, 0, s>>>(norm_sq, loss, clip, lr, beta1, beta2, t, plan);
+void plan_update(const double *norm_sq, const double *loss, double loss_scale, double clip,
+                 double lr, double beta1, double beta2, int64_t *t, UpdatePlan *plan,
+                 cudaStream_t s) {
+  plan_update_k<<<1, 1, 0, s>>>(norm_sq, loss, loss_scale, clip, lr, beta1, beta2, t, plan);
 }
 
 void adam_update(const UpdatePlan *plan, int64_t n, const float *grads, float beta1, float beta2,

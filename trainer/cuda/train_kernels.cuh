@@ -114,16 +114,18 @@ void bits_per_dim(const double *log_det, const double *log_prior, int n, double 
 struct UpdatePlan {
   double grad_norm;
   int applied;        // the loss and the norm were finite
-  float clip_scale;   // min(1, clip / norm)
+  float clip_scale;   // min(1, clip / norm) / loss scale
   float step_size;    // lr / (1 - beta1^t)
   float inv_sqrt_c2;  // 1 / sqrt(1 - beta2^t)
 };
 constexpr int kNormPartials = 1024;
 // *out = sum of g^2 (double; fixed-order two-pass reduction, `partials` kNormPartials doubles).
 void sum_squares(const float *g, int64_t n, double *partials, double *out, cudaStream_t s);
-// Fills *plan from *norm_sq and *loss; increments *t when the step applies.
-void plan_update(const double *norm_sq, const double *loss, double clip, double lr, double beta1,
-                 double beta2, int64_t *t, UpdatePlan *plan, cudaStream_t s);
+// Fills *plan from *norm_sq (of the gradients times loss_scale) and *loss; increments *t when
+// the step applies. clip_scale then also divides the loss scale out.
+void plan_update(const double *norm_sq, const double *loss, double loss_scale, double clip,
+                 double lr, double beta1, double beta2, int64_t *t, UpdatePlan *plan,
+                 cudaStream_t s);
 // Adam::step on clip_scale * grads when plan->applied.
 void adam_update(const UpdatePlan *plan, int64_t n, const float *grads, float beta1, float beta2,
                  float eps, float *params, float *m, float *v, cudaStream_t s);

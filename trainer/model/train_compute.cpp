@@ -14,6 +14,13 @@ Device parse_device(const std::string &name) {
   invalid_argument("unknown device '" + name + "' (cpu, cuda)");
 }
 
+flowrt_precision parse_precision(const std::string &name) {
+  flowrt_precision p = FLOWRT_PRECISION_FP32;
+  if (!precision_from_name(name, &p))
+    invalid_argument("unknown precision '" + name + "' (" + precision_names() + ")");
+  return p;
+}
+
 std::unique_ptr<TrainCompute<float>> make_train_compute(const Graph &graph, Device device) {
   if (device == Device::Cuda) {
 #ifdef FLOWRT_TRAIN_CUDA

@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "backends/backend.hpp"
 #include "core/error.hpp"
 #include "model/graph.hpp"
 #include "trainer/model/param_store.hpp"
@@ -20,6 +21,7 @@ namespace flowrt::train {
 
 enum class Device { Cpu, Cuda };
 Device parse_device(const std::string &name);
+flowrt_precision parse_precision(const std::string &name);
 
 // One optimisation step's settings; ema_decay 0: no EMA.
 struct StepArgs {
@@ -60,6 +62,14 @@ class TrainCompute {
   // changed params().values()). No-ops where the parameters live on the host.
   virtual void sync_to_host(Adam * /*adam*/, std::vector<float> * /*ema*/) {}
   virtual void sync_to_device(const Adam * /*adam*/, const std::vector<float> * /*ema*/) {}
+  // The arithmetic of the matrix products (the nets' convolutions, the 1x1 convolutions). The
+  // CPU computes in fp32 only and refuses anything else by name.
+  virtual void set_precision(flowrt_precision p) {
+    if (p != FLOWRT_PRECISION_FP32)
+      fail(FLOWRT_UNSUPPORTED, std::string("--precision ") + precision_name(p) +
+                                   ": the CPU trainer computes in fp32 (reduced precisions need "
+                                   "--device cuda)");
+  }
   // Device memory the model holds (parameters, optimiser state, tape, scratch), in MiB; 0 on
   // the CPU.
   virtual double device_memory_mib() const { return 0; }

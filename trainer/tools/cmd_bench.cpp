@@ -49,8 +49,9 @@ struct BenchCase {
 };
 
 BenchCase bench_batch(const Graph &graph, int64_t batch, int warmup, int reps, double min_time,
-                      uint64_t seed, bool recompute, Device device) {
+                      uint64_t seed, bool recompute, Device device, flowrt_precision precision) {
   std::unique_ptr<TrainCompute<float>> model = make_train_compute(graph, device);
+  model->set_precision(precision);
   model->set_recompute(recompute);
   Adam adam(model->params().values().size());
   std::vector<float> no_ema;
@@ -87,7 +88,7 @@ BenchCase bench_batch(const Graph &graph, int64_t batch, int warmup, int reps, d
 int cmd_bench(int argc, char **argv) {
   CliArgs a(argc, argv, 2,
             {"--model", "--arch", "--batch", "--threads", "--warmup", "--reps", "--min-time",
-             "--seed", "--json", "--device"},
+             "--seed", "--json", "--device", "--precision"},
             {"--recompute"});
   if (!a.positional().empty()) invalid_argument("bench takes no positional arguments");
   if (a.has("--model") && a.has("--arch")) invalid_argument("give either --model or --arch");
@@ -114,24 +115,31 @@ int cmd_bench(int argc, char **argv) {
   const bool recompute = a.has("--recompute");
   const std::string device_name = a.get("--device", "cpu");
   const Device device = parse_device(device_name);
+  const std::string precision_text = a.get("--precision", "fp32");
+  const flowrt_precision precision = parse_precision(precision_text);
   const double gflop_step = 3.0 * static_cast<double>(count_flops(graph).encode) * 1e-9;
-  make_train_compute(graph, device);  // an unusable device fails here, before the table
+  // An unusable device or precision fails here, before the table.
+  make_train_compute(graph, device)->set_precision(precision);
 
   std::printf(
-      "flowtrain bench: %s on %s, %d threads, %.3f training GFLOP per image (3x encode)%s\n\n",
-      name.c_str(), device_name.c_str(), used_threads, gflop_step, recompute ? ", recompute" : "");
+      "flowtrain bench: %s on %s (%s), %d threads, %.3f training GFLOP per image (3x "
+      "encode)%s\n\n",
+      name.c_str(), device_name.c_str(), precision_text.c_str(), used_threads, gflop_step,
+      recompute ? ", recompute" : "");
   std::printf(
       "| batch | median ms | p90 ms | min ms | images/s | GFLOP/s | peak RSS MiB | device MiB "
       "|\n");
   std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   std::string json = "{\"model\": \"" + name + "\", \"device\": \"" + device_name +
+                     "\", \"precision\": \"" + precision_text +
                      "\", \"threads\": " + std::to_string(used_threads) +
                      ", \"gflop_per_image\": " + std::to_string(gflop_step) +
                      ", \"recompute\": " + (recompute ? "true" : "false") + ", \"cases\": [";
   bool first = true;
   for (const std::string &b : split_list(a.get("--batch", "16,64"))) {
     const int64_t batch = CliArgs::parse_int("--batch", b, 1, 65536);
-    const BenchCase c = bench_batch(graph, batch, warmup, reps, min_time, seed, recompute, device);
+    const BenchCase c =
+        bench_batch(graph, batch, warmup, reps, min_time, seed, recompute, device, precision);
     const double med = percentile(c.step_s, 0.5), p90 = percentile(c.step_s, 0.9),
                  mn = percentile(c.step_s, 0.0);
     const double ips = static_cast<double>(batch) / med;

@@ -50,7 +50,8 @@ int cmd_train(int argc, char **argv) {
                             "--eval-images",  "--sample-every",
                             "--sample-count", "--checkpoint-every",
                             "--log-every",    "--keep-checkpoints",
-                            "--stop-at",      "--out"},
+                            "--stop-at",      "--out",
+                            "--precision"},
             {"--quiet", "--recompute"}, {{"-o", "--out"}});
   if (!a.positional().empty()) invalid_argument("unexpected argument '" + a.positional()[0] + "'");
   RunConfig c;
@@ -86,6 +87,8 @@ int cmd_train(int argc, char **argv) {
   if (c.ema < 0 || c.ema >= 1) invalid_argument("--ema must be in [0, 1)");
   c.device = a.get("--device", c.device);
   parse_device(c.device);
+  c.precision = a.get("--precision", c.precision);
+  parse_precision(c.precision);
   c.seed = a.get_u64("--seed", c.seed);
   c.threads = static_cast<int>(a.get_int("--threads", 0, 0, 4096));
   c.limit_train = a.get_int("--limit-train", 0, 0, int64_t{1} << 40);

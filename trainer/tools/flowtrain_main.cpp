@@ -26,6 +26,7 @@ const char *kUsage =
     "                                   test bits/dim of a model (full test set by default)\n"
     "  bench [--model M.flow | --arch tiny|fmnist|cifar|celeba64] [--batch 16,64] [--threads N]\n"
     "        [--warmup W] [--reps R] [--min-time S] [--recompute] [--device cpu|cuda]\n"
+    "        [--precision fp32|tf32|bf16|fp16]\n"
     "        [--json out.json]\n"
     "                                   training throughput (forward, backward, Adam per step)\n"
     "\n"
@@ -44,6 +45,9 @@ const char *kUsage =
     "  --recompute                      keep only the layers' inputs; recompute the nets'\n"
     "                                   activations in backward (memory flat in depth)\n"
     "  --device cpu|cuda  --seed S  --threads N\n"
+    "  --precision fp32|tf32|bf16|fp16  the GPU's matrix products (default fp32): tensor cores\n"
+    "                                   with TF32/BF16/FP16 inputs, float accumulation; fp16\n"
+    "                                   adds dynamic loss scaling\n"
     "  --limit-train N  --limit-test N  --eval-every N (500)  --eval-images N (1000)\n"
     "  --sample-every N (0 = off)  --checkpoint-every N  --log-every N (50)\n";
 

@@ -76,6 +76,7 @@ TrainRun::TrainRun(RunConfig cfg, const Checkpoint *from) : cfg_(std::move(cfg))
   n_bits_ = graph.image.n_bits;
   compute_ = make_train_compute(graph, device);
   compute_->set_recompute(cfg_.recompute);
+  compute_->set_precision(parse_precision(cfg_.precision));
   make_dir(cfg_.out);
   load_data();
   std::vector<float> &p = compute_->params().values();

@@ -55,6 +55,7 @@ std::vector<std::pair<std::string, std::string>> RunConfig::to_kv() const {
           {"clip", num(clip)},
           {"ema", num(ema)},
           {"recompute", recompute ? "1" : "0"},
+          {"precision", precision},
           {"device", device},
           {"seed", std::to_string(seed)},
           {"threads", std::to_string(threads)},
@@ -90,6 +91,7 @@ RunConfig RunConfig::from_kv(const std::vector<std::pair<std::string, std::strin
     c.warmup = i64("warmup"), c.decay = get("decay"), c.clip = std::stod(get("clip"));
     c.ema = std::stod(get("ema")), c.device = get("device");
     c.recompute = m.count("recompute") && m["recompute"] == "1";  // absent before it existed
+    if (m.count("precision")) c.precision = m["precision"];       // likewise
     c.seed = std::stoull(get("seed")), c.threads = static_cast<int>(i64("threads"));
     c.eval_every = i64("eval_every"), c.eval_images = i64("eval_images");
     c.sample_every = i64("sample_every"), c.sample_count = i64("sample_count");

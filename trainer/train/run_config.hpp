@@ -24,10 +24,11 @@ struct RunConfig {
   int64_t epochs = 0, steps = 0;
   double time_s = 0;  // wall-clock budget of training (0: none)
   int64_t warmup = 200;
-  std::string decay = "cosine";  // applies when the number of steps is known
-  double clip = 50;              // global gradient-norm clip (0: off)
-  double ema = 0;                // EMA decay of the exported weights (0: off)
-  bool recompute = false;        // recompute the nets' activations in backward (less memory)
+  std::string decay = "cosine";    // applies when the number of steps is known
+  double clip = 50;                // global gradient-norm clip (0: off)
+  double ema = 0;                  // EMA decay of the exported weights (0: off)
+  bool recompute = false;          // recompute the nets' activations in backward (less memory)
+  std::string precision = "fp32";  // the products' arithmetic (tf32, bf16, fp16: CUDA only)
   // Run.
   std::string device = "cpu";
   uint64_t seed = 0;

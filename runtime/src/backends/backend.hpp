@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "flowrt.h"
 #include "model/graph.hpp"
@@ -37,6 +38,19 @@ inline const char *precision_name(flowrt_precision p) {
       return "fp16";
   }
   return "unknown";
+}
+// The precision called `name` ("fp32", ...): false if there is none.
+inline bool precision_from_name(const std::string &name, flowrt_precision *out) {
+  for (flowrt_precision p : kPrecisions)
+    if (name == precision_name(p)) return *out = p, true;
+  return false;
+}
+// "fp32, tf32, bf16, fp16", for error messages.
+inline std::string precision_names() {
+  std::string names;
+  for (flowrt_precision p : kPrecisions)
+    names += (names.empty() ? "" : ", ") + std::string(precision_name(p));
+  return names;
 }
 
 class Backend {
