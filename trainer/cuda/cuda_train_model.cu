@@ -249,6 +249,7 @@ class CudaTrainModel final : public TrainCompute<float> {
   // row double it (dynamic loss scaling). 1 at the other precisions.
   bool scale_loss_ = false;
   double loss_scale_ = 1;
+  double grad_scale_ = 1;  // the scale the device's gradients carry (that of the last backward)
   int64_t clean_steps_ = 0;
   static constexpr double kInitialLossScale = 65536, kMaxLossScale = 16777216;
   static constexpr int64_t kGrowEvery = 1000;
@@ -403,6 +404,8 @@ void CudaTrainModel::load_signs(const Graph &g) {
       if (auto *a = std::get_if<NetActNormOp>(&net->ops[k]))
         layers_[i].net.ops[k].sign = upload_now(signs_of(a->scale));
   }
+  // Synchronous copies on the legacy stream are not ordered before the model's own stream.
+  check(cudaDeviceSynchronize(), "upload");
 }
 
 void CudaTrainModel::upload_values() {
@@ -453,8 +456,9 @@ void CudaTrainModel::sync_to_host(Adam *adam, std::vector<float> *ema) {
           "download EMA");
   }
   check(cudaStreamSynchronize(s()), "download");
-  if (loss_scale_ != 1)  // the gradients of the loss itself
-    for (float &g : host_.params().grads()) g = static_cast<float>(g / loss_scale_);
+  check(cudaGetLastError(), "kernel launch");
+  if (grad_scale_ != 1)  // the gradients of the loss itself
+    for (float &g : host_.params().grads()) g = static_cast<float>(g / grad_scale_);
 }
 
 void CudaTrainModel::sync_to_device(const Adam *adam, const std::vector<float> *ema) {
@@ -768,6 +772,7 @@ void CudaTrainModel::layer_forward(Layer &l) {
 
 void CudaTrainModel::backward() {
   if (batch_ < 1) invalid_argument("backward without a forward pass");
+  grad_scale_ = loss_scale_;
   check(cudaMemsetAsync(grads_.get(), 0, params_ * sizeof(float), s()), "memset");
   grad_ = grad_buf_[0].get();
   dgrad_ = grad_buf_[1].get();
@@ -784,7 +789,7 @@ void CudaTrainModel::layer_backward(Layer &l) {
   // the loss scale.
   const float w =
       static_cast<float>(-loss_scale_ / (static_cast<double>(B) * dims_ * std::log(2.0)));
-  const float logdet_weight = static_cast<float>(B * plane) * w;
+  const float logdet_weight = static_cast<float>(int64_t(B) * plane) * w;
   switch (l.kind) {
     case Layer::Squeeze:
       rt::squeeze(l.order, l.in, B, in_n, grad_, dgrad_, true, s());
@@ -884,8 +889,8 @@ StepOutcome CudaTrainModel::train_step(const float *x, const int32_t *labels, in
                   static_cast<float>(adam.beta2), static_cast<float>(adam.eps), values_.get(),
                   adam_m_.get(), adam_v_.get(), s());
   if (use_ema)
-    tk::ema_update(plan_.get(), params_, values_.get(), static_cast<float>(a.ema_decay), ema_.get(),
-                   s());
+    tk::ema_update(plan_.get(), params_, values_.get(), static_cast<float>(a.ema_decay),
+                   static_cast<float>(1.0 - a.ema_decay), ema_.get(), s());
   tk::UpdatePlan *plan = plan_host_.ensure(1);
   check(cudaMemcpyAsync(plan, plan_.get(), sizeof(tk::UpdatePlan), cudaMemcpyDeviceToHost, s()),
         "update");
@@ -897,6 +902,7 @@ StepOutcome CudaTrainModel::train_step(const float *x, const int32_t *labels, in
   if (o.update.applied) adam.t = ++adam_t_mirror_;
   if (scale_loss_ && std::isfinite(o.loss)) {
     if (!o.update.applied) {
+      o.update.loss_scale_overflow = true;
       loss_scale_ = std::max(1.0, loss_scale_ / 2);
       clean_steps_ = 0;
     } else if (++clean_steps_ >= kGrowEvery) {

@@ -577,9 +577,9 @@ void adam_update(const UpdatePlan *plan, int64_t n, const float *grads, float be
   adam_k<<<blocks_for(n), kThreads, 0, s>>>(plan, n, grads, beta1, beta2, eps, params, m, v);
 }
 
-void ema_update(const UpdatePlan *plan, int64_t n, const float *params, float decay, float *ema,
-                cudaStream_t s) {
-  ema_k<<<blocks_for(n), kThreads, 0, s>>>(plan, n, params, decay, 1.f - decay, ema);
+void ema_update(const UpdatePlan *plan, int64_t n, const float *params, float decay,
+                float one_minus_decay, float *ema, cudaStream_t s) {
+  ema_k<<<blocks_for(n), kThreads, 0, s>>>(plan, n, params, decay, one_minus_decay, ema);
 }
 
 }  // namespace flowrt::train::cuda

@@ -130,7 +130,8 @@ void plan_update(const double *norm_sq, const double *loss, double loss_scale, d
 void adam_update(const UpdatePlan *plan, int64_t n, const float *grads, float beta1, float beta2,
                  float eps, float *params, float *m, float *v, cudaStream_t s);
 // ema = decay * ema + (1 - decay) * params when plan->applied.
-void ema_update(const UpdatePlan *plan, int64_t n, const float *params, float decay, float *ema,
-                cudaStream_t s);
+// (decay and 1 - decay both rounded from double on the host, as the CPU's ema_update.)
+void ema_update(const UpdatePlan *plan, int64_t n, const float *params, float decay,
+                float one_minus_decay, float *ema, cudaStream_t s);
 
 }  // namespace flowrt::train::cuda

@@ -43,6 +43,9 @@ double clip_global_norm(std::vector<float> &g, double norm, double max_norm);
 struct UpdateResult {
   double grad_norm = 0;
   bool applied = false;  // false: non-finite loss or gradient, nothing changed
+  // Not applied because fp16 loss scaling overflowed (the scale was lowered): routine, not the
+  // NaN/Inf guard.
+  bool loss_scale_overflow = false;
 };
 UpdateResult apply_update(std::vector<float> &params, std::vector<float> &grads, Adam &adam,
                           double loss, double lr, double clip);

@@ -183,6 +183,11 @@ TrainRun::StepResult TrainRun::train_step(const float *x, const int32_t *labels,
       compute_->train_step(x, labels, n, adam_, ema_, StepArgs{r.lr, cfg_.clip, cfg_.ema});
   r.loss = o.loss;
   r.grad_norm = o.update.grad_norm;
+  if (!o.update.applied && o.update.loss_scale_overflow) {
+    // fp16 loss scaling found its scale too high (it lowered it): routine, not a NaN/Inf batch.
+    ++step_;
+    return r;
+  }
   if (!o.update.applied) {
     ++skipped_;
     char buf[160];
@@ -283,6 +288,11 @@ void TrainRun::run() {
       const int64_t n = std::min<int64_t>(data_.train.size(), std::max<int64_t>(cfg_.batch, 64));
       const std::vector<float> init = batch_x(0, 0, n, ~uint64_t{0});
       compute_->forward(init.data(), nullptr, n, true);
+      if (!ema_.empty()) {  // the average starts from the initialised weights
+        sync_state();
+        ema_ = compute_->params().values();
+        compute_->sync_to_device(nullptr, &ema_);
+      }
     }
     const std::vector<float> x = next.valid() ? next.get() : load(step_);
     if (prefetch) next = std::async(std::launch::async, load, step_ + 1);
