@@ -22,7 +22,7 @@ const char *kUsage =
     "  resume RUN_DIR [--steps S | --epochs E | --time T] [--threads N]\n"
     "                                   continues a run from its newest checkpoint, bit-exactly\n"
     "  eval M.flow [--data D] [--data-dir DIR] [--limit-test N] [--batch B] [--threads N]\n"
-    "       [--dequantize K] [--seed S]\n"
+    "       [--dequantize K] [--seed S] [--device cpu|cuda]\n"
     "                                   test bits/dim of a model (full test set by default)\n"
     "  bench [--model M.flow | --arch tiny|fmnist|cifar|celeba64] [--batch 16,64] [--threads N]\n"
     "        [--warmup W] [--reps R] [--min-time S] [--recompute] [--device cpu|cuda]\n"
