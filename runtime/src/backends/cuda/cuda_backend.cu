@@ -22,14 +22,6 @@ namespace flowrt {
 namespace cuda {
 namespace {
 
-template <typename T>
-DeviceBuffer<T> upload(const std::vector<T> &v) {
-  DeviceBuffer<T> d(v.size());
-  if (!v.empty())
-    check(cudaMemcpy(d.get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice), "upload");
-  return d;
-}
-
 enum class OpKind { Conv, Affine, Relu };
 
 struct DevNetOp {
@@ -203,7 +195,9 @@ class CudaBackend final : public Backend {
           "cudaMallocHost");
     host_logp_.resize(max_batch_);
     host_logdet_.resize(max_batch_);
-    check(cudaStreamSynchronize(stream_), "upload");
+    // The weights went up with synchronous copies on the legacy stream, which the session's
+    // non-blocking stream is not ordered after.
+    check(cudaDeviceSynchronize(), "upload");
   }
 
   ~CudaBackend() override {

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <string>
+#include <vector>
 
 #include "core/error.hpp"
 
@@ -57,5 +58,15 @@ class DeviceBuffer {
   T *p_ = nullptr;
   size_t n_ = 0;
 };
+
+// A device copy of `v` (synchronous, on the legacy default stream: callers that then work on a
+// non-blocking stream synchronise the device first).
+template <typename T>
+DeviceBuffer<T> upload(const std::vector<T> &v) {
+  DeviceBuffer<T> d(v.size());
+  if (!v.empty())
+    check(cudaMemcpy(d.get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice), "upload");
+  return d;
+}
 
 }  // namespace flowrt::cuda
