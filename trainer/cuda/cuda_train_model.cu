@@ -14,7 +14,6 @@
 #include <cmath>
 #include <cstring>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "backends/backend.hpp"
@@ -130,23 +129,9 @@ class Blas {
   cublasComputeType_t compute_ = CUBLAS_COMPUTE_32F;
 };
 
-template <typename T>
-DeviceBuffer<T> upload_now(const std::vector<T> &v) {
-  DeviceBuffer<T> d(v.size());
-  if (!v.empty())
-    check(cudaMemcpy(d.get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice), "upload");
-  return d;
-}
-
-std::vector<float> signs_of(const Tensor &scale) {
-  std::vector<float> s(scale.size());
-  for (size_t k = 0; k < s.size(); ++k) s[k] = scale.data()[k] < 0 ? -1.f : 1.f;
-  return s;
-}
-
 class CudaTrainModel final : public TrainCompute<float> {
  public:
-  CudaTrainModel(const Graph &graph, int device);
+  explicit CudaTrainModel(const Graph &graph);
 
   ParamStore<float> &params() override { return host_.params(); }
   const ParamStore<float> &params() const override { return host_.params(); }
@@ -170,49 +155,60 @@ class CudaTrainModel final : public TrainCompute<float> {
   }
 
  private:
+  using HostLayer = TrainModel<float>::Layer;
+  using HostNet = TrainModel<float>::Net;
+  using HostNetOp = TrainModel<float>::NetOp;
+  // The device side of the host model's layers (host_.layers(): kinds, shapes, conventions,
+  // parameter ids, signs), op for op.
   struct NetOp {
-    enum Kind { Conv, ActNorm, Relu, OutputScale } kind = Conv;
-    tk::ConvShape geo;
-    int weight = -1, bias = -1, log_scale = -1;
-    float factor = 3.f;
-    DeviceBuffer<float> sign;  // actnorm
-    DevVec<float> scale, shift;
+    const HostNetOp *host = nullptr;
+    tk::ConvShape geo;           // conv: host->geo for the kernels
+    DeviceBuffer<float> sign;    // actnorm
+    DevVec<float> scale, shift;  // actnorm, output scale: set by the forward pass
   };
   struct Net {
+    const HostNet *host = nullptr;
     std::vector<NetOp> ops;
-    int in_ch = 0, out_ch = 0;
     std::vector<DevVec<float>> bufs;  // the tape (see TrainModel::Net)
     std::vector<int> act;
-    bool empty() const { return ops.empty(); }
   };
   struct Layer {
-    enum Kind { Squeeze, ActNorm, InvConv, Permute, Coupling, Split, Top } kind = Squeeze;
-    Shape3 in, out;
-    SqueezeOrder order = SqueezeOrder::ChannelMajor;
-    int bias = -1, log_scale = -1;
-    DeviceBuffer<float> sign;  // actnorm; LU sign of the diagonal
-    DevVec<float> scale, shift;
-    InvConvForm form = InvConvForm::LU;
-    int weight = -1, lower = -1, upper = -1, log_s = -1;
+    const HostLayer *host = nullptr;
+    DeviceBuffer<float> sign;    // actnorm; LU sign of the diagonal
+    DevVec<float> scale, shift;  // actnorm: set by the forward pass
     DeviceBuffer<int32_t> perm, source;
     DevVec<float> w, inv;         // LU: composed W; dense: W^-1
     DeviceBuffer<double> lad{1};  // dense log|det W|
     const float *w_used = nullptr;
     rt::CouplingArgs coupling{};
-    Half half = Half::First;
-    PriorLayout layout = PriorLayout::MeanLogstdHalves;
-    int mean = -1, log_std = -1, offsets = -1;
-    int n_classes = 0;
     DeviceBuffer<float> zeros;  // a standard-normal top prior's mean and log-std
     Net net;
     DevVec<float> input, h;  // tape
   };
+  // A layer's sizes at batch B; for a coupling `first`/`second` are the conditioning and the
+  // transformed half's first channel, for a split the leaving and the kept half's.
+  struct LayerDims {
+    int B, C, plane, H, W, half, first, second;
+    int64_t in_n, out_n, ld;
+    LayerDims(const HostLayer &l, int64_t batch)
+        : B(int(batch)),
+          C(int(l.in.c)),
+          plane(int(l.in.plane())),
+          H(int(l.in.h)),
+          W(int(l.in.w)),
+          half(C / 2),
+          first(l.half == Half::First ? 0 : half),
+          second(l.half == Half::First ? half : 0),
+          in_n(l.in.numel()),
+          out_n(l.out.numel()),
+          ld(batch * l.in.plane()) {}
+  };
 
-  int param(const std::string &name) const;
-  float *P(int id) const { return values_.get() + info_[id].offset; }
-  float *G(int id) const { return grads_.get() + info_[id].offset; }
-  Net build_net(const flowrt::Net &src, const std::string &prefix);
-  void load_signs(const Graph &g);
+  float *P(int id) const { return values_.get() + host_.params().info()[id].offset; }
+  float *G(int id) const { return grads_.get() + host_.params().info()[id].offset; }
+  Net make_net(const HostNet &src);
+  // Uploads the signs (fixed in training, but set to +1 by the data-dependent initialisation).
+  void load_signs();
   cudaStream_t s() const { return stream_.get(); }
 
   void reserve_batch(int64_t n);
@@ -237,8 +233,6 @@ class CudaTrainModel final : public TrainCompute<float> {
   Stream stream_;
   Blas blas_{stream_.get()};
   TrainModel<float> host_;
-  std::vector<ParamInfo> info_;
-  std::unordered_map<std::string, int> ids_;
   std::vector<Layer> layers_;
   int n_bits_ = 8;
   int64_t dims_ = 0, params_ = 0;
@@ -258,6 +252,8 @@ class CudaTrainModel final : public TrainCompute<float> {
   DeviceBuffer<int64_t> adam_t_{1};
   int64_t adam_t_mirror_ = 0;
   bool ema_on_ = false;
+  // Whether host_.params() holds the device's values / gradients (no download needed).
+  bool host_values_current_ = true, host_grads_current_ = true;
   DeviceBuffer<double> norm_partials_{tk::kNormPartials}, norm_sq_{1};
   DeviceBuffer<tk::UpdatePlan> plan_{1};
 
@@ -279,130 +275,52 @@ class CudaTrainModel final : public TrainCompute<float> {
   Pinned<tk::UpdatePlan> plan_host_;
 };
 
-CudaTrainModel::CudaTrainModel(const Graph &graph, int device) : host_(graph) {
+CudaTrainModel::CudaTrainModel(const Graph &graph) : host_(graph) {
   host_.set_recompute(true);  // the host model only ever runs the one-off initialisation
   n_bits_ = graph.image.n_bits;
   dims_ = graph.dims();
-  info_ = host_.params().info();
   params_ = static_cast<int64_t>(host_.params().size());
-  for (size_t i = 0; i < info_.size(); ++i) ids_[info_[i].name] = static_cast<int>(i);
-  (void)device;
-  values_ = upload_now(host_.params().values());
-  grads_ = upload_now(std::vector<float>(params_, 0.f));
-  adam_m_ = upload_now(std::vector<float>(params_, 0.f));
-  adam_v_ = upload_now(std::vector<float>(params_, 0.f));
-  const int64_t zero = 0;
-  check(cudaMemcpy(adam_t_.get(), &zero, sizeof zero, cudaMemcpyHostToDevice), "upload");
-
-  for (size_t i = 0; i < graph.layers.size(); ++i) {
-    const flowrt::Layer &g = graph.layers[i];
-    const std::string name = g.name.empty() ? "layer" + std::to_string(i) : g.name;
+  values_ = rt::upload(host_.params().values());
+  grads_ = rt::upload(std::vector<float>(params_, 0.f));
+  adam_m_ = rt::upload(std::vector<float>(params_, 0.f));
+  adam_v_ = rt::upload(std::vector<float>(params_, 0.f));
+  adam_t_ = rt::upload(std::vector<int64_t>(1, 0));
+  for (const HostLayer &hl : host_.layers()) {
     Layer l;
-    l.in = g.in;
-    l.out = g.out;
-    if (auto *sq = std::get_if<SqueezeLayer>(&g.op)) {
-      l.kind = Layer::Squeeze;
-      l.order = sq->order;
-    } else if (std::holds_alternative<ActNormLayer>(g.op)) {
-      l.kind = Layer::ActNorm;
-      l.bias = param(name + ".bias");
-      l.log_scale = param(name + ".log_scale");
-    } else if (auto *ic = std::get_if<InvConvLayer>(&g.op)) {
-      l.kind = Layer::InvConv;
-      l.form = ic->form;
-      if (ic->form == InvConvForm::Dense) {
-        l.weight = param(name + ".weight");
-      } else {
-        l.lower = param(name + ".lower");
-        l.upper = param(name + ".upper");
-        l.log_s = param(name + ".log_s");
-        l.sign = upload_now(std::vector<float>(ic->sign.data(), ic->sign.data() + ic->sign.size()));
-        l.perm = upload_now(ic->perm);
-      }
-    } else if (auto *pm = std::get_if<PermuteLayer>(&g.op)) {
-      l.kind = Layer::Permute;
-      l.source = upload_now(pm->source);
-    } else if (auto *cp = std::get_if<CouplingLayer>(&g.op)) {
-      l.kind = Layer::Coupling;
-      l.coupling = rt::CouplingArgs{cp->type, cp->split, cp->scale_fn, cp->form, cp->scale_bias};
-      l.half = cp->conditioning;
-      l.net = build_net(cp->net, name);
-    } else if (auto *sp = std::get_if<SplitLayer>(&g.op)) {
-      l.kind = Layer::Split;
-      l.half = sp->leaving;
-      l.layout = sp->layout;
-      l.net = build_net(sp->prior, name);
-    } else {
-      const auto &tp = std::get<TopPriorLayer>(g.op);
-      l.kind = Layer::Top;
-      if (tp.kind == TopPriorKind::Learned) {
-        l.mean = param(name + ".mean");
-        l.log_std = param(name + ".log_std");
-      } else {
-        l.zeros = upload_now(std::vector<float>(static_cast<size_t>(g.in.numel()), 0.f));
-      }
-      if (!tp.class_offsets.empty()) l.offsets = param(name + ".class_offsets");
-      l.n_classes = static_cast<int>(tp.n_classes());
-    }
+    l.host = &hl;
+    if (hl.kind == HostLayer::InvConv && hl.form == InvConvForm::LU) l.perm = rt::upload(hl.perm);
+    if (hl.kind == HostLayer::Permute) l.source = rt::upload(hl.source);
+    if (hl.kind == HostLayer::Coupling)
+      l.coupling = rt::CouplingArgs{hl.coupling.type, hl.coupling.split, hl.coupling.scale_fn,
+                                    hl.coupling.form, hl.coupling.scale_bias};
+    if (hl.kind == HostLayer::Top && hl.mean < 0)
+      l.zeros = rt::upload(std::vector<float>(static_cast<size_t>(hl.in.numel()), 0.f));
+    l.net = make_net(hl.net);
     layers_.push_back(std::move(l));
   }
-  load_signs(graph);
+  load_signs();
 }
 
-int CudaTrainModel::param(const std::string &name) const {
-  const auto it = ids_.find(name);
-  if (it == ids_.end()) fail(FLOWRT_INTERNAL_ERROR, "CUDA trainer: no parameter '" + name + "'");
-  return it->second;
-}
-
-CudaTrainModel::Net CudaTrainModel::build_net(const flowrt::Net &src, const std::string &prefix) {
+CudaTrainModel::Net CudaTrainModel::make_net(const HostNet &src) {
   Net net;
-  net.in_ch = static_cast<int>(src.in_channels);
-  net.out_ch = static_cast<int>(src.out_channels);
-  for (size_t k = 0; k < src.ops.size(); ++k) {
-    const std::string name = prefix + "/net" + std::to_string(k);
+  net.host = &src;
+  for (const HostNetOp &h : src.ops) {
     NetOp op;
-    if (auto *c = std::get_if<Conv2dOp>(&src.ops[k])) {
-      op.kind = NetOp::Conv;
-      op.geo = tk::ConvShape{static_cast<int>(c->in_channels()),
-                             static_cast<int>(c->weight.dim(1)),
-                             static_cast<int>(c->out_channels()),
-                             static_cast<int>(c->kernel_h()),
-                             static_cast<int>(c->kernel_w()),
-                             c->padding,
-                             c->pad_value};
-      op.weight = param(name + ".weight");
-      if (!c->bias.empty()) op.bias = param(name + ".bias");
-    } else if (std::holds_alternative<NetActNormOp>(src.ops[k])) {
-      op.kind = NetOp::ActNorm;
-      op.bias = param(name + ".bias");
-      op.log_scale = param(name + ".log_scale");
-    } else if (std::holds_alternative<ReluOp>(src.ops[k])) {
-      op.kind = NetOp::Relu;
-    } else {
-      op.kind = NetOp::OutputScale;
-      op.log_scale = param(name + ".log_scale");
-      op.factor = static_cast<float>(std::get<OutputScaleOp>(src.ops[k]).factor);
-    }
+    op.host = &h;
+    op.geo =
+        tk::ConvShape{int(h.geo.in_ch), int(h.geo.in_total), int(h.geo.out_ch),     int(h.geo.kh),
+                      int(h.geo.kw),    h.geo.padding,       float(h.geo.pad_value)};
     net.ops.push_back(std::move(op));
   }
   net.bufs.resize(net.ops.size() + 1);
   return net;
 }
 
-// Actnorm signs are fixed during training but set to +1 by the data-dependent initialisation:
-// they are read from a graph (the initial one, then the host model's export after the init).
-void CudaTrainModel::load_signs(const Graph &g) {
-  for (size_t i = 0; i < g.layers.size(); ++i) {
-    if (auto *an = std::get_if<ActNormLayer>(&g.layers[i].op))
-      layers_[i].sign = upload_now(signs_of(an->scale));
-    const flowrt::Net *net = nullptr;
-    if (auto *cp = std::get_if<CouplingLayer>(&g.layers[i].op)) net = &cp->net;
-    if (auto *sp = std::get_if<SplitLayer>(&g.layers[i].op)) net = &sp->prior;
-    if (!net) continue;
-    for (size_t k = 0; k < net->ops.size(); ++k)
-      if (auto *a = std::get_if<NetActNormOp>(&net->ops[k]))
-        layers_[i].net.ops[k].sign = upload_now(signs_of(a->scale));
+void CudaTrainModel::load_signs() {
+  for (Layer &l : layers_) {
+    if (!l.host->sign.empty()) l.sign = rt::upload(l.host->sign);
+    for (NetOp &op : l.net.ops)
+      if (!op.host->sign.empty()) op.sign = rt::upload(op.host->sign);
   }
   // Synchronous copies on the legacy stream are not ordered before the model's own stream.
   check(cudaDeviceSynchronize(), "upload");
@@ -411,6 +329,7 @@ void CudaTrainModel::load_signs(const Graph &g) {
 void CudaTrainModel::upload_values() {
   to_device(values_.get(), host_.params().values().data(), params_ * sizeof(float),
             "upload parameters");
+  host_values_current_ = true;
 }
 
 void CudaTrainModel::set_precision(flowrt_precision p) {
@@ -435,12 +354,15 @@ void CudaTrainModel::set_precision(flowrt_precision p) {
 
 void CudaTrainModel::sync_to_host(Adam *adam, std::vector<float> *ema) {
   const size_t bytes = params_ * sizeof(float);
-  check(cudaMemcpyAsync(host_.params().values().data(), values_.get(), bytes,
-                        cudaMemcpyDeviceToHost, s()),
-        "download parameters");
-  check(cudaMemcpyAsync(host_.params().grads().data(), grads_.get(), bytes, cudaMemcpyDeviceToHost,
-                        s()),
-        "download gradients");
+  if (!host_values_current_)
+    check(cudaMemcpyAsync(host_.params().values().data(), values_.get(), bytes,
+                          cudaMemcpyDeviceToHost, s()),
+          "download parameters");
+  const bool grads = !host_grads_current_;
+  if (grads)
+    check(cudaMemcpyAsync(host_.params().grads().data(), grads_.get(), bytes,
+                          cudaMemcpyDeviceToHost, s()),
+          "download gradients");
   if (adam) {
     adam->m.resize(params_);
     adam->v.resize(params_);
@@ -457,8 +379,9 @@ void CudaTrainModel::sync_to_host(Adam *adam, std::vector<float> *ema) {
   }
   check(cudaStreamSynchronize(s()), "download");
   check(cudaGetLastError(), "kernel launch");
-  if (grad_scale_ != 1)  // the gradients of the loss itself
+  if (grads && grad_scale_ != 1)  // the gradients of the loss itself
     for (float &g : host_.params().grads()) g = static_cast<float>(g / grad_scale_);
+  host_values_current_ = host_grads_current_ = true;
 }
 
 void CudaTrainModel::sync_to_device(const Adam *adam, const std::vector<float> *ema) {
@@ -542,8 +465,9 @@ double CudaTrainModel::forward(const float *x, const int32_t *labels, int64_t n,
   if (data_init) {
     sync_to_host(nullptr, nullptr);
     host_.forward(x, labels, n, true);
+    host_.release_tape();
     upload_values();
-    load_signs(host_.export_graph(host_.params().values()));
+    load_signs();
   }
   run_forward(x, labels, n);
   fetch_bits_per_dim();
@@ -592,22 +516,22 @@ const float *CudaTrainModel::net_forward(Net &net, int h, int w) {
   std::vector<DevVec<float>> &bufs = net_bufs(net);
   const int64_t ld = batch_ * h * w;
   net.act.assign(net.ops.size() + 1, 0);
-  int cur = 0, used = 1, ch = net.in_ch;
+  int cur = 0, used = 1, ch = int(net.host->in_ch);
   for (size_t k = 0; k < net.ops.size(); ++k) {
     NetOp &op = net.ops[k];
-    if (op.kind == NetOp::Relu) {
+    if (op.host->kind == HostNetOp::Relu) {
       rt::add_bias(nullptr, 0.f, true, Shape3{ch, 1, ld}, 1, 0, bufs[cur].get(), s());
       net.act[k + 1] = cur;
       continue;
     }
     const int out = used++;
     const float *x = bufs[cur].get();
-    if (op.kind == NetOp::Conv) {
-      const bool relu = k + 1 < net.ops.size() && net.ops[k + 1].kind == NetOp::Relu;
+    if (op.host->kind == HostNetOp::Conv) {
+      const bool relu = k + 1 < net.ops.size() && net.ops[k + 1].host->kind == HostNetOp::Relu;
       float *y = bufs[out].ensure(static_cast<size_t>(op.geo.out_ch * ld));
-      conv_forward(op.geo, P(op.weight), x, y, h, w);
-      rt::add_bias(op.bias >= 0 ? P(op.bias) : nullptr, 1.f, relu, Shape3{op.geo.out_ch, 1, ld}, 1,
-                   0, y, s());
+      conv_forward(op.geo, P(op.host->weight), x, y, h, w);
+      rt::add_bias(op.host->bias >= 0 ? P(op.host->bias) : nullptr, 1.f, relu,
+                   Shape3{op.geo.out_ch, 1, ld}, 1, 0, y, s());
       ch = op.geo.out_ch;
       if (relu) {
         net.act[k + 1] = out;
@@ -618,10 +542,12 @@ const float *CudaTrainModel::net_forward(Net &net, int h, int w) {
       }
     } else {
       float *scale = op.scale.ensure(ch), *shift = op.shift.ensure(ch);
-      if (op.kind == NetOp::ActNorm)
-        tk::scale_shift(op.sign.get(), P(op.log_scale), 1.f, P(op.bias), ch, scale, shift, s());
+      if (op.host->kind == HostNetOp::ActNorm)
+        tk::scale_shift(op.sign.get(), P(op.host->log_scale), 1.f, P(op.host->bias), ch, scale,
+                        shift, s());
       else
-        tk::scale_shift(nullptr, P(op.log_scale), op.factor, nullptr, ch, scale, shift, s());
+        tk::scale_shift(nullptr, P(op.host->log_scale), op.host->factor, nullptr, ch, scale, shift,
+                        s());
       float *y = bufs[out].ensure(static_cast<size_t>(ch * ld));
       check(cudaMemcpyAsync(y, x, ch * ld * sizeof(float), cudaMemcpyDeviceToDevice, s()),
             "net copy");
@@ -637,38 +563,34 @@ const float *CudaTrainModel::net_backward(Net &net, int h, int w) {
   std::vector<DevVec<float>> &bufs = net_bufs(net);
   const int64_t ld = batch_ * h * w;
   DevVec<float> *g = &net_g_, *other = &net_tmp_;
-  int ch = net.out_ch;
+  int ch = int(net.host->out_ch);
   const float *relu_out = nullptr;  // a ReLU after a conv: masked just before the conv's pass
   for (size_t k = net.ops.size(); k-- > 0;) {
     NetOp &op = net.ops[k];
     const float *x = bufs[net.act[k]].get();
     const float *y = bufs[net.act[k + 1]].get();
-    switch (op.kind) {
-      case NetOp::Relu:
-        if (k > 0 && net.ops[k - 1].kind == NetOp::Conv)
+    switch (op.host->kind) {
+      case HostNetOp::Relu:
+        if (k > 0 && net.ops[k - 1].host->kind == HostNetOp::Conv)
           relu_out = y;
         else
           tk::relu_mask(ch * ld, y, g->get(), s());
         break;
-      case NetOp::OutputScale: {
-        float *scale = op.scale.ensure(ch);
-        tk::scale_shift(nullptr, P(op.log_scale), op.factor, nullptr, ch, scale, nullptr, s());
-        tk::output_scale_backward(ch, ld, scale, op.factor, y, g->get(), G(op.log_scale), s());
+      case HostNetOp::OutputScale:  // op.scale: computed by the forward pass
+        tk::output_scale_backward(ch, ld, op.scale.get(), op.host->factor, y, g->get(),
+                                  G(op.host->log_scale), s());
         break;
-      }
-      case NetOp::ActNorm: {
-        float *scale = op.scale.ensure(ch);
-        tk::scale_shift(op.sign.get(), P(op.log_scale), 1.f, nullptr, ch, scale, nullptr, s());
-        tk::actnorm_backward(tk::ChannelView::cnhw(int(batch_), ch, h * w), x, g->get(), scale,
-                             P(op.bias), 0.f, G(op.bias), G(op.log_scale), s());
+      case HostNetOp::ActNorm:
+        tk::actnorm_backward(tk::ChannelView::cnhw(int(batch_), ch, h * w), x, g->get(),
+                             op.scale.get(), P(op.host->bias), 0.f, G(op.host->bias),
+                             G(op.host->log_scale), s());
         break;
-      }
-      case NetOp::Conv: {
+      case HostNetOp::Conv: {
         if (relu_out) tk::relu_mask(op.geo.out_ch * ld, relu_out, g->get(), s());
         relu_out = nullptr;
         float *dx = other->ensure(static_cast<size_t>(op.geo.in_ch * ld));
-        conv_backward(op.geo, P(op.weight), x, g->get(), G(op.weight),
-                      op.bias >= 0 ? G(op.bias) : nullptr, dx, h, w);
+        conv_backward(op.geo, P(op.host->weight), x, g->get(), G(op.host->weight),
+                      op.host->bias >= 0 ? G(op.host->bias) : nullptr, dx, h, w);
         std::swap(g, other);
         ch = op.geo.in_ch;
         break;
@@ -680,44 +602,47 @@ const float *CudaTrainModel::net_backward(Net &net, int h, int w) {
 }
 
 void CudaTrainModel::recompute_net(Layer &l, int c0, int cn) {
-  const int plane = int(l.in.plane());
+  const Shape3 &in = l.host->in;
+  const int plane = int(in.plane());
   float *in0 = net_bufs(l.net)[0].ensure(static_cast<size_t>(cn * batch_ * plane));
-  tk::gather_cnhw(l.input.get(), int(batch_), int(l.in.c), plane, c0, cn, in0, s());
-  net_forward(l.net, int(l.in.h), int(l.in.w));
+  tk::gather_cnhw(l.input.get(), int(batch_), int(in.c), plane, c0, cn, in0, s());
+  net_forward(l.net, int(in.h), int(in.w));
 }
 
 void CudaTrainModel::layer_forward(Layer &l) {
-  const int B = int(batch_), C = int(l.in.c), plane = int(l.in.plane()), H = int(l.in.h),
-            W = int(l.in.w);
-  const int64_t in_n = l.in.numel(), out_n = l.out.numel(), ld = int64_t(B) * plane;
-  if (l.kind != Layer::Squeeze && l.kind != Layer::Permute)
+  const HostLayer &hl = *l.host;
+  const LayerDims d(hl, batch_);
+  const int B = d.B, C = d.C, plane = d.plane, H = d.H, W = d.W;
+  const int64_t in_n = d.in_n, out_n = d.out_n, ld = d.ld;
+  if (hl.kind != HostLayer::Squeeze && hl.kind != HostLayer::Permute)
     check(cudaMemcpyAsync(l.input.ensure(B * in_n), cur_, B * in_n * sizeof(float),
                           cudaMemcpyDeviceToDevice, s()),
           "tape");
-  switch (l.kind) {
-    case Layer::Squeeze:
-      rt::squeeze(l.order, l.in, B, in_n, cur_, next_, false, s());
+  switch (hl.kind) {
+    case HostLayer::Squeeze:
+      rt::squeeze(hl.order, hl.in, B, in_n, cur_, next_, false, s());
       std::swap(cur_, next_);
       break;
-    case Layer::Permute:
-      rt::permute(l.source.get(), l.in, B, in_n, cur_, next_, false, s());
+    case HostLayer::Permute:
+      rt::permute(l.source.get(), hl.in, B, in_n, cur_, next_, false, s());
       std::swap(cur_, next_);
       break;
-    case Layer::ActNorm: {
+    case HostLayer::ActNorm: {
       float *scale = l.scale.ensure(C), *shift = l.shift.ensure(C);
-      tk::scale_shift(l.sign.get(), P(l.log_scale), 1.f, P(l.bias), C, scale, shift, s());
-      rt::channel_affine(scale, shift, l.in, B, in_n, cur_, false, s());
-      tk::add_scaled_sum(P(l.log_scale), C, plane, log_det_.get(), B, s());
+      tk::scale_shift(l.sign.get(), P(hl.log_scale), 1.f, P(hl.bias), C, scale, shift, s());
+      rt::channel_affine(scale, shift, hl.in, B, in_n, cur_, false, s());
+      tk::add_scaled_sum(P(hl.log_scale), C, plane, log_det_.get(), B, s());
       break;
     }
-    case Layer::InvConv: {
-      if (l.form == InvConvForm::LU) {
+    case HostLayer::InvConv: {
+      if (hl.form == InvConvForm::LU) {
         float *w = l.w.ensure(static_cast<size_t>(C) * C);
-        tk::lu_compose(C, l.perm.get(), P(l.lower), P(l.upper), l.sign.get(), P(l.log_s), w, s());
-        tk::add_scaled_sum(P(l.log_s), C, plane, log_det_.get(), B, s());
+        tk::lu_compose(C, l.perm.get(), P(hl.lower), P(hl.upper), l.sign.get(), P(hl.log_s), w,
+                       s());
+        tk::add_scaled_sum(P(hl.log_s), C, plane, log_det_.get(), B, s());
         l.w_used = w;
       } else {
-        l.w_used = P(l.weight);
+        l.w_used = P(hl.weight);
         tk::dense_inverse(C, l.w_used, inv_scratch_.ensure(2 * static_cast<size_t>(C) * C),
                           l.lad.get(), l.inv.ensure(static_cast<size_t>(C) * C), s());
         tk::add_scaled_value(l.lad.get(), plane, log_det_.get(), B, s());
@@ -727,9 +652,8 @@ void CudaTrainModel::layer_forward(Layer &l) {
       std::swap(cur_, next_);
       break;
     }
-    case Layer::Coupling: {
-      const int cb = C / 2, ch = l.net.out_ch;
-      const int a0 = l.half == Half::First ? 0 : cb, b0 = l.half == Half::First ? cb : 0;
+    case HostLayer::Coupling: {
+      const int cb = d.half, ch = int(hl.net.out_ch), a0 = d.first, b0 = d.second;
       float *in0 = net_bufs(l.net)[0].ensure(static_cast<size_t>(cb * ld));
       tk::gather_cnhw(cur_, B, C, plane, a0, cb, in0, s());
       const float *hc = net_forward(l.net, H, W);
@@ -739,11 +663,10 @@ void CudaTrainModel::layer_forward(Layer &l) {
                    B, log_det_.get(), false, s());
       break;
     }
-    case Layer::Split: {
-      const int cz = C / 2;
-      const int lo = l.half == Half::First ? 0 : cz, ko = l.half == Half::First ? cz : 0;
+    case HostLayer::Split: {
+      const int cz = d.half, lo = d.first, ko = d.second;
       const float *prior = nullptr;
-      if (!l.net.empty()) {
+      if (!hl.net.empty()) {
         float *in0 = net_bufs(l.net)[0].ensure(static_cast<size_t>(cz * ld));
         tk::gather_cnhw(cur_, B, C, plane, ko, cz, in0, s());
         const float *o = net_forward(l.net, H, W);
@@ -751,8 +674,8 @@ void CudaTrainModel::layer_forward(Layer &l) {
         tk::scatter_nchw(o, B, 2 * cz, plane, 0, 2 * cz, h, false, s());
         prior = h;
       }
-      rt::split_log_prob(cur_ + int64_t(lo) * plane, in_n, prior, int64_t(2) * cz * plane, l.layout,
-                         cz, plane, B, log_prior_.get(), s());
+      rt::split_log_prob(cur_ + int64_t(lo) * plane, in_n, prior, int64_t(2) * cz * plane,
+                         hl.layout, cz, plane, B, log_prior_.get(), s());
       check(cudaMemcpy2DAsync(next_, out_n * sizeof(float), cur_ + int64_t(ko) * plane,
                               in_n * sizeof(float), out_n * sizeof(float), B,
                               cudaMemcpyDeviceToDevice, s()),
@@ -760,11 +683,11 @@ void CudaTrainModel::layer_forward(Layer &l) {
       std::swap(cur_, next_);
       break;
     }
-    case Layer::Top: {
-      const float *mean = l.mean >= 0 ? P(l.mean) : l.zeros.get();
-      const float *ls = l.log_std >= 0 ? P(l.log_std) : l.zeros.get();
-      rt::top_log_prob(cur_, in_n, mean, ls, l.offsets >= 0 ? P(l.offsets) : nullptr, labels_.get(),
-                       C, plane, B, log_prior_.get(), s());
+    case HostLayer::Top: {
+      const float *mean = hl.mean >= 0 ? P(hl.mean) : l.zeros.get();
+      const float *ls = hl.log_std >= 0 ? P(hl.log_std) : l.zeros.get();
+      rt::top_log_prob(cur_, in_n, mean, ls, hl.offsets >= 0 ? P(hl.offsets) : nullptr,
+                       labels_.get(), C, plane, B, log_prior_.get(), s());
       break;
     }
   }
@@ -773,40 +696,40 @@ void CudaTrainModel::layer_forward(Layer &l) {
 void CudaTrainModel::backward() {
   if (batch_ < 1) invalid_argument("backward without a forward pass");
   grad_scale_ = loss_scale_;
+  host_grads_current_ = false;
   check(cudaMemsetAsync(grads_.get(), 0, params_ * sizeof(float), s()), "memset");
   grad_ = grad_buf_[0].get();
   dgrad_ = grad_buf_[1].get();
-  check(cudaMemsetAsync(grad_, 0, batch_ * layers_.back().in.numel() * sizeof(float), s()),
+  check(cudaMemsetAsync(grad_, 0, batch_ * layers_.back().host->in.numel() * sizeof(float), s()),
         "memset");
   for (size_t i = layers_.size(); i-- > 0;) layer_backward(layers_[i]);
 }
 
 void CudaTrainModel::layer_backward(Layer &l) {
-  const int B = int(batch_), C = int(l.in.c), plane = int(l.in.plane()), H = int(l.in.h),
-            W = int(l.in.w);
-  const int64_t in_n = l.in.numel(), out_n = l.out.numel(), ld = int64_t(B) * plane;
+  const HostLayer &hl = *l.host;
+  const LayerDims d(hl, batch_);
+  const int B = d.B, C = d.C, plane = d.plane, H = d.H, W = d.W;
+  const int64_t in_n = d.in_n, out_n = d.out_n, ld = d.ld;
   // dL/dlog p of every image, and of every per-image log-determinant term (as the CPU's), times
   // the loss scale.
   const float w =
       static_cast<float>(-loss_scale_ / (static_cast<double>(B) * dims_ * std::log(2.0)));
   const float logdet_weight = static_cast<float>(int64_t(B) * plane) * w;
-  switch (l.kind) {
-    case Layer::Squeeze:
-      rt::squeeze(l.order, l.in, B, in_n, grad_, dgrad_, true, s());
+  switch (hl.kind) {
+    case HostLayer::Squeeze:
+      rt::squeeze(hl.order, hl.in, B, in_n, grad_, dgrad_, true, s());
       std::swap(grad_, dgrad_);
       break;
-    case Layer::Permute:
-      rt::permute(l.source.get(), l.in, B, in_n, grad_, dgrad_, true, s());
+    case HostLayer::Permute:
+      rt::permute(l.source.get(), hl.in, B, in_n, grad_, dgrad_, true, s());
       std::swap(grad_, dgrad_);
       break;
-    case Layer::ActNorm: {
-      float *scale = l.scale.ensure(C);
-      tk::scale_shift(l.sign.get(), P(l.log_scale), 1.f, nullptr, C, scale, nullptr, s());
-      tk::actnorm_backward(tk::ChannelView::nchw(B, C, plane), l.input.get(), grad_, scale,
-                           P(l.bias), logdet_weight, G(l.bias), G(l.log_scale), s());
+    case HostLayer::ActNorm: {  // l.scale: computed by the forward pass, same parameters
+      tk::actnorm_backward(tk::ChannelView::nchw(B, C, plane), l.input.get(), grad_, l.scale.get(),
+                           P(hl.bias), logdet_weight, G(hl.bias), G(hl.log_scale), s());
       break;
     }
-    case Layer::InvConv: {
+    case HostLayer::InvConv: {
       const size_t cc = static_cast<size_t>(C) * C;
       blas_.gemm_batched(true, false, C, plane, C, l.w_used, C, 0, grad_, plane, in_n, 0.f, dgrad_,
                          plane, in_n, B);
@@ -814,17 +737,16 @@ void CudaTrainModel::layer_backward(Layer &l) {
       blas_.gemm_batched(false, true, C, C, plane, grad_, plane, in_n, l.input.get(), plane, in_n,
                          0.f, parts, C, int64_t(cc), B);
       tk::sum_parts(parts, B, int64_t(cc), dw, s());
-      if (l.form == InvConvForm::LU)
-        tk::lu_backward(C, l.perm.get(), P(l.lower), P(l.upper), l.sign.get(), P(l.log_s), dw,
-                        logdet_weight, da_.ensure(cc), G(l.lower), G(l.upper), G(l.log_s), s());
+      if (hl.form == InvConvForm::LU)
+        tk::lu_backward(C, l.perm.get(), P(hl.lower), P(hl.upper), l.sign.get(), P(hl.log_s), dw,
+                        logdet_weight, da_.ensure(cc), G(hl.lower), G(hl.upper), G(hl.log_s), s());
       else
-        tk::add_dense_grad(C, dw, l.inv.get(), logdet_weight, G(l.weight), s());
+        tk::add_dense_grad(C, dw, l.inv.get(), logdet_weight, G(hl.weight), s());
       std::swap(grad_, dgrad_);
       break;
     }
-    case Layer::Coupling: {
-      const int cb = C / 2, ch = l.net.out_ch;
-      const int a0 = l.half == Half::First ? 0 : cb, b0 = l.half == Half::First ? cb : 0;
+    case HostLayer::Coupling: {
+      const int cb = d.half, ch = int(hl.net.out_ch), a0 = d.first, b0 = d.second;
       check(cudaMemcpy2DAsync(dgrad_ + int64_t(a0) * plane, in_n * sizeof(float),
                               grad_ + int64_t(a0) * plane, in_n * sizeof(float),
                               size_t(cb) * plane * sizeof(float), B, cudaMemcpyDeviceToDevice, s()),
@@ -840,17 +762,16 @@ void CudaTrainModel::layer_backward(Layer &l) {
       std::swap(grad_, dgrad_);
       break;
     }
-    case Layer::Split: {
-      const int cz = C / 2;
-      const int lo = l.half == Half::First ? 0 : cz, ko = l.half == Half::First ? cz : 0;
+    case HostLayer::Split: {
+      const int cz = d.half, lo = d.first, ko = d.second;
       check(cudaMemcpy2DAsync(dgrad_ + int64_t(ko) * plane, in_n * sizeof(float), grad_,
                               out_n * sizeof(float), out_n * sizeof(float), B,
                               cudaMemcpyDeviceToDevice, s()),
             "split");
-      const bool net = !l.net.empty();
+      const bool net = !hl.net.empty();
       float *dprior = net ? dh_.ensure(static_cast<size_t>(B) * 2 * cz * plane) : nullptr;
       tk::split_backward(l.input.get() + int64_t(lo) * plane, in_n, net ? l.h.get() : nullptr,
-                         int64_t(2) * cz * plane, l.layout, cz, plane, B, w,
+                         int64_t(2) * cz * plane, hl.layout, cz, plane, B, w,
                          dgrad_ + int64_t(lo) * plane, dprior, s());
       if (net) {
         tk::gather_cnhw(dprior, B, 2 * cz, plane, 0, 2 * cz,
@@ -862,13 +783,14 @@ void CudaTrainModel::layer_backward(Layer &l) {
       std::swap(grad_, dgrad_);
       break;
     }
-    case Layer::Top: {
-      const float *mean = l.mean >= 0 ? P(l.mean) : l.zeros.get();
-      const float *ls = l.log_std >= 0 ? P(l.log_std) : l.zeros.get();
-      tk::top_backward(l.input.get(), in_n, mean, ls, l.offsets >= 0 ? P(l.offsets) : nullptr,
-                       labels_.get(), C, plane, B, l.n_classes, w, grad_,
-                       l.mean >= 0 ? G(l.mean) : nullptr, l.log_std >= 0 ? G(l.log_std) : nullptr,
-                       l.offsets >= 0 ? G(l.offsets) : nullptr, s());
+    case HostLayer::Top: {
+      const float *mean = hl.mean >= 0 ? P(hl.mean) : l.zeros.get();
+      const float *ls = hl.log_std >= 0 ? P(hl.log_std) : l.zeros.get();
+      tk::top_backward(l.input.get(), in_n, mean, ls, hl.offsets >= 0 ? P(hl.offsets) : nullptr,
+                       labels_.get(), C, plane, B, int(hl.n_classes), w, grad_,
+                       hl.mean >= 0 ? G(hl.mean) : nullptr,
+                       hl.log_std >= 0 ? G(hl.log_std) : nullptr,
+                       hl.offsets >= 0 ? G(hl.offsets) : nullptr, s());
       break;
     }
   }
@@ -880,6 +802,7 @@ StepOutcome CudaTrainModel::train_step(const float *x, const int32_t *labels, in
   if (adam.t != adam_t_mirror_) upload_adam(adam);
   const bool use_ema = a.ema_decay > 0 && !ema.empty();
   if (use_ema && !ema_on_) upload_ema(ema);
+  host_values_current_ = false;  // the update below changes them
   run_forward(x, labels, n);
   backward();
   tk::sum_squares(grads_.get(), params_, norm_partials_.get(), norm_sq_.get(), s());
@@ -920,7 +843,7 @@ std::unique_ptr<TrainCompute<float>> make_cuda_train_compute(const Graph &graph,
     fail(FLOWRT_DEVICE_ERROR, "--device cuda: no usable CUDA device " + std::to_string(device) +
                                   " (no driver, or no GPU)");
   check(cudaSetDevice(device), "cudaSetDevice");
-  return std::make_unique<CudaTrainModel>(graph, device);
+  return std::make_unique<CudaTrainModel>(graph);
 }
 
 }  // namespace flowrt::train

@@ -599,6 +599,20 @@ void TrainModel<T>::layer_backward(Layer &l) {
 }
 
 template <typename T>
+void TrainModel<T>::release_tape() {
+  auto drop = [](std::vector<T> &v) { std::vector<T>().swap(v); };
+  for (Layer &l : layers_) {
+    drop(l.input), drop(l.h);
+    for (std::vector<T> &b : l.net.bufs) drop(b);
+  }
+  for (std::vector<T> &b : pool_) drop(b);
+  for (std::vector<T> *v :
+       {&cur_, &next_, &grad_, &dgrad_, &col_, &dcol_, &net_g_, &net_dg_, &cnhw_})
+    drop(*v);
+  batch_ = 0;  // a backward now needs a forward first
+}
+
+template <typename T>
 Graph TrainModel<T>::export_graph(const std::vector<T> &values) const {
   if (values.size() != params_.size()) invalid_argument("export_graph: wrong parameter count");
   const std::vector<ParamInfo> &info = params_.info();

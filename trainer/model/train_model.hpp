@@ -32,7 +32,9 @@ class TrainModel final : public TrainCompute<T> {
   // The log-likelihood (nats) of each image of the last forward.
   const std::vector<double> &log_p() const { return log_p_; }
 
- private:
+  // The model's structure as built from the graph: each layer's kind, shapes, conventions,
+  // parameter ids (into params()) and signs, and its nets' ops. The CUDA trainer builds its
+  // device model from it.
   struct NetOp {
     enum Kind { Conv, ActNorm, Relu, OutputScale } kind = Conv;
     ConvGeometry geo;
@@ -72,6 +74,12 @@ class TrainModel final : public TrainCompute<T> {
     std::vector<T> input, h;
   };
 
+  const std::vector<Layer> &layers() const { return layers_; }
+  // Frees the tape and scratch of the last passes (a model kept only for its parameters and
+  // structure).
+  void release_tape();
+
+ private:
   Net build_net(const flowrt::Net &net, const std::string &prefix);
   const T *net_forward(Net &net, const BatchGeometry &bg, bool data_init);
   void net_backward(Net &net, const BatchGeometry &bg, std::vector<T> &dout, std::vector<T> &din);

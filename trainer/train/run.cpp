@@ -204,12 +204,12 @@ TrainRun::StepResult TrainRun::train_step(const float *x, const int32_t *labels,
   return r;
 }
 
-void TrainRun::sync_state() {
-  compute_->sync_to_host(&adam_, &ema_);
+void TrainRun::sync_state(bool with_adam) {
+  compute_->sync_to_host(with_adam ? &adam_ : nullptr, &ema_);
 }
 
 double TrainRun::evaluate(int64_t max_images) {
-  sync_state();
+  sync_state(false);
   std::vector<float> &p = compute_->params().values();
   std::vector<float> saved;
   if (!ema_.empty()) {
@@ -227,7 +227,7 @@ double TrainRun::evaluate(int64_t max_images) {
 }
 
 Graph TrainRun::export_graph() {
-  sync_state();
+  sync_state(false);
   return compute_->export_graph(ema_.empty() ? compute_->params().values() : ema_);
 }
 
@@ -289,7 +289,7 @@ void TrainRun::run() {
       const std::vector<float> init = batch_x(0, 0, n, ~uint64_t{0});
       compute_->forward(init.data(), nullptr, n, true);
       if (!ema_.empty()) {  // the average starts from the initialised weights
-        sync_state();
+        sync_state(false);
         ema_ = compute_->params().values();
         compute_->sync_to_device(nullptr, &ema_);
       }

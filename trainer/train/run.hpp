@@ -63,8 +63,8 @@ class TrainRun {
   void make_schedule();
   bool finished(double elapsed) const;
   void save_best(double test_bpd);
-  // Brings the parameters, Adam's moments and the EMA to the host (no-op on the CPU).
-  void sync_state();
+  // Brings the parameters, the EMA and (with_adam) Adam's moments to the host (no-op on the CPU).
+  void sync_state(bool with_adam = true);
   // Dequantised images at positions [first, first + n) of the step's epoch order.
   std::vector<float> batch_x(int64_t step, int64_t first, int64_t n, uint64_t noise_step);
   void log_message(const std::string &line);
