@@ -209,10 +209,10 @@ void TrainRun::sync_state(bool with_adam) {
 }
 
 double TrainRun::evaluate(int64_t max_images) {
-  sync_state(false);
   std::vector<float> &p = compute_->params().values();
   std::vector<float> saved;
-  if (!ema_.empty()) {
+  if (!ema_.empty()) {  // evaluate the EMA weights, then put the live ones back
+    sync_state(false);
     saved = p;
     p = ema_;
     compute_->sync_to_device(nullptr, nullptr);
