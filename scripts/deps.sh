@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian packages flowrt builds and tests with, when any is missing.
+# Installs the Debian packages flowrt builds and tests with, when any is missing. Proven on a
+# minimal Debian bookworm root (debootstrap --variant=minbase): nothing else is assumed.
 # Usage: scripts/deps.sh [extra-package...]
 set -euo pipefail
+# ocl-icd-opencl-dev: Debian's oneDNN is built with its OpenCL runtime, and its CMake package
+# requires the OpenCL headers and loader, which libdnnl-dev only recommends.
 packages=(build-essential cmake pkg-config clang clang-format flatbuffers-compiler
-  libflatbuffers-dev doctest-dev libdnnl-dev libpng-dev zlib1g-dev python3 python3-numpy
-  python3-flatbuffers python3-onnx nodejs dataset-fashion-mnist "$@")
+  libflatbuffers-dev doctest-dev libdnnl-dev ocl-icd-opencl-dev libpng-dev zlib1g-dev python3
+  python3-numpy python3-flatbuffers python3-onnx nodejs dataset-fashion-mnist "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -2,16 +2,19 @@
 # The main job on the built-in default: installs what is missing, builds flowrt (Release), trains
 # Glow on Fashion-MNIST on the CPU for 10 minutes (1x32x32, 3 levels x 8 steps, width 256),
 # exports the model, writes a sample grid and prints the test bits/dim on the full test set.
+#   FLOWRT_QUICKSTART_TIME=2m   another training budget (flowtrain's --time: 90s, 2m, 1h)
+#   FLOWRT_QUICKSTART_OUT=DIR   another output folder (default runs/quickstart)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${FLOWRT_QUICKSTART_OUT:-runs/quickstart}
+budget=${FLOWRT_QUICKSTART_TIME:-10m}
 scripts/deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > /dev/null
 cmake --build build -j"${FLOWRT_JOBS:-2}"
 mkdir -p "$out"
 data=/usr/share/datasets/fashion-mnist
 if [ -x build/bin/flowtrain ]; then
-  build/bin/flowtrain train --data fashion-mnist --levels 3 --depth 8 --width 256 --time 10m \
+  build/bin/flowtrain train --data fashion-mnist --levels 3 --depth 8 --width 256 --time "$budget" \
     --out "$out"
   model="$out/model.flow"
 else

@@ -1,0 +1,4 @@
+# A dependency that no machine has.
+find_library(FlowrtMissingOpenCL_LIBRARY NAMES flowrt_no_such_opencl_library)
+include(FindPackageHandleStandardArgs)
+find_package_handle_standard_args(FlowrtMissingOpenCL REQUIRED_VARS FlowrtMissingOpenCL_LIBRARY)
