@@ -6,10 +6,7 @@
 #include <sstream>
 #include <thread>
 
-#include "backends/backend.hpp"
-#ifdef FLOWRT_HAVE_ONEDNN
-#include "backends/onednn/onednn_backend.hpp"
-#endif
+#include "backends/backend_registry.hpp"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -45,9 +42,7 @@ Machine describe_machine() {
 #else
   m.cores = static_cast<int>(std::thread::hardware_concurrency());
 #endif
-#ifdef FLOWRT_HAVE_CUDA
-  if (cuda_device_available(0)) m.gpu = "CUDA device 0";
-#endif
+  if (probe_backend(FLOWRT_BACKEND_CUDA).available) m.gpu = "CUDA device 0";
 #if defined(__clang__)
   m.compiler = "clang " __clang_version__;
 #elif defined(__GNUC__)
@@ -56,9 +51,9 @@ Machine describe_machine() {
   m.compiler = "unknown compiler";
 #endif
   m.commit = FLOWRT_GIT_COMMIT;
-#ifdef FLOWRT_HAVE_ONEDNN
-  m.onednn = onednn_version();
-#endif
+  // The plugin's own line, "oneDNN 2.6.3 (CPU)": the version this run's backend uses.
+  const BackendProbe dnn = probe_backend(FLOWRT_BACKEND_ONEDNN);
+  if (dnn.available) m.onednn = dnn.description;
   char buf[64];
   const std::time_t now = std::time(nullptr);
   std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S %Z", std::localtime(&now));

@@ -17,15 +17,13 @@
 #include <vector>
 
 #include "backends/backend.hpp"
+#include "backends/backend_registry.hpp"
 #include "bench_machine.hpp"
 #include "bench_peak.hpp"
 #include "core/error.hpp"
 #include "format/flow_file.hpp"
 #include "model/glow_builder.hpp"
 #include "model/program.hpp"
-#ifdef FLOWRT_HAVE_ONEDNN
-#include "backends/onednn/onednn_backend.hpp"
-#endif
 
 namespace flowrt::bench {
 namespace {
@@ -155,23 +153,18 @@ Options parse(int argc, char **argv) {
   return o;
 }
 
+// Backends by name, as the C API and every program obtain them: the reference backend built
+// in, oneDNN and CUDA from their plugins.
+flowrt_backend backend_kind(const std::string &name) {
+  if (name == "onednn") return FLOWRT_BACKEND_ONEDNN;
+  if (name == "cuda") return FLOWRT_BACKEND_CUDA;
+  return FLOWRT_BACKEND_REF;
+}
+
 bool backend_available(const std::string &name, std::string *why) {
-  if (name == "ref") return true;
-  if (name == "onednn") {
-#ifdef FLOWRT_HAVE_ONEDNN
-    return true;
-#else
-    *why = "not built (oneDNN was not found at configure time)";
-    return false;
-#endif
-  }
-#ifdef FLOWRT_HAVE_CUDA
-  if (cuda_device_available(0)) return true;
-  *why = "no usable CUDA device";
-#else
-  *why = "not built (no CUDA toolkit at configure time)";
-#endif
-  return false;
+  const BackendProbe p = probe_backend(backend_kind(name));
+  if (!p.available) *why = p.why;
+  return p.available;
 }
 
 std::unique_ptr<Backend> make_backend(const std::string &name, const Graph &g, size_t batch,
@@ -181,14 +174,7 @@ std::unique_ptr<Backend> make_backend(const std::string &name, const Graph &g, s
   o.max_batch = batch;
   o.threads = threads;
   o.precision = precision_of(name, precision);
-  if (name == "ref") return create_ref_backend(g, o);
-#ifdef FLOWRT_HAVE_ONEDNN
-  if (name == "onednn") return create_onednn_backend(g, o);
-#endif
-#ifdef FLOWRT_HAVE_CUDA
-  if (name == "cuda") return create_cuda_backend(g, o);
-#endif
-  fail(FLOWRT_UNSUPPORTED, "backend " + name + " is not available");
+  return create_backend(backend_kind(name), g, o);
 }
 
 // Inputs shared by every backend of a case: images at bin centres, their latents, noise.
@@ -264,11 +250,9 @@ Result time_case(const Options &o, const Graph &g, const std::string &backend,
     if (ms_since(s0) > o.max_time * 1e3) break;
   }
   r.st = stats_of(r.ms);
-#ifdef FLOWRT_HAVE_ONEDNN
   std::map<std::string, int> count;
-  for (const std::string &k : onednn_primitive_impls(*b, n)) ++count[k];
+  for (const std::string &k : b->kernels(n)) ++count[k];
   for (const auto &kv : count) r.kernels.push_back(kv.first + " x" + std::to_string(kv.second));
-#endif
   return r;
 }
 
@@ -370,8 +354,8 @@ int run(int argc, char **argv) {
   const int threads = o.threads > 0 ? o.threads : m.cores;
   std::printf("machine: %s, %d cores, ISA: %s%s%s\n", m.cpu.c_str(), m.cores, m.isa.c_str(),
               m.gpu.empty() ? "" : ", GPU: ", m.gpu.c_str());
-  std::printf("build: commit %s, %s, oneDNN %s; threads %d\n", m.commit.c_str(), m.compiler.c_str(),
-              m.onednn.empty() ? "not built" : m.onednn.c_str(), threads);
+  std::printf("build: commit %s, %s, %s; threads %d\n", m.commit.c_str(), m.compiler.c_str(),
+              m.onednn.empty() ? "oneDNN unavailable" : m.onednn.c_str(), threads);
 
   Peak peak;
   bool have_peak = false;

@@ -20,15 +20,19 @@ install(FILES ${PROJECT_BINARY_DIR}/flowrt-config.cmake
               ${PROJECT_BINARY_DIR}/flowrt-config-version.cmake
         DESTINATION ${FLOWRT_CMAKE_DIR})
 
-# pkg-config: a static library needs its dependencies on the link line.
+# pkg-config: a static library needs its dependencies on the link line (it links its backends;
+# a shared one loads them as plugins and needs nothing more).
 set(FLOWRT_PC_LIBS_PRIVATE "-lstdc++ -lm")
+foreach(lib IN LISTS CMAKE_DL_LIBS)
+  string(APPEND FLOWRT_PC_LIBS_PRIVATE " -l${lib}")
+endforeach()
 if(OpenMP_CXX_FOUND)
   string(APPEND FLOWRT_PC_LIBS_PRIVATE " ${OpenMP_CXX_FLAGS}")
 endif()
-if(FLOWRT_HAVE_ONEDNN)
+if(NOT BUILD_SHARED_LIBS AND FLOWRT_HAVE_ONEDNN)
   string(APPEND FLOWRT_PC_LIBS_PRIVATE " -ldnnl")
 endif()
-if(FLOWRT_HAVE_CUDA)
+if(NOT BUILD_SHARED_LIBS AND FLOWRT_HAVE_CUDA)
   string(APPEND FLOWRT_PC_LIBS_PRIVATE " -L${CUDAToolkit_LIBRARY_DIR} -lcublas -lcudart")
 endif()
 if(BUILD_SHARED_LIBS)

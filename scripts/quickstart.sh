@@ -24,8 +24,14 @@ fi
 build/bin/flowrt info "$model" | head -12
 build/bin/flowrt sample "$model" -n 64 -t 0.7 --seed 1 -o "$out/samples.png"
 if [ -x build/bin/flowtrain ]; then
-  build/bin/flowtrain eval "$model" --data fashion-mnist
+  build/bin/flowtrain eval "$model" --data fashion-mnist | tee "$out/eval.txt"
 else
-  build/bin/flowrt score "$model" "$data/t10k-images-idx3-ubyte.gz"
+  build/bin/flowrt score "$model" "$data/t10k-images-idx3-ubyte.gz" | tee "$out/eval.txt"
 fi
+# The run is good only if both results came out: a PNG grid and a finite bits/dim.
+head -c 8 "$out/samples.png" | od -An -tx1 | tr -d ' \n' | grep -q '^89504e470d0a1a0a$' \
+  || { echo "quickstart: $out/samples.png is not a PNG" >&2; exit 1; }
+bpd=$(grep 'bits/dim' "$out/eval.txt" | grep -Eo '[0-9]+\.[0-9]{6}' | head -1 || true)
+[ -n "$bpd" ] || { echo "quickstart: no finite test bits/dim in the evaluation" >&2; exit 1; }
 echo "samples: $out/samples.png"
+echo "test bits/dim: $bpd"

@@ -25,6 +25,16 @@ cmake -S examples -B build/examples -DCMAKE_PREFIX_PATH="$root/build/install" > 
 cmake --build build/examples -j"$jobs" > /dev/null
 build/bin/flowrt init --image 3x16x16 --levels 2 --depth 2 --width 16 --random-nets -o build/example.flow > /dev/null
 LD_LIBRARY_PATH="$root/build/install/lib" build/examples/sample_png build/example.flow build/example_ 2
+echo "== the installed core library links no backend toolkit; the app runs without the CUDA plugin"
+scripts/check_core_deps.sh build/install/lib/libflowrt.so
+rm -rf build/install-cpu && cp -a build/install build/install-cpu && rm -f build/install-cpu/lib/libflowrt-cuda.so
+LD_LIBRARY_PATH="$root/build/install-cpu/lib" build/examples/sample_png build/example.flow build/example_cpu_ 1 \
+  | tee build/example_cpu.log
+grep -q "^backend: onednn" build/example_cpu.log || { echo "FAIL: without the CUDA plugin the app did not run on oneDNN"; exit 1; }
+rm -f build/install-cpu/lib/libflowrt-onednn.so
+LD_LIBRARY_PATH="$root/build/install-cpu/lib" build/examples/sample_png build/example.flow build/example_ref_ 1 \
+  | tee build/example_ref.log
+grep -q "^backend: ref" build/example_ref.log || { echo "FAIL: without any plugin the app did not fall back to ref"; exit 1; }
 cc -std=c99 -Wall -Wextra -Werror examples/sample_png.c -o build/sample_png_pc \
   $(PKG_CONFIG_PATH="$root/build/install/lib/pkgconfig" pkg-config --cflags --libs flowrt) -lpng
 LD_LIBRARY_PATH="$root/build/install/lib" build/sample_png_pc build/example.flow build/example_pc_ 1

@@ -13,7 +13,7 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; ++i)
     if (std::strcmp(argv[i], "--test-suite=cuda") == 0 &&
         !flowrt_backend_available(FLOWRT_BACKEND_CUDA)) {
-      std::printf("CUDA tests skipped: no usable CUDA device (no GPU or no driver)\n");
+      std::printf("CUDA tests skipped: %s\n", flowrt_last_error());
       return 77;
     }
   doctest::Context context(argc, argv);

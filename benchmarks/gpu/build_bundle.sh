@@ -15,9 +15,10 @@ rm -rf "$bundle"
 mkdir -p "$bundle/bin" "$bundle/lib" "$bundle/python"
 cp "$build/bin/flowrt" "$build/bin/flowbench" "$build/bin/flowrt_tests" "$build/bin/flowtrain" \
   "$bundle/bin/"
-cp -P "$build"/lib/libflowrt.so* "$bundle/lib/"
+cp -P "$build"/lib/libflowrt.so* "$build"/lib/libflowrt-cuda.so "$bundle/lib/"
 # Shared libraries the GPU host may lack: everything but glibc's own and the CUDA toolkit's.
-for f in "$bundle"/bin/* "$bundle/lib/libflowrt.so"; do
+# (The programs in bin/ find the CUDA plugin in ../lib.)
+for f in "$bundle"/bin/* "$bundle/lib/libflowrt.so" "$bundle/lib/libflowrt-cuda.so"; do
   ldd "$f" | awk '/=> \// {print $3}'
 done | sort -u | while read -r lib; do
   case $(basename "$lib") in

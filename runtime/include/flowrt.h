@@ -101,8 +101,11 @@ FLOWRT_API int flowrt_format_major_supported(void);
 FLOWRT_API const char *flowrt_status_string(flowrt_status status);
 /* The message of the last failure on this thread ("" if none). */
 FLOWRT_API const char *flowrt_last_error(void);
-/* 1 if the backend was built into this library and can run here (for CUDA: a device is
- * present), else 0. */
+/* 1 if the backend can run here, else 0 and flowrt_last_error() says why. REF and AUTO are
+ * always available. With a shared libflowrt, ONEDNN and CUDA are plugins (libflowrt-onednn.so,
+ * libflowrt-cuda.so) loaded on first use from the library's own directory, then from each
+ * directory of FLOWRT_BACKEND_PATH; the reason names the plugin file and, when the plugin's
+ * own dependency is missing, that library. CUDA also needs a driver and device 0. */
 FLOWRT_API int flowrt_backend_available(flowrt_backend backend);
 /* Static name: "auto", "ref", "onednn", "cuda". */
 FLOWRT_API const char *flowrt_backend_name(flowrt_backend backend);

@@ -8,6 +8,7 @@
 
 namespace flowrt {
 
+int cmd_backends(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_sample(int argc, char **argv);

@@ -23,6 +23,7 @@ const char *kUsage =
     "                                   a grid of samples as a PNG\n"
     "  score M.flow INPUT...            bits/dim per image and mean (PNG files or an IDX file)\n"
     "  reconstruct M.flow INPUT...      encode -> decode round-trip error\n"
+    "  backends                         which backends run here, from which plugin, or why not\n"
     "\n"
     "common options: --backend auto|ref|onednn|cuda  --threads N  --batch N (max batch)\n"
     "                --limit N (first N images of an IDX file)\n";
@@ -40,6 +41,7 @@ int main(int argc, char **argv) {
   }
   const std::string cmd = argv[1];
   try {
+    if (cmd == "backends") return flowrt::cmd_backends(argc, argv);
     if (cmd == "info") return flowrt::cmd_info(argc, argv);
     if (cmd == "init") return flowrt::cmd_init(argc, argv);
     if (cmd == "sample") return flowrt::cmd_sample(argc, argv);

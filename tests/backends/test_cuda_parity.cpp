@@ -6,6 +6,7 @@
 
 #ifdef FLOWRT_HAVE_CUDA
 
+#include "backends/cuda/cuda_backend.hpp"
 #include "backends/parity_check.hpp"
 #include "core/philox.hpp"
 #include "test_support.hpp"

@@ -10,6 +10,9 @@
 #include <vector>
 
 #include "backends/backend.hpp"
+#ifdef FLOWRT_TRAIN_CUDA
+#include "backends/cuda/cuda_backend.hpp"
+#endif
 #include "core/error.hpp"
 #include "tiny_models.hpp"
 #include "trainer/model/train_model.hpp"

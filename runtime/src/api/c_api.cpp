@@ -6,6 +6,7 @@
 
 #include "api/handles.hpp"
 #include "backends/backend.hpp"
+#include "backends/backend_registry.hpp"
 #include "core/checked_math.hpp"
 #include "core/error.hpp"
 #include "flowrt.h"
@@ -64,7 +65,7 @@ std::shared_ptr<const flowrt::Graph> load(std::shared_ptr<flowrt::ModelBytes> by
 extern "C" {
 
 const char *flowrt_version(void) {
-  return "0.1.0";
+  return FLOWRT_RELEASE;
 }
 int flowrt_format_major_supported(void) {
   return 1;
@@ -99,28 +100,20 @@ const char *flowrt_last_error(void) {
 }
 
 int flowrt_backend_available(flowrt_backend backend) {
-  switch (enum_int(backend)) {
-    case FLOWRT_BACKEND_AUTO:
-    case FLOWRT_BACKEND_REF:
-      return 1;
-    case FLOWRT_BACKEND_ONEDNN:
-#ifdef FLOWRT_HAVE_ONEDNN
-      return 1;
-#else
-      return 0;
-#endif
-    case FLOWRT_BACKEND_CUDA:
-#ifdef FLOWRT_HAVE_CUDA
-      try {
-        return flowrt::cuda_device_available(0) ? 1 : 0;
-      } catch (...) {
-        return 0;
-      }
-#else
-      return 0;
-#endif
+  const int kind = enum_int(backend);
+  if (kind == FLOWRT_BACKEND_AUTO || kind == FLOWRT_BACKEND_REF) return 1;
+  if (kind != FLOWRT_BACKEND_ONEDNN && kind != FLOWRT_BACKEND_CUDA) {
+    g_last_error = "unknown backend " + std::to_string(kind);
+    return 0;
   }
-  return 0;
+  try {
+    const flowrt::BackendProbe p = flowrt::probe_backend(backend, 0);
+    if (!p.available) g_last_error = p.why;
+    return p.available ? 1 : 0;
+  } catch (const std::exception &e) {
+    g_last_error = e.what();
+    return 0;
+  }
 }
 
 const char *flowrt_backend_name(flowrt_backend backend) {

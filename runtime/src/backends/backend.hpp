@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "flowrt.h"
 #include "model/graph.hpp"
@@ -73,6 +74,9 @@ class Backend {
   // Philox normals on the host into `eps_scratch` (n*D floats) and decodes them.
   virtual void sample(size_t n, uint64_t seed, uint64_t first_image, float temperature,
                       const int32_t *labels, float *eps_scratch, float *x);
+  // The kernels (primitive implementations) this backend runs at batch n, for flowbench and
+  // the tests ("conv brgconv:avx512_core", ...); empty where a backend does not say.
+  virtual std::vector<std::string> kernels(size_t) { return {}; }
 
  protected:
   int64_t dims_;  // D = C*H*W floats per image, for x, z and eps alike
@@ -81,14 +85,8 @@ class Backend {
 // Fills eps with the Philox normals of images first_image.. (n*dims floats).
 void philox_fill(uint64_t seed, uint64_t first_image, size_t n, int64_t dims, float *eps);
 
+// The reference backend, part of the core. The others: backends/onednn/onednn_backend.hpp and
+// backends/cuda/cuda_backend.hpp (linked into plugins); obtain them through backend_registry.hpp.
 std::unique_ptr<Backend> create_ref_backend(const Graph &graph, const BackendOptions &options);
-#ifdef FLOWRT_HAVE_ONEDNN
-std::unique_ptr<Backend> create_onednn_backend(const Graph &graph, const BackendOptions &options);
-#endif
-#ifdef FLOWRT_HAVE_CUDA
-// Throws Error(FLOWRT_DEVICE_ERROR, "no device ...") when no usable GPU is present.
-std::unique_ptr<Backend> create_cuda_backend(const Graph &graph, const BackendOptions &options);
-bool cuda_device_available(int device);
-#endif
 
 }  // namespace flowrt

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "backends/backend_registry.hpp"
 #include "core/checked_math.hpp"
 #include "core/error.hpp"
 
@@ -36,33 +37,12 @@ std::unique_ptr<Backend> make_backend(const Graph &g, const InferenceOptions &o)
     fail(FLOWRT_UNSUPPORTED,
          std::string("precision ") + precision_name(o.precision) + " is CUDA only (the " +
              (o.backend == FLOWRT_BACKEND_REF ? "ref" : "onednn") + " backend computes in fp32)");
-  switch (o.backend) {
-    case FLOWRT_BACKEND_REF:
-      return create_ref_backend(g, bo);
-    case FLOWRT_BACKEND_ONEDNN:
-#ifdef FLOWRT_HAVE_ONEDNN
-      return create_onednn_backend(g, bo);
-#else
-      fail(FLOWRT_UNSUPPORTED, "the oneDNN backend is not built into this library");
-#endif
-    case FLOWRT_BACKEND_CUDA:
-#ifdef FLOWRT_HAVE_CUDA
-      return create_cuda_backend(g, bo);
-#else
-      fail(FLOWRT_UNSUPPORTED, "the CUDA backend is not built into this library");
-#endif
-    case FLOWRT_BACKEND_AUTO:
-#ifdef FLOWRT_HAVE_CUDA
-      if (cuda_device_available(o.device)) return create_cuda_backend(g, bo);
-#endif
-      bo.precision = FLOWRT_PRECISION_FP32;  // the CPU backends' only arithmetic
-#ifdef FLOWRT_HAVE_ONEDNN
-      return create_onednn_backend(g, bo);
-#else
-      return create_ref_backend(g, bo);
-#endif
+  if (o.backend == FLOWRT_BACKEND_AUTO) {
+    const flowrt_backend kind = resolve_auto_backend(o.device);
+    if (kind != FLOWRT_BACKEND_CUDA) bo.precision = FLOWRT_PRECISION_FP32;  // the CPUs' only one
+    return create_backend(kind, g, bo);
   }
-  invalid_argument("unknown backend " + std::to_string(static_cast<int>(o.backend)));
+  return create_backend(o.backend, g, bo);
 }
 
 }  // namespace

@@ -13,7 +13,7 @@
 #include <tuple>
 #include <vector>
 
-#include "backends/backend.hpp"
+#include "backends/cuda/cuda_backend.hpp"
 #include "backends/cuda/cuda_check.hpp"
 #include "backends/cuda/cuda_kernels.cuh"
 #include "model/program.hpp"

@@ -1,17 +1,25 @@
 // Whether a usable CUDA device is present: false (not an error) without a driver or a device.
 #include <cuda_runtime.h>
 
-#include "backends/backend.hpp"
+#include "backends/cuda/cuda_backend.hpp"
 
 namespace flowrt {
 
-bool cuda_device_available(int device) {
+std::string cuda_unavailable_reason(int device) {
   int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
     cudaGetLastError();  // clear the sticky "no driver" error
-    return false;
+    return std::string("no usable CUDA device: no GPU or no driver (") + cudaGetErrorString(e) +
+           ")";
   }
-  return device >= 0 && device < count;
+  if (device < 0 || device >= count)
+    return "no CUDA device " + std::to_string(device) + " (" + std::to_string(count) + " present)";
+  return "";
+}
+
+bool cuda_device_available(int device) {
+  return cuda_unavailable_reason(device).empty();
 }
 
 }  // namespace flowrt

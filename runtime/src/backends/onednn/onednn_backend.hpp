@@ -1,4 +1,5 @@
-// Introspection of the oneDNN backend for tests and flowbench: which implementation oneDNN chose
+// The oneDNN backend (linked into libflowrt-onednn.so, or into a static libflowrt), and its
+// introspection for tests and flowbench: which implementation oneDNN chose
 // for every primitive of a batch size (a silent fallback to a "ref:" kernel is a bug).
 #pragma once
 
@@ -9,6 +10,8 @@
 #include "backends/backend.hpp"
 
 namespace flowrt {
+
+std::unique_ptr<Backend> create_onednn_backend(const Graph &graph, const BackendOptions &options);
 
 // One entry per primitive ("conv brgconv:avx512_core", "matmul gemm:jit", ...) of `backend`
 // (created by create_onednn_backend) at batch size n; creates that batch size's primitives when
