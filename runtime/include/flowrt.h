@@ -67,7 +67,8 @@ typedef enum flowrt_status {
 } flowrt_status;
 
 typedef enum flowrt_backend {
-  FLOWRT_BACKEND_AUTO = 0,   /* CUDA if a device is present, else oneDNN if built, else REF */
+  FLOWRT_BACKEND_AUTO = 0,   /* CUDA if its plugin loads and a device is present, else oneDNN if
+                                its plugin loads, else REF */
   FLOWRT_BACKEND_REF = 1,    /* portable C++, the reference every other backend is tested on */
   FLOWRT_BACKEND_ONEDNN = 2, /* CPU, oneDNN */
   FLOWRT_BACKEND_CUDA = 3    /* NVIDIA GPU */

@@ -14,6 +14,18 @@ const LinkedBackend *find_linked(flowrt_backend kind) {
   return nullptr;
 }
 
+// "oneDNN", "CUDA": how messages name a backend.
+std::string display_name(flowrt_backend kind) {
+  switch (kind) {
+    case FLOWRT_BACKEND_ONEDNN:
+      return "oneDNN";
+    case FLOWRT_BACKEND_CUDA:
+      return "CUDA";
+    default:
+      return flowrt_backend_name(kind);
+  }
+}
+
 std::string plugin_unavailable(const flowrt_plugin &api, int device) {
   flowrt_plugin_error error{};
   return api.available(device, &error) == FLOWRT_OK ? "" : error.message;
@@ -41,8 +53,7 @@ BackendProbe probe_backend(flowrt_backend kind, int device) {
     return p;
   }
   if (!linked_backends().load_plugins) {
-    p.why = std::string("this static libflowrt was built without the ") +
-            flowrt_backend_name(kind) + " backend";
+    p.why = "this static libflowrt was built without the " + display_name(kind) + " backend";
     return p;
   }
   const PluginLoad &load = backend_plugin(kind);
@@ -69,7 +80,7 @@ std::unique_ptr<Backend> create_backend(flowrt_backend kind, const Graph &graph,
   if (kind != FLOWRT_BACKEND_ONEDNN && kind != FLOWRT_BACKEND_CUDA)
     invalid_argument("unknown backend " + std::to_string(static_cast<int>(kind)));
   if (const LinkedBackend *l = find_linked(kind)) return l->create(graph, options);
-  const std::string name = flowrt_backend_name(kind);
+  const std::string name = display_name(kind);
   if (!linked_backends().load_plugins)
     fail(FLOWRT_UNSUPPORTED, "this static libflowrt was built without the " + name + " backend");
   const PluginLoad &load = backend_plugin(kind);
