@@ -7,7 +7,8 @@ set -euo pipefail
 # requires the OpenCL headers and loader, which libdnnl-dev only recommends.
 packages=(build-essential cmake pkg-config clang clang-format flatbuffers-compiler
   libflatbuffers-dev doctest-dev libdnnl-dev ocl-icd-opencl-dev libpng-dev zlib1g-dev python3
-  python3-numpy python3-flatbuffers python3-onnx nodejs dataset-fashion-mnist "$@")
+  python3-numpy python3-flatbuffers python3-onnx nodejs dataset-fashion-mnist libopenmpi-dev
+  openmpi-bin "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,6 +3,7 @@
 
 #include "cli_args.hpp"
 #include "core/error.hpp"
+#include "trainer/dist/communicator.hpp"
 #include "trainer/tools/train_commands.hpp"
 #include "trainer/train/run.hpp"
 
@@ -14,7 +15,24 @@ struct StopOverrides {
   int64_t steps = -1, epochs = -1;
   double time_s = -1;
   int threads = -1;
+  // How this process takes part: not part of the run, so a resume may change it.
+  std::string dist, dist_reduce = "ordered";
+  double dist_timeout_s = 600;
 };
+
+void parse_dist(const CliArgs &a, std::string *dist, std::string *reduce, double *timeout) {
+  *dist = a.get("--dist");
+  if (!dist->empty() && *dist != "mpi") invalid_argument("unknown --dist '" + *dist + "' (mpi)");
+  *reduce = a.get("--dist-reduce", "ordered");
+  parse_reduce_mode(*reduce);
+  if (a.has("--dist-timeout")) *timeout = parse_duration(a.get("--dist-timeout"));
+  // Several tasks without --dist would each train alone into the same run directory.
+  const int tasks = launcher_task_count();
+  if (dist->empty() && tasks > 1)
+    invalid_argument("started as " + std::to_string(tasks) +
+                     " tasks by a launcher, but without --dist mpi: every task would train "
+                     "alone into the same run directory");
+}
 
 void apply_overrides(RunConfig &c, void *user) {
   const auto *o = static_cast<const StopOverrides *>(user);
@@ -24,6 +42,9 @@ void apply_overrides(RunConfig &c, void *user) {
     c.time_s = std::max(0.0, o->time_s);
   }
   if (o->threads >= 0) c.threads = o->threads;
+  c.dist = o->dist;
+  c.dist_reduce = o->dist_reduce;
+  c.dist_timeout_s = o->dist_timeout_s;
 }
 
 void print_summary(const TrainRun &run) {
@@ -51,7 +72,9 @@ int cmd_train(int argc, char **argv) {
                             "--sample-count", "--checkpoint-every",
                             "--log-every",    "--keep-checkpoints",
                             "--stop-at",      "--out",
-                            "--precision"},
+                            "--precision",    "--grad-shards",
+                            "--dist",         "--dist-reduce",
+                            "--dist-timeout"},
             {"--quiet", "--recompute"}, {{"-o", "--out"}});
   if (!a.positional().empty()) invalid_argument("unexpected argument '" + a.positional()[0] + "'");
   RunConfig c;
@@ -103,26 +126,33 @@ int cmd_train(int argc, char **argv) {
   c.stop_at = a.get_int("--stop-at", 0, 0, int64_t{1} << 40);
   c.quiet = a.has("--quiet");
   c.out = a.require("--out");
+  c.grad_shards = static_cast<int>(a.get_int("--grad-shards", 0, 1, 4096));
+  parse_dist(a, &c.dist, &c.dist_reduce, &c.dist_timeout_s);
   TrainRun run(c);
-  std::printf("flowtrain: %s, %lld training / %lld test images, %zu parameters, batch %lld\n",
+  if (run.writer())
+    std::printf("flowtrain: %s, %lld training / %lld test images, %zu parameters, batch %lld\n",
               run.data().name.c_str(), (long long)run.data().train.size(),
               (long long)run.data().test.size(), run.params().size(), (long long)c.batch);
   run.run();
-  print_summary(run);
+  if (run.writer()) print_summary(run);
   return 0;
 }
 
 int cmd_resume(int argc, char **argv) {
-  CliArgs a(argc, argv, 2, {"--steps", "--epochs", "--time", "--threads"}, {});
+  CliArgs a(argc, argv, 2,
+            {"--steps", "--epochs", "--time", "--threads", "--dist", "--dist-reduce",
+             "--dist-timeout"},
+            {});
   if (a.positional().size() != 1) invalid_argument("usage: flowtrain resume RUN_DIR");
   StopOverrides o;
   if (a.has("--steps")) o.steps = a.get_int("--steps", 0, 1, int64_t{1} << 40);
   if (a.has("--epochs")) o.epochs = a.get_int("--epochs", 0, 1, 1 << 20);
   if (a.has("--time")) o.time_s = parse_duration(a.get("--time"));
   if (a.has("--threads")) o.threads = static_cast<int>(a.get_int("--threads", 0, 0, 4096));
+  parse_dist(a, &o.dist, &o.dist_reduce, &o.dist_timeout_s);
   std::unique_ptr<TrainRun> run = TrainRun::resume(a.positional()[0], apply_overrides, &o);
   run->run();
-  print_summary(*run);
+  if (run->writer()) print_summary(*run);
   return 0;
 }
 

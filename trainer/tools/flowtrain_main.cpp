@@ -9,6 +9,7 @@
 
 #include "commands.hpp"
 #include "core/error.hpp"
+#include "trainer/dist/communicator.hpp"
 #include "trainer/tools/train_commands.hpp"
 
 namespace {
@@ -19,7 +20,7 @@ const char *kUsage =
     "commands:\n"
     "  init ...                         a freshly initialised Glow model (as `flowrt init`)\n"
     "  train --out RUN_DIR [options]    trains a model (see below)\n"
-    "  resume RUN_DIR [--steps S | --epochs E | --time T] [--threads N]\n"
+    "  resume RUN_DIR [--steps S | --epochs E | --time T] [--threads N] [--dist mpi ...]\n"
     "                                   continues a run from its newest checkpoint, bit-exactly\n"
     "  eval M.flow [--data D] [--data-dir DIR] [--limit-test N] [--batch B] [--threads N]\n"
     "       [--dequantize K] [--seed S] [--device cpu|cuda]\n"
@@ -49,7 +50,16 @@ const char *kUsage =
     "                                   with TF32/BF16/FP16 inputs, float accumulation; fp16\n"
     "                                   adds dynamic loss scaling\n"
     "  --limit-train N  --limit-test N  --eval-every N (500)  --eval-images N (1000)\n"
-    "  --sample-every N (0 = off)  --checkpoint-every N  --log-every N (50)\n";
+    "  --sample-every N (0 = off)  --checkpoint-every N  --log-every N (50)\n"
+    "  --grad-shards S                  the global batch as S equal shards whose gradients are\n"
+    "                                   summed in order (the one-process twin of S ranks)\n"
+    "\n"
+    "data-parallel training (train and resume; launch with mpirun, srun or flowtrain launch):\n"
+    "  --dist mpi                       one rank per process; --batch is the global batch\n"
+    "  --dist-reduce ordered|fast       ordered (default): the same bytes as one process with\n"
+    "                                   --grad-shards N; fast: MPI_Allreduce\n"
+    "  --dist-timeout 10m               a collective waiting longer ends the job (default 10m)\n"
+    "  launch -n N [--threads T] -- train ...   mpirun on this host with the right flags\n";
 
 }  // namespace
 
@@ -70,19 +80,30 @@ int main(int argc, char **argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string cmd = argv[1];
+  // An error on one rank of a job ends the whole job at once (the other ranks may be waiting
+  // in a collective for this one), with the rank named.
+  auto report = [&](const char *what, int code) -> int {
+    flowrt::train::Communicator *world = flowrt::train::dist_world();
+    if (world && world->size() > 1) {
+      std::fprintf(stderr, "flowtrain: %s: error: %s\n", world->who().c_str(), what);
+      world->abort(code);
+    }
+    std::fprintf(stderr, "flowtrain %s: %s\n", cmd.c_str(), what);
+    return code;
+  };
   try {
     if (cmd == "init") return flowrt::cmd_init(argc, argv);
     if (cmd == "train") return flowrt::train::cmd_train(argc, argv);
     if (cmd == "resume") return flowrt::train::cmd_resume(argc, argv);
     if (cmd == "eval") return flowrt::train::cmd_eval(argc, argv);
     if (cmd == "bench") return flowrt::train::cmd_bench(argc, argv);
+    if (cmd == "launch") return flowrt::train::cmd_launch(argc, argv);
     std::fprintf(stderr, "flowtrain: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
     return 2;
   } catch (const flowrt::Error &e) {
-    std::fprintf(stderr, "flowtrain %s: %s\n", cmd.c_str(), e.what());
-    return e.status() == FLOWRT_INVALID_ARGUMENT || e.status() == FLOWRT_UNSUPPORTED ? 2 : 1;
+    return report(e.what(),
+                  e.status() == FLOWRT_INVALID_ARGUMENT || e.status() == FLOWRT_UNSUPPORTED ? 2 : 1);
   } catch (const std::exception &e) {
-    std::fprintf(stderr, "flowtrain %s: %s\n", cmd.c_str(), e.what());
-    return 1;
+    return report(e.what(), 1);
   }
 }

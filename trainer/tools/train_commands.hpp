@@ -7,5 +7,6 @@ int cmd_train(int argc, char **argv);
 int cmd_resume(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_launch(int argc, char **argv);
 
 }  // namespace flowrt::train

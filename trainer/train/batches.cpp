@@ -31,17 +31,19 @@ std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
 }
 
 void dequantize(const uint8_t *pixels, int64_t count, int n_bits, uint64_t seed, int64_t step,
-                float *x) {
+                float *x, int64_t first) {
   const float bins = static_cast<float>(1 << n_bits);
   const int shift = 8 - n_bits;
+  const int64_t b0 = first / 4, b1 = (first + count + 3) / 4;
 #pragma omp parallel for schedule(static) if (count >= (int64_t{1} << 16))
-  for (int64_t block = 0; block < (count + 3) / 4; ++block) {
+  for (int64_t block = b0; block < b1; ++block) {
     const Philox4 r = philox4x32_10(
         static_cast<uint32_t>(block), static_cast<uint32_t>(static_cast<uint64_t>(block) >> 32),
         static_cast<uint32_t>(step), static_cast<uint32_t>(static_cast<uint64_t>(step) >> 32),
         static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32) ^ kDomainDequant);
-    for (int64_t k = 0; k < 4 && block * 4 + k < count; ++k) {
-      const int64_t e = block * 4 + k;
+    for (int64_t k = 0; k < 4; ++k) {
+      const int64_t e = block * 4 + k - first;  // index into this slice
+      if (e < 0 || e >= count) continue;
       const float u = static_cast<float>(r.v[k] >> 8) * (1.0f / 16777216.0f);
       x[e] = (static_cast<float>(pixels[e] >> shift) + u) / bins - 0.5f;
     }

@@ -15,9 +15,10 @@ float philox_uniform(uint64_t seed, uint32_t domain, uint64_t stream, uint64_t i
 std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch);
 
 // x = (p + u) / 2^n_bits - 0.5 with p = pixel >> (8 - n_bits) and u ~ U[0, 1) keyed by
-// (seed, step, element index within the batch).
+// (seed, step, element index within the global batch); `first` is the index of pixels[0] in it,
+// so a rank's slice of a batch gets the noise the whole batch would give those images.
 void dequantize(const uint8_t *pixels, int64_t count, int n_bits, uint64_t seed, int64_t step,
-                float *x);
+                float *x, int64_t first = 0);
 
 // The deterministic evaluation input: the bin centre (p + 0.5) / 2^n_bits - 0.5.
 void bin_centres(const uint8_t *pixels, int64_t count, int n_bits, float *x);

@@ -61,6 +61,30 @@ TrainRun::TrainRun(RunConfig cfg) : TrainRun(std::move(cfg), nullptr) {}
 TrainRun::TrainRun(RunConfig cfg, const Checkpoint *from) : cfg_(std::move(cfg)) {
   if (cfg_.batch < 1) invalid_argument("--batch must be >= 1");
   if (cfg_.threads < 0) invalid_argument("--threads must be >= 0");
+  if (cfg_.dist.empty()) {
+    local_comm_ = make_local_communicator();
+    comm_ = local_comm_.get();
+  } else if (cfg_.dist == "mpi") {
+    comm_ = &mpi_world(cfg_.dist_timeout_s);
+  } else {
+    invalid_argument("unknown --dist '" + cfg_.dist + "' (mpi)");
+  }
+  reduce_ = parse_reduce_mode(cfg_.dist_reduce);
+  const int ranks = comm_->size();
+  if (cfg_.grad_shards == 0) cfg_.grad_shards = ranks;  // a new run: one shard per rank
+  shards_ = cfg_.grad_shards;
+  if (shards_ < 1) invalid_argument("--grad-shards must be >= 1");
+  if (shards_ % ranks != 0)
+    invalid_argument("the run has " + std::to_string(shards_) + " gradient shards, which " +
+                     std::to_string(ranks) + " ranks do not divide (use a rank count dividing " +
+                     std::to_string(shards_) + ")");
+  if (cfg_.batch % shards_ != 0)
+    invalid_argument("--batch " + std::to_string(cfg_.batch) + " is the global batch: it must " +
+                     "divide into " + std::to_string(shards_) + " equal gradient shards");
+  if (shards_ > 1 && parse_device(cfg_.device) == Device::Cuda)
+    fail(FLOWRT_UNSUPPORTED, "--device cuda trains one shard per step for now: more than one "
+                             "gradient shard (--grad-shards, --dist) needs --device cpu");
+  if (!writer()) cfg_.quiet = true;
 #ifdef _OPENMP
   if (cfg_.threads > 0) omp_set_num_threads(cfg_.threads);
 #endif
@@ -77,7 +101,7 @@ TrainRun::TrainRun(RunConfig cfg, const Checkpoint *from) : cfg_(std::move(cfg))
   compute_ = make_train_compute(graph, device);
   compute_->set_recompute(cfg_.recompute);
   compute_->set_precision(parse_precision(cfg_.precision));
-  make_dir(cfg_.out);
+  if (writer()) make_dir(cfg_.out);
   load_data();
   std::vector<float> &p = compute_->params().values();
   adam_ = Adam(p.size());
@@ -100,8 +124,60 @@ TrainRun::TrainRun(RunConfig cfg, const Checkpoint *from) : cfg_(std::move(cfg))
   }
   compute_->sync_to_device(&adam_, &ema_);
   make_schedule();
-  metrics_ = std::make_unique<MetricsLog>(cfg_.out + "/metrics.csv", from != nullptr, step_);
-  progress_ = std::make_unique<Progress>(Progress::stdout_is_tty());
+  if (ranks > 1) check_ranks_agree();
+  if (writer())
+    metrics_ = std::make_unique<MetricsLog>(cfg_.out + "/metrics.csv", from != nullptr, step_);
+  progress_ = std::make_unique<Progress>(writer() && Progress::stdout_is_tty());
+}
+
+namespace {
+
+// FNV-1a over bytes: enough to tell ranks apart, not a cryptographic digest.
+uint64_t fnv1a(const void *data, size_t bytes, uint64_t h = 1469598103934665603ull) {
+  const auto *p = static_cast<const unsigned char *>(data);
+  for (size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+}  // namespace
+
+void TrainRun::check_ranks_agree() {
+  // What must be the same on every rank, field by field, so the message can name the field.
+  std::vector<std::pair<std::string, std::string>> fields;
+  for (const auto &kv : cfg_.to_kv())
+    if (kv.first != "threads") fields.push_back(kv);
+  auto hash_of = [](const std::vector<uint8_t> &v) {
+    return std::to_string(fnv1a(v.data(), v.size()));
+  };
+  fields.push_back({"training data", std::to_string(data_.train.size()) + " images, hash " +
+                                         hash_of(data_.train.images.pixels)});
+  fields.push_back({"test data", std::to_string(data_.test.size()) + " images, hash " +
+                                     hash_of(data_.test.images.pixels)});
+  const std::vector<float> &p = compute_->params().values();
+  fields.push_back({"initial parameters", std::to_string(p.size()) + " values, hash " +
+                                              std::to_string(fnv1a(p.data(), p.size() * 4))});
+  fields.push_back({"step", std::to_string(step_)});
+  std::string mine;
+  for (const auto &f : fields) mine += f.first + "=" + f.second + "\n";
+  const std::vector<std::string> all = comm_->allgather_strings(mine);
+  for (int r = 1; r < static_cast<int>(all.size()); ++r) {
+    if (all[r] == all[0]) continue;
+    // The first line that differs names the field.
+    size_t a = 0, b = 0;
+    std::string what = "its settings";
+    while (a < all[0].size() && b < all[r].size()) {
+      const size_t ea = all[0].find('\n', a), eb = all[r].find('\n', b);
+      const std::string la = all[0].substr(a, ea - a), lb = all[r].substr(b, eb - b);
+      if (la != lb) {
+        what = la.substr(0, la.find('=')) + " (rank 0: " + la.substr(la.find('=') + 1) +
+               "; rank " + std::to_string(r) + ": " + lb.substr(lb.find('=') + 1) + ")";
+        break;
+      }
+      a = ea + 1, b = eb + 1;
+    }
+    invalid_argument("rank " + std::to_string(r) + " differs from rank 0 in " + what +
+                     ": every rank must start the same run");
+  }
 }
 
 std::unique_ptr<TrainRun> TrainRun::resume(const std::string &dir,
@@ -115,7 +191,8 @@ std::unique_ptr<TrainRun> TrainRun::resume(const std::string &dir,
       RunConfig cfg = RunConfig::from_kv(c.config);
       cfg.out = dir;
       if (adjust) adjust(cfg, user);
-      std::printf("resuming from %s (step %lld)\n", files[i].c_str(), (long long)c.step);
+      if (launcher_rank() == 0)
+        std::printf("resuming from %s (step %lld)\n", files[i].c_str(), (long long)c.step);
       return std::unique_ptr<TrainRun>(new TrainRun(std::move(cfg), &c));
     } catch (const Error &e) {
       if (e.status() != FLOWRT_FORMAT_ERROR || i == 0) throw;
@@ -156,7 +233,7 @@ bool TrainRun::finished(double elapsed) const {
 }
 
 void TrainRun::log_message(const std::string &line) {
-  if (!cfg_.quiet) progress_->message(line);
+  if (!cfg_.quiet && writer()) progress_->message(line);
 }
 
 std::vector<float> TrainRun::batch_x(int64_t step, int64_t first, int64_t n, uint64_t noise_step) {
@@ -171,9 +248,60 @@ std::vector<float> TrainRun::batch_x(int64_t step, int64_t first, int64_t n, uin
     std::copy_n(data_.train.images.pixels.begin() + order_[first + i] * d, d,
                 pixels.begin() + i * d);
   std::vector<float> x(pixels.size());
+  // Noise keyed by the image's place in its global batch, not in this slice of it.
+  const int64_t in_batch = first % cfg_.batch;
   dequantize(pixels.data(), static_cast<int64_t>(pixels.size()), n_bits_, cfg_.seed,
-             static_cast<int64_t>(noise_step), x.data());
+             static_cast<int64_t>(noise_step), x.data(), in_batch * d);
   return x;
+}
+
+TrainRun::StepResult TrainRun::sharded_step(int64_t first) {
+  StepResult r;
+  r.lr = schedule_.at(step_);
+  ParamStore<float> &ps = compute_->params();
+  const size_t n_params = ps.values().size();
+  const int per_rank = shards_ / comm_->size();
+  const int64_t b = cfg_.batch / shards_;
+  shard_grads_.resize(static_cast<size_t>(per_rank));
+  std::vector<double> losses;
+  std::vector<const float *> shards;
+  for (int j = 0; j < per_rank; ++j) {
+    const int64_t s = static_cast<int64_t>(comm_->rank()) * per_rank + j;
+    const std::vector<float> x = batch_x(step_, first + s * b, b, static_cast<uint64_t>(step_));
+    losses.push_back(compute_->forward(x.data(), nullptr, b, false));
+    compute_->backward();
+    shard_grads_[j] = ps.grads();
+    shards.push_back(shard_grads_[j].data());
+  }
+  // The batch's loss: the shards' mean bits/dim, added in shard order.
+  const std::vector<double> all = comm_->allgather(losses);
+  double loss = 0;
+  for (double l : all) loss += l;
+  loss /= shards_;
+  std::vector<float> &g = ps.grads();
+  comm_->reduce_shards(shards, g.data(), n_params, reduce_);
+  // Each shard's gradient is of its own mean: the batch's is their mean.
+  const float inv = static_cast<float>(1.0 / shards_);
+#pragma omp parallel for schedule(static) if (n_params >= (size_t{1} << 16))
+  for (int64_t k = 0; k < static_cast<int64_t>(n_params); ++k) g[k] *= inv;
+  const UpdateResult u = apply_update(ps.values(), g, adam_, loss, r.lr, cfg_.clip);
+  if (u.applied && cfg_.ema > 0 && !ema_.empty()) ema_update(ema_, ps.values(), cfg_.ema);
+  r.loss = loss;
+  r.grad_norm = u.grad_norm;
+  if (!u.applied) {
+    ++skipped_;
+    char buf[160];
+    std::snprintf(
+        buf, sizeof buf,
+        "step %lld: non-finite loss (%g) or gradient norm (%g): step skipped (%lld so far)",
+        (long long)step_, r.loss, r.grad_norm, (long long)skipped_);
+    log_message(buf);
+    ++step_;
+    return r;
+  }
+  r.applied = true;
+  ++step_;
+  return r;
 }
 
 TrainRun::StepResult TrainRun::train_step(const float *x, const int32_t *labels, int64_t n) {
@@ -217,8 +345,9 @@ double TrainRun::evaluate(int64_t max_images) {
     p = ema_;
     compute_->sync_to_device(nullptr, nullptr);
   }
-  const double bpd = evaluate_bits_per_dim(*compute_, data_.test, n_bits_,
-                                           std::max<int64_t>(cfg_.batch, 16), max_images);
+  const double bpd =
+      evaluate_bits_per_dim(*compute_, data_.test, n_bits_, std::max<int64_t>(cfg_.batch, 16),
+                            max_images, 0, 0, comm_->size() > 1 ? comm_ : nullptr);
   if (!saved.empty()) {
     p = saved;
     compute_->sync_to_device(nullptr, nullptr);
@@ -232,6 +361,7 @@ Graph TrainRun::export_graph() {
 }
 
 void TrainRun::save_best(double test_bpd) {
+  if (!writer()) return;
   Graph g = export_graph();
   char bpd[32];
   std::snprintf(bpd, sizeof bpd, "%.6f", test_bpd);
@@ -247,6 +377,7 @@ void TrainRun::save_best(double test_bpd) {
 
 void TrainRun::write_checkpoint_now() {
   sync_state();
+  if (!writer()) return;
   Checkpoint c;
   c.config = cfg_.to_kv();
   c.step = step_;
@@ -284,21 +415,37 @@ void TrainRun::run() {
     const auto t0 = Clock::now();
     if (step_ == 0) {
       // Data-dependent actnorm init on the first images of the first epoch (at least 64, for
-      // stable statistics), with noise of its own stream.
-      const int64_t n = std::min<int64_t>(data_.train.size(), std::max<int64_t>(cfg_.batch, 64));
-      const std::vector<float> init = batch_x(0, 0, n, ~uint64_t{0});
-      compute_->forward(init.data(), nullptr, n, true);
+      // stable statistics), with noise of its own stream. With several ranks, rank 0 runs it
+      // on that same global init batch and the others receive its result.
+      if (writer()) {
+        const int64_t n =
+            std::min<int64_t>(data_.train.size(), std::max<int64_t>(cfg_.batch, 64));
+        const std::vector<float> init = batch_x(0, 0, n, ~uint64_t{0});
+        compute_->forward(init.data(), nullptr, n, true);
+      }
+      if (comm_->size() > 1) {
+        std::vector<float> &p = compute_->params().values();
+        comm_->broadcast(p.data(), p.size() * sizeof(float), 0);
+      }
       if (!ema_.empty()) {  // the average starts from the initialised weights
         sync_state(false);
         ema_ = compute_->params().values();
         compute_->sync_to_device(nullptr, &ema_);
       }
     }
-    const std::vector<float> x = next.valid() ? next.get() : load(step_);
-    if (prefetch) next = std::async(std::launch::async, load, step_ + 1);
-    const StepResult r = train_step(x.data(), nullptr, cfg_.batch);
+    comm_->step = step_;
+    StepResult r;
+    if (shards_ == 1) {
+      const std::vector<float> x = next.valid() ? next.get() : load(step_);
+      if (prefetch) next = std::async(std::launch::async, load, step_ + 1);
+      r = train_step(x.data(), nullptr, cfg_.batch);
+    } else {
+      r = sharded_step((step_ % steps_per_epoch_) * cfg_.batch);
+    }
     const double dt = seconds_since(t0);
     elapsed_ = elapsed_before + seconds_since(session_start);
+    // Stop decisions are the job's: every rank follows rank 0's clock.
+    if (comm_->size() > 1) comm_->broadcast(&elapsed_, sizeof elapsed_, 0);
     if (r.applied) interval_loss += r.loss, ++interval_steps, last_norm = r.grad_norm;
     interval_time += dt;
     const bool done = finished(elapsed_) || (cfg_.stop_at > 0 && step_ >= cfg_.stop_at);
@@ -343,11 +490,11 @@ void TrainRun::run() {
       log_message(buf);
     }
     row.peak_rss_mib = peak_rss_mib();
-    metrics_->append(row);
-    if (eval)
+    if (writer()) metrics_->append(row);
+    if (eval && writer())
       write_curve_svg(cfg_.out + "/curve.svg", metrics_->rows(), "flowtrain: " + data_.name);
-    if ((cfg_.sample_every > 0 && step_ % cfg_.sample_every == 0) ||
-        (done && cfg_.sample_every > 0))
+    if (writer() && ((cfg_.sample_every > 0 && step_ % cfg_.sample_every == 0) ||
+                     (done && cfg_.sample_every > 0)))
       write_sample_grids(export_graph(), cfg_.out, step_, {0.f, 0.5f, 0.7f, 1.0f},
                          cfg_.sample_count, cfg_.seed);
     if ((ckpt_every > 0 && step_ % ckpt_every == 0) || done) write_checkpoint_now();

@@ -14,6 +14,7 @@
 
 #include "model/graph.hpp"
 #include "trainer/datasets/dataset.hpp"
+#include "trainer/dist/communicator.hpp"
 #include "trainer/model/train_compute.hpp"
 #include "trainer/report/metrics.hpp"
 #include "trainer/report/progress.hpp"
@@ -56,6 +57,10 @@ class TrainRun {
   const RunConfig &config() const { return cfg_; }
   const std::vector<float> &params() const { return compute_->params().values(); }
   const DataSplit &data() const { return data_; }
+  // This process's place in the job (a local communicator when training alone).
+  Communicator &comm() { return *comm_; }
+  // Rank 0 alone writes the run directory and prints progress.
+  bool writer() const { return comm_->rank() == 0; }
 
  private:
   TrainRun(RunConfig cfg, const Checkpoint *from);
@@ -68,8 +73,18 @@ class TrainRun {
   // Dequantised images at positions [first, first + n) of the step's epoch order.
   std::vector<float> batch_x(int64_t step, int64_t first, int64_t n, uint64_t noise_step);
   void log_message(const std::string &line);
+  // The sharded step: this rank's shards forward and backward, the gradients summed over all
+  // shards of all ranks, then the update every rank applies alike.
+  StepResult sharded_step(int64_t first);
+  // Stops the job unless every rank has the same settings, data and starting parameters.
+  void check_ranks_agree();
 
   RunConfig cfg_;
+  std::unique_ptr<Communicator> local_comm_;  // when training alone
+  Communicator *comm_ = nullptr;
+  ReduceMode reduce_ = ReduceMode::Ordered;
+  int shards_ = 1;                              // gradient shards per global batch (S)
+  std::vector<std::vector<float>> shard_grads_;  // this rank's S / N shards' gradients
   DataSplit data_;
   std::unique_ptr<TrainCompute<float>> compute_;
   Adam adam_;

@@ -66,6 +66,7 @@ std::vector<std::pair<std::string, std::string>> RunConfig::to_kv() const {
           {"checkpoint_every", std::to_string(checkpoint_every)},
           {"log_every", std::to_string(log_every)},
           {"keep_checkpoints", std::to_string(keep_checkpoints)},
+          {"grad_shards", std::to_string(grad_shards)},
           {"out", out}};
 }
 
@@ -97,6 +98,7 @@ RunConfig RunConfig::from_kv(const std::vector<std::pair<std::string, std::strin
     c.sample_every = i64("sample_every"), c.sample_count = i64("sample_count");
     c.checkpoint_every = i64("checkpoint_every"), c.log_every = i64("log_every");
     c.keep_checkpoints = static_cast<int>(i64("keep_checkpoints"));
+    if (m.count("grad_shards")) c.grad_shards = std::stoi(m["grad_shards"]);  // absent before
     c.out = get("out");
   } catch (const std::logic_error &e) {  // stoll / stod
     format_error(std::string("checkpoint settings: malformed number (") + e.what() + ")");

@@ -29,6 +29,10 @@ struct RunConfig {
   double ema = 0;                  // EMA decay of the exported weights (0: off)
   bool recompute = false;          // recompute the nets' activations in backward (less memory)
   std::string precision = "fp32";  // the products' arithmetic (tf32, bf16, fp16: CUDA only)
+  // Gradient shards: each global batch is S equal shards whose gradients are summed in shard
+  // order (0: as many as ranks). A run of N ranks (N dividing S) and one process with S shards
+  // compute the same bytes.
+  int grad_shards = 0;
   // Run.
   std::string device = "cpu";
   uint64_t seed = 0;
@@ -41,6 +45,11 @@ struct RunConfig {
   // Not stored: stop after this step as if killed (tests), and silence the progress display.
   int64_t stop_at = 0;
   bool quiet = false;
+  // Not stored (a checkpoint holds nothing that depends on the number of ranks): how this
+  // process takes part, "" alone or "mpi"; the reduction; the watchdog's limit in seconds.
+  std::string dist;
+  std::string dist_reduce = "ordered";
+  double dist_timeout_s = 600;
 
   std::vector<std::pair<std::string, std::string>> to_kv() const;
   static RunConfig from_kv(const std::vector<std::pair<std::string, std::string>> &kv);
