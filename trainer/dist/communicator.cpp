@@ -15,7 +15,9 @@ ReduceMode parse_reduce_mode(const std::string &name) {
   invalid_argument("unknown --dist-reduce '" + name + "' (ordered, fast)");
 }
 
-const char *reduce_mode_name(ReduceMode m) { return m == ReduceMode::Ordered ? "ordered" : "fast"; }
+const char *reduce_mode_name(ReduceMode m) {
+  return m == ReduceMode::Ordered ? "ordered" : "fast";
+}
 
 std::string Communicator::who() const {
   char host[256] = "?";
@@ -34,8 +36,8 @@ void sum_shards_in_order(const std::vector<const float *> &shards, float *out, s
 }
 
 int launcher_task_count() {
-  for (const char *var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_NTASKS",
-                          "MPI_LOCALNRANKS"}) {
+  for (const char *var :
+       {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_NTASKS", "MPI_LOCALNRANKS"}) {
     const char *v = std::getenv(var);
     if (v && *v) {
       const int n = std::atoi(v);
@@ -78,8 +80,12 @@ std::unique_ptr<Communicator> make_local_communicator() {
 }
 
 #ifndef FLOWRT_HAVE_MPI
-bool built_with_mpi() { return false; }
-Communicator *dist_world() { return nullptr; }
+bool built_with_mpi() {
+  return false;
+}
+Communicator *dist_world() {
+  return nullptr;
+}
 Communicator &mpi_world(double) {
   fail(FLOWRT_UNSUPPORTED,
        "--dist mpi: this flowtrain was built without MPI (install libopenmpi-dev and reconfigure "

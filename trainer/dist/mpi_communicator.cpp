@@ -213,9 +213,13 @@ MpiCommunicator *g_world = nullptr;
 
 }  // namespace
 
-bool built_with_mpi() { return true; }
+bool built_with_mpi() {
+  return true;
+}
 
-Communicator *dist_world() { return g_world; }
+Communicator *dist_world() {
+  return g_world;
+}
 
 Communicator &mpi_world(double timeout_s) {
   if (!g_world) {

@@ -48,7 +48,7 @@ int cmd_launch(int argc, char **argv) {
   if (len <= 0) fail(FLOWRT_IO_ERROR, "launch: cannot find this program's path");
   self[len] = '\0';
 
-  std::vector<std::string> args = {mpirun, "-np", std::to_string(ranks), "--bind-to", "none",
+  std::vector<std::string> args = {mpirun,  "-np", std::to_string(ranks), "--bind-to", "none",
                                    "--mca", "btl", "self,vader"};
   if (ranks > static_cast<int>(std::thread::hardware_concurrency()))
     args.push_back("--oversubscribe");
@@ -72,8 +72,8 @@ int cmd_launch(int argc, char **argv) {
   cargs.push_back(nullptr);
   std::fflush(stdout);
   execvp(cargs[0], cargs.data());
-  fail(FLOWRT_IO_ERROR, "launch: cannot run '" + mpirun + "' (install openmpi-bin): " +
-                            std::strerror(errno));
+  fail(FLOWRT_IO_ERROR,
+       "launch: cannot run '" + mpirun + "' (install openmpi-bin): " + std::strerror(errno));
 }
 
 }  // namespace flowrt::train

@@ -131,18 +131,18 @@ int cmd_train(int argc, char **argv) {
   TrainRun run(c);
   if (run.writer())
     std::printf("flowtrain: %s, %lld training / %lld test images, %zu parameters, batch %lld\n",
-              run.data().name.c_str(), (long long)run.data().train.size(),
-              (long long)run.data().test.size(), run.params().size(), (long long)c.batch);
+                run.data().name.c_str(), (long long)run.data().train.size(),
+                (long long)run.data().test.size(), run.params().size(), (long long)c.batch);
   run.run();
   if (run.writer()) print_summary(run);
   return 0;
 }
 
 int cmd_resume(int argc, char **argv) {
-  CliArgs a(argc, argv, 2,
-            {"--steps", "--epochs", "--time", "--threads", "--dist", "--dist-reduce",
-             "--dist-timeout"},
-            {});
+  CliArgs a(
+      argc, argv, 2,
+      {"--steps", "--epochs", "--time", "--threads", "--dist", "--dist-reduce", "--dist-timeout"},
+      {});
   if (a.positional().size() != 1) invalid_argument("usage: flowtrain resume RUN_DIR");
   StopOverrides o;
   if (a.has("--steps")) o.steps = a.get_int("--steps", 0, 1, int64_t{1} << 40);

@@ -101,8 +101,9 @@ int main(int argc, char **argv) {
     std::fprintf(stderr, "flowtrain: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
     return 2;
   } catch (const flowrt::Error &e) {
-    return report(e.what(),
-                  e.status() == FLOWRT_INVALID_ARGUMENT || e.status() == FLOWRT_UNSUPPORTED ? 2 : 1);
+    return report(
+        e.what(),
+        e.status() == FLOWRT_INVALID_ARGUMENT || e.status() == FLOWRT_UNSUPPORTED ? 2 : 1);
   } catch (const std::exception &e) {
     return report(e.what(), 1);
   }

@@ -5,8 +5,11 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <future>
+#include <thread>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -82,8 +85,9 @@ TrainRun::TrainRun(RunConfig cfg, const Checkpoint *from) : cfg_(std::move(cfg))
     invalid_argument("--batch " + std::to_string(cfg_.batch) + " is the global batch: it must " +
                      "divide into " + std::to_string(shards_) + " equal gradient shards");
   if (shards_ > 1 && parse_device(cfg_.device) == Device::Cuda)
-    fail(FLOWRT_UNSUPPORTED, "--device cuda trains one shard per step for now: more than one "
-                             "gradient shard (--grad-shards, --dist) needs --device cpu");
+    fail(FLOWRT_UNSUPPORTED,
+         "--device cuda trains one shard per step for now: more than one "
+         "gradient shard (--grad-shards, --dist) needs --device cpu");
   if (!writer()) cfg_.quiet = true;
 #ifdef _OPENMP
   if (cfg_.threads > 0) omp_set_num_threads(cfg_.threads);
@@ -141,6 +145,22 @@ uint64_t fnv1a(const void *data, size_t bytes, uint64_t h = 1469598103934665603u
 
 }  // namespace
 
+void TrainRun::inject_fault() {
+  // FLOWRT_TEST_FAULT=KIND:RANK:STEP, for the fault tests: at that step, that rank throws an
+  // error (error), stops answering (stall) or dies without a word (exit).
+  static const char *spec = std::getenv("FLOWRT_TEST_FAULT");
+  if (!spec || !*spec) return;
+  char kind[16] = "";
+  int rank = -1;
+  long long step = -1;
+  if (std::sscanf(spec, "%15[a-z]:%d:%lld", kind, &rank, &step) != 3) return;
+  if (rank != comm_->rank() || step != step_) return;
+  if (!std::strcmp(kind, "error"))
+    fail(FLOWRT_IO_ERROR, "injected fault at step " + std::to_string(step_));
+  if (!std::strcmp(kind, "stall")) std::this_thread::sleep_for(std::chrono::hours(1));
+  if (!std::strcmp(kind, "exit")) std::_Exit(9);
+}
+
 void TrainRun::check_ranks_agree() {
   // What must be the same on every rank, field by field, so the message can name the field.
   std::vector<std::pair<std::string, std::string>> fields;
@@ -169,8 +189,8 @@ void TrainRun::check_ranks_agree() {
       const size_t ea = all[0].find('\n', a), eb = all[r].find('\n', b);
       const std::string la = all[0].substr(a, ea - a), lb = all[r].substr(b, eb - b);
       if (la != lb) {
-        what = la.substr(0, la.find('=')) + " (rank 0: " + la.substr(la.find('=') + 1) +
-               "; rank " + std::to_string(r) + ": " + lb.substr(lb.find('=') + 1) + ")";
+        what = la.substr(0, la.find('=')) + " (rank 0: " + la.substr(la.find('=') + 1) + "; rank " +
+               std::to_string(r) + ": " + lb.substr(lb.find('=') + 1) + ")";
         break;
       }
       a = ea + 1, b = eb + 1;
@@ -418,8 +438,7 @@ void TrainRun::run() {
       // stable statistics), with noise of its own stream. With several ranks, rank 0 runs it
       // on that same global init batch and the others receive its result.
       if (writer()) {
-        const int64_t n =
-            std::min<int64_t>(data_.train.size(), std::max<int64_t>(cfg_.batch, 64));
+        const int64_t n = std::min<int64_t>(data_.train.size(), std::max<int64_t>(cfg_.batch, 64));
         const std::vector<float> init = batch_x(0, 0, n, ~uint64_t{0});
         compute_->forward(init.data(), nullptr, n, true);
       }
@@ -434,6 +453,7 @@ void TrainRun::run() {
       }
     }
     comm_->step = step_;
+    inject_fault();
     StepResult r;
     if (shards_ == 1) {
       const std::vector<float> x = next.valid() ? next.get() : load(step_);

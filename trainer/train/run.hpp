@@ -78,12 +78,14 @@ class TrainRun {
   StepResult sharded_step(int64_t first);
   // Stops the job unless every rank has the same settings, data and starting parameters.
   void check_ranks_agree();
+  // The fault tests' hook (FLOWRT_TEST_FAULT): an error, a stall or a death at a given step.
+  void inject_fault();
 
   RunConfig cfg_;
   std::unique_ptr<Communicator> local_comm_;  // when training alone
   Communicator *comm_ = nullptr;
   ReduceMode reduce_ = ReduceMode::Ordered;
-  int shards_ = 1;                              // gradient shards per global batch (S)
+  int shards_ = 1;                               // gradient shards per global batch (S)
   std::vector<std::vector<float>> shard_grads_;  // this rank's S / N shards' gradients
   DataSplit data_;
   std::unique_ptr<TrainCompute<float>> compute_;
