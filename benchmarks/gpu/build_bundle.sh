@@ -27,6 +27,26 @@ done | sort -u | while read -r lib; do
     *) cp -L "$lib" "$bundle/lib/" ;;
   esac
 done
+# A slice of Fashion-MNIST (2,560 training and 256 test images, IDX as Debian ships it) for the
+# data-parallel check, so the GPU host needs no data set.
+mkdir -p "$bundle/data"
+/usr/bin/python3 - "$bundle/data" <<'PY'
+import gzip, struct, sys
+src, dst = "/usr/share/datasets/fashion-mnist", sys.argv[1]
+for name, n in (("train-images-idx3-ubyte", 2560), ("train-labels-idx1-ubyte", 2560),
+                ("t10k-images-idx3-ubyte", 256), ("t10k-labels-idx1-ubyte", 256)):
+    raw = gzip.open(f"{src}/{name}.gz").read()
+    dims = raw[3]
+    shape = list(struct.unpack(">" + "I" * dims, raw[4:4 + 4 * dims]))
+    item = 1
+    for d in shape[1:]:
+        item *= d
+    shape[0] = n
+    head = raw[:4] + struct.pack(">" + "I" * dims, *shape)
+    body = raw[4 + 4 * dims: 4 + 4 * dims + n * item]
+    with gzip.open(f"{dst}/{name}.gz", "wb") as f:
+        f.write(head + body)
+PY
 # The FlatBuffers Python runtime (pure Python) for reading .flow files from the PyTorch side.
 py_fb=$(/usr/bin/python3 -c 'import flatbuffers, os; print(os.path.dirname(flatbuffers.__file__))')
 cp -r "$py_fb" "$bundle/python/"

@@ -9,9 +9,10 @@
 #   3. the cifar model at TF32, BF16 and FP16: timings, and their bits/dim error against fp32;
 #   4. training throughput and device memory (`flowtrain bench --device cuda`), fmnist and cifar
 #      at batch 64;
-#   5. PyTorch eager on the same GPU, same weights, after a parity check (bits/dim and decoded
+#   5. data-parallel training: one `--dist nccl` rank against the plain GPU run (same bytes);
+#   6. PyTorch eager on the same GPU, same weights, after a parity check (bits/dim and decoded
 #      noise), for fmnist and cifar: sample and encode, and Adam training steps at batch 64;
-#   6. one table.
+#   7. one table.
 # Usage: benchmarks/gpu/run.sh [BUNDLE_DIR] [OUT_DIR]   (defaults build-gpu/bundle, gpu-results)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -64,6 +65,22 @@ for arch in fmnist cifar; do
     --reps 10 --min-time 2 --json "$out/train-$arch.json" 2>&1 | tee "$out/train-$arch.txt"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 done
+
+step "data-parallel GPU training: one NCCL rank against the plain GPU run"
+# The same 20 steps twice: `--dist nccl` with one rank must give the plain run's model bytes.
+if command -v mpirun > /dev/null; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  dist_args=(train --data fashion-mnist --data-dir "$bundle/data" --levels 3 --depth 8 --width 256
+    --batch 64 --steps 20 --eval-every 20 --device cuda --quiet)
+  timeout 180 "$bundle/bin/flowtrain" "${dist_args[@]}" --out "$out/dist-plain" > "$out/dist.txt" 2>&1 \
+    && timeout 180 mpirun -np 1 --bind-to none "$bundle/bin/flowtrain" "${dist_args[@]}" \
+      --dist nccl --out "$out/dist-nccl" >> "$out/dist.txt" 2>&1 \
+    && cmp "$out/dist-plain/model.flow" "$out/dist-nccl/model.flow" \
+    && echo "nccl 1 rank: model.flow identical to the plain GPU run" | tee -a "$out/dist.txt" \
+    || { echo "nccl 1 rank: FAILED (see dist.txt)"; tail -5 "$out/dist.txt"; status=1; }
+else
+  echo "skipped: no mpirun on this host (install openmpi-bin to run the NCCL check)" | tee "$out/dist.txt"
+fi
 
 step "PyTorch eager on the same GPU"
 if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then

@@ -18,6 +18,9 @@
 #include <vector>
 
 #include "trainer/train/checkpoint.hpp"
+#ifdef FLOWRT_TRAIN_CUDA
+#include "backends/cuda/cuda_backend.hpp"
+#endif
 
 namespace flowrt::train {
 namespace {
@@ -223,6 +226,27 @@ TEST_SUITE("distributed") {
     CHECK(r.exit_code != 0);
     CHECK(r.output.find("rank 1 differs from rank 0 in seed (rank 0: 1; rank 1: 2)") !=
           std::string::npos);
+  }
+
+  TEST_CASE("one NCCL rank on a GPU gives the bytes of the plain GPU run") {
+#ifdef FLOWRT_TRAIN_CUDA
+    if (cuda_device_available(0)) {
+      require_ok(run(one_process(train_args("gpu1", 8, 20) + " --device cuda")));
+      require_ok(run(kMpirun + " -np 1 " + kFlowtrain + " " + train_args("nccl1", 8, 20) +
+                     " --device cuda --dist nccl"));
+      check_same_state("gpu1", "nccl1");
+    } else {
+      MESSAGE("skipped: no usable CUDA device (--dist nccl runs on GPUs only)");
+    }
+#else
+    MESSAGE("skipped: built without CUDA");
+#endif
+    const Result r = run(ranks(1, train_args("nccl_cpu", 8, 2)) + " --dist-timeout 1m");
+    CHECK(r.exit_code == 0);  // --dist mpi with one rank is a plain run
+    const Result cpu = run(kMpirun + " -np 1 " + kFlowtrain + " " + train_args("nccl_cpu2", 8, 2) +
+                           " --dist nccl");
+    CHECK(cpu.exit_code != 0);
+    CHECK(cpu.output.find("--dist nccl trains on GPUs") != std::string::npos);
   }
 
   TEST_CASE("several launched tasks without --dist, and a global batch that does not split") {

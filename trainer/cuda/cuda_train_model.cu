@@ -146,6 +146,7 @@ class CudaTrainModel final : public TrainCompute<float> {
   StepOutcome train_step(const float *x, const int32_t *labels, int64_t n, Adam &adam,
                          std::vector<float> &ema, const StepArgs &a) override;
   void sync_to_host(Adam *adam, std::vector<float> *ema) override;
+  void set_device_reducer(DeviceReducer r) override { reducer_ = std::move(r); }
   void sync_to_device(const Adam *adam, const std::vector<float> *ema) override;
   // The device's memory in use (this process's allocations and its CUDA context).
   double device_memory_mib() const override {
@@ -243,6 +244,7 @@ class CudaTrainModel final : public TrainCompute<float> {
   // row double it (dynamic loss scaling). 1 at the other precisions.
   bool scale_loss_ = false;
   double loss_scale_ = 1;
+  DeviceReducer reducer_;  // data-parallel: the ranks' mean gradient and loss
   double grad_scale_ = 1;  // the scale the device's gradients carry (that of the last backward)
   int64_t clean_steps_ = 0;
   static constexpr double kInitialLossScale = 65536, kMaxLossScale = 16777216;
@@ -805,6 +807,7 @@ StepOutcome CudaTrainModel::train_step(const float *x, const int32_t *labels, in
   host_values_current_ = false;  // the update below changes them
   run_forward(x, labels, n);
   backward();
+  if (reducer_) reducer_(grads_.get(), static_cast<size_t>(params_), bpd_dev_.get() + n, s());
   tk::sum_squares(grads_.get(), params_, norm_partials_.get(), norm_sq_.get(), s());
   tk::plan_update(norm_sq_.get(), bpd_dev_.get() + n, loss_scale_, a.clip, a.lr, adam.beta1,
                   adam.beta2, adam_t_.get(), plan_.get(), s());

@@ -21,11 +21,13 @@ flowrt_precision parse_precision(const std::string &name) {
   return p;
 }
 
-std::unique_ptr<TrainCompute<float>> make_train_compute(const Graph &graph, Device device) {
+std::unique_ptr<TrainCompute<float>> make_train_compute(const Graph &graph, Device device,
+                                                        int device_index) {
   if (device == Device::Cuda) {
 #ifdef FLOWRT_TRAIN_CUDA
-    return make_cuda_train_compute(graph);
+    return make_cuda_train_compute(graph, device_index);
 #else
+    (void)device_index;
     fail(FLOWRT_UNSUPPORTED,
          "--device cuda: this flowtrain was built without CUDA (use --device cpu)");
 #endif

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -73,6 +74,15 @@ class TrainCompute {
   // Device memory the model holds (parameters, optimiser state, tape, scratch), in MiB; 0 on
   // the CPU.
   virtual double device_memory_mib() const { return 0; }
+  // Data-parallel training on devices: train_step calls `reducer` between the backward pass and
+  // the update with the device's gradient (n floats) and the batch's mean loss (one double),
+  // which it must replace, in place and on `stream`, by their means over the ranks; the norm,
+  // clipping, the NaN/Inf guard, loss scaling, Adam and the EMA then act on those, alike on
+  // every rank. The CPU trainer reduces on the host instead (TrainRun's sharded step).
+  using DeviceReducer = std::function<void(float *grads, size_t n, double *loss, void *stream)>;
+  virtual void set_device_reducer(DeviceReducer) {
+    fail(FLOWRT_UNSUPPORTED, "a device gradient reduction needs --device cuda");
+  }
 };
 
 template <typename T>
@@ -91,7 +101,9 @@ StepOutcome TrainCompute<T>::train_step(const T *x, const int32_t *labels, int64
   }
 }
 
-// Throws Error(FLOWRT_UNSUPPORTED) for a device this build cannot use.
-std::unique_ptr<TrainCompute<float>> make_train_compute(const Graph &graph, Device device);
+// Throws Error(FLOWRT_UNSUPPORTED) for a device this build cannot use. `device_index`: which GPU
+// (data-parallel ranks take their local rank's).
+std::unique_ptr<TrainCompute<float>> make_train_compute(const Graph &graph, Device device,
+                                                        int device_index = 0);
 
 }  // namespace flowrt::train

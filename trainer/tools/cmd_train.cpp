@@ -16,15 +16,16 @@ struct StopOverrides {
   double time_s = -1;
   int threads = -1;
   // How this process takes part: not part of the run, so a resume may change it.
-  std::string dist, dist_reduce = "ordered";
+  std::string dist, dist_reduce;
   double dist_timeout_s = 600;
 };
 
 void parse_dist(const CliArgs &a, std::string *dist, std::string *reduce, double *timeout) {
   *dist = a.get("--dist");
-  if (!dist->empty() && *dist != "mpi") invalid_argument("unknown --dist '" + *dist + "' (mpi)");
-  *reduce = a.get("--dist-reduce", "ordered");
-  parse_reduce_mode(*reduce);
+  if (!dist->empty() && *dist != "mpi" && *dist != "nccl")
+    invalid_argument("unknown --dist '" + *dist + "' (mpi, nccl)");
+  *reduce = a.get("--dist-reduce");
+  if (!reduce->empty()) parse_reduce_mode(*reduce);
   if (a.has("--dist-timeout")) *timeout = parse_duration(a.get("--dist-timeout"));
   // Several tasks without --dist would each train alone into the same run directory.
   const int tasks = launcher_task_count();

@@ -19,6 +19,7 @@
 #include "format/flow_file.hpp"
 #include "model/glow_builder.hpp"
 #include "model/program.hpp"
+#include "trainer/dist/nccl_reducer.hpp"
 #include "trainer/report/samples.hpp"
 #include "trainer/train/batches.hpp"
 #include "trainer/train/evaluate.hpp"
@@ -67,12 +68,20 @@ TrainRun::TrainRun(RunConfig cfg, const Checkpoint *from) : cfg_(std::move(cfg))
   if (cfg_.dist.empty()) {
     local_comm_ = make_local_communicator();
     comm_ = local_comm_.get();
-  } else if (cfg_.dist == "mpi") {
+  } else if (cfg_.dist == "mpi" || cfg_.dist == "nccl") {
     comm_ = &mpi_world(cfg_.dist_timeout_s);
   } else {
-    invalid_argument("unknown --dist '" + cfg_.dist + "' (mpi)");
+    invalid_argument("unknown --dist '" + cfg_.dist + "' (mpi, nccl)");
   }
+  const bool nccl = cfg_.dist == "nccl";
+  if (cfg_.dist_reduce.empty()) cfg_.dist_reduce = nccl ? "fast" : "ordered";
   reduce_ = parse_reduce_mode(cfg_.dist_reduce);
+  if (nccl && reduce_ == ReduceMode::Ordered)
+    invalid_argument(
+        "--dist nccl reduces with ncclAllReduce (--dist-reduce fast); the ordered "
+        "reduction is --dist mpi's");
+  if (nccl && parse_device(cfg_.device) != Device::Cuda)
+    invalid_argument("--dist nccl trains on GPUs: add --device cuda (or use --dist mpi)");
   const int ranks = comm_->size();
   if (cfg_.grad_shards == 0) cfg_.grad_shards = ranks;  // a new run: one shard per rank
   shards_ = cfg_.grad_shards;
@@ -84,10 +93,13 @@ TrainRun::TrainRun(RunConfig cfg, const Checkpoint *from) : cfg_(std::move(cfg))
   if (cfg_.batch % shards_ != 0)
     invalid_argument("--batch " + std::to_string(cfg_.batch) + " is the global batch: it must " +
                      "divide into " + std::to_string(shards_) + " equal gradient shards");
-  if (shards_ > 1 && parse_device(cfg_.device) == Device::Cuda)
+  if (nccl && shards_ != ranks)
+    invalid_argument("--dist nccl trains one gradient shard per rank: the run has " +
+                     std::to_string(shards_) + " shards for " + std::to_string(ranks) + " ranks");
+  if (shards_ > 1 && !nccl && parse_device(cfg_.device) == Device::Cuda)
     fail(FLOWRT_UNSUPPORTED,
-         "--device cuda trains one shard per step for now: more than one "
-         "gradient shard (--grad-shards, --dist) needs --device cpu");
+         "--device cuda reduces gradients on the GPUs: use --dist nccl (one "
+         "shard per rank); --grad-shards and --dist mpi need --device cpu");
   if (!writer()) cfg_.quiet = true;
 #ifdef _OPENMP
   if (cfg_.threads > 0) omp_set_num_threads(cfg_.threads);
@@ -102,7 +114,9 @@ TrainRun::TrainRun(RunConfig cfg, const Checkpoint *from) : cfg_(std::move(cfg))
     graph = initial_graph(cfg_, image);
   }
   n_bits_ = graph.image.n_bits;
-  compute_ = make_train_compute(graph, device);
+  // One GPU per rank: the launcher's local rank picks it.
+  compute_ = make_train_compute(graph, device, nccl ? local_rank() : 0);
+  if (nccl) compute_->set_device_reducer(make_nccl_reducer(*comm_, local_rank()));
   compute_->set_recompute(cfg_.recompute);
   compute_->set_precision(parse_precision(cfg_.precision));
   if (writer()) make_dir(cfg_.out);
@@ -424,8 +438,11 @@ void TrainRun::run() {
   double interval_loss = 0, interval_time = 0, last_norm = 0;
   int64_t interval_steps = 0;
   double last_test = best_test_;
-  auto load = [this](int64_t step) {
-    return batch_x(step, (step % steps_per_epoch_) * cfg_.batch, cfg_.batch, step);
+  // One shard per process (alone, or one rank of --dist nccl): this rank's slice of the batch.
+  const int64_t local = cfg_.batch / comm_->size();
+  auto load = [this, local](int64_t step) {
+    return batch_x(step, (step % steps_per_epoch_) * cfg_.batch + comm_->rank() * local, local,
+                   step);
   };
   // On a GPU the next batch is read and dequantised on a host thread while the device runs the
   // step (on the CPU that thread would only take a core from the step).
@@ -443,8 +460,10 @@ void TrainRun::run() {
         compute_->forward(init.data(), nullptr, n, true);
       }
       if (comm_->size() > 1) {
+        if (writer()) sync_state(false);
         std::vector<float> &p = compute_->params().values();
         comm_->broadcast(p.data(), p.size() * sizeof(float), 0);
+        compute_->sync_to_device(nullptr, nullptr);
       }
       if (!ema_.empty()) {  // the average starts from the initialised weights
         sync_state(false);
@@ -455,10 +474,10 @@ void TrainRun::run() {
     comm_->step = step_;
     inject_fault();
     StepResult r;
-    if (shards_ == 1) {
+    if (shards_ == comm_->size() && (shards_ == 1 || cfg_.dist == "nccl")) {
       const std::vector<float> x = next.valid() ? next.get() : load(step_);
       if (prefetch) next = std::async(std::launch::async, load, step_ + 1);
-      r = train_step(x.data(), nullptr, cfg_.batch);
+      r = train_step(x.data(), nullptr, local);
     } else {
       r = sharded_step((step_ % steps_per_epoch_) * cfg_.batch);
     }

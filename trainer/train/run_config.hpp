@@ -46,9 +46,9 @@ struct RunConfig {
   int64_t stop_at = 0;
   bool quiet = false;
   // Not stored (a checkpoint holds nothing that depends on the number of ranks): how this
-  // process takes part, "" alone or "mpi"; the reduction; the watchdog's limit in seconds.
+  // process takes part, "" alone, "mpi" or "nccl"; the reduction; the watchdog's limit (s).
   std::string dist;
-  std::string dist_reduce = "ordered";
+  std::string dist_reduce;  // "": ordered for mpi, fast for nccl
   double dist_timeout_s = 600;
 
   std::vector<std::pair<std::string, std::string>> to_kv() const;
