@@ -243,6 +243,33 @@ TEST_CASE("trainer checkpoints: the last 3 are kept, complete, and damage is det
   CHECK(r->step() == 15);
 }
 
+TEST_CASE("trainer intervals: checkpoints, sample grids and log lines each keep their own") {
+  // Intervals that do not divide each other: every checkpoint and grid comes at its own step.
+  const std::string data = png_folder(24);
+  RunConfig c = tiny_run(data, temp_dir("intervals"));
+  c.steps = 13;
+  c.log_every = 5, c.eval_every = 10, c.checkpoint_every = 4, c.sample_every = 3;
+  c.sample_count = 4, c.keep_checkpoints = 100;
+  TrainRun run(c);
+  run.run();
+  std::vector<std::string> ckpts;
+  for (const std::string &f : train::list_checkpoints(c.out)) ckpts.push_back(f);
+  CHECK(ckpts == std::vector<std::string>{
+                     train::checkpoint_path(c.out, 4), train::checkpoint_path(c.out, 8),
+                     train::checkpoint_path(c.out, 12), train::checkpoint_path(c.out, 13)});
+  for (int step : {3, 6, 9, 12, 13}) {
+    CAPTURE(step);
+    CHECK(fs::exists(c.out + "/samples_step" + std::to_string(step) + "_t0.7.png"));
+  }
+  CHECK(!fs::exists(c.out + "/samples_step5_t0.7.png"));
+  std::ifstream csv(c.out + "/metrics.csv");
+  std::string line;
+  std::vector<std::string> steps;
+  std::getline(csv, line);
+  while (std::getline(csv, line)) steps.push_back(line.substr(0, line.find(',')));
+  CHECK(steps == std::vector<std::string>{"5", "10", "13"});
+}
+
 TEST_CASE("trainer NaN guard: a non-finite batch skips the step and leaves the weights alone") {
   const std::string data = png_folder(12);
   RunConfig c = tiny_run(data, temp_dir("nan"));

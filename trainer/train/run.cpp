@@ -507,38 +507,41 @@ void TrainRun::run() {
         ps.eta_s = cfg_.time_s - elapsed_;
       progress_->update(ps);
     }
-    if (!log) continue;
-    MetricsRow row;
-    row.step = step_;
-    row.epoch = static_cast<double>(step_) / steps_per_epoch_;
-    row.train_bpd = interval_steps ? interval_loss / interval_steps : 0;
-    row.lr = r.lr;
-    row.images_per_s = interval_time > 0 ? cfg_.batch * interval_steps / interval_time : 0;
-    row.grad_norm = last_norm;
-    if (eval) {
-      row.test_bpd = evaluate(cfg_.eval_images);
-      last_test = row.test_bpd;
-      if (best_test_ == 0 || row.test_bpd < best_test_) {
-        best_test_ = row.test_bpd;
-        best_step_ = step_;
-        save_best(row.test_bpd);
+    // Logging, sample grids and checkpoints each keep their own interval.
+    const bool samples = cfg_.sample_every > 0 && (step_ % cfg_.sample_every == 0 || done);
+    const bool checkpoint = (ckpt_every > 0 && step_ % ckpt_every == 0) || done;
+    if (log) {
+      MetricsRow row;
+      row.step = step_;
+      row.epoch = static_cast<double>(step_) / steps_per_epoch_;
+      row.train_bpd = interval_steps ? interval_loss / interval_steps : 0;
+      row.lr = r.lr;
+      row.images_per_s = interval_time > 0 ? cfg_.batch * interval_steps / interval_time : 0;
+      row.grad_norm = last_norm;
+      if (eval) {
+        row.test_bpd = evaluate(cfg_.eval_images);
+        last_test = row.test_bpd;
+        if (best_test_ == 0 || row.test_bpd < best_test_) {
+          best_test_ = row.test_bpd;
+          best_step_ = step_;
+          save_best(row.test_bpd);
+        }
+        char buf[160];
+        std::snprintf(buf, sizeof buf, "step %lld: test %.4f bits/dim (best %.4f at step %lld)",
+                      (long long)step_, row.test_bpd, best_test_, (long long)best_step_);
+        log_message(buf);
       }
-      char buf[160];
-      std::snprintf(buf, sizeof buf, "step %lld: test %.4f bits/dim (best %.4f at step %lld)",
-                    (long long)step_, row.test_bpd, best_test_, (long long)best_step_);
-      log_message(buf);
+      row.peak_rss_mib = peak_rss_mib();
+      if (writer()) metrics_->append(row);
+      if (eval && writer())
+        write_curve_svg(cfg_.out + "/curve.svg", metrics_->rows(), "flowtrain: " + data_.name);
+      interval_loss = interval_time = 0;
+      interval_steps = 0;
     }
-    row.peak_rss_mib = peak_rss_mib();
-    if (writer()) metrics_->append(row);
-    if (eval && writer())
-      write_curve_svg(cfg_.out + "/curve.svg", metrics_->rows(), "flowtrain: " + data_.name);
-    if (writer() && ((cfg_.sample_every > 0 && step_ % cfg_.sample_every == 0) ||
-                     (done && cfg_.sample_every > 0)))
+    if (samples && writer())
       write_sample_grids(export_graph(), cfg_.out, step_, {0.f, 0.5f, 0.7f, 1.0f},
                          cfg_.sample_count, cfg_.seed);
-    if ((ckpt_every > 0 && step_ % ckpt_every == 0) || done) write_checkpoint_now();
-    interval_loss = interval_time = 0;
-    interval_steps = 0;
+    if (checkpoint) write_checkpoint_now();
     if (done) break;
   }
   sync_state();
