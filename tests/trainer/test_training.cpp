@@ -1,6 +1,7 @@
 // The training loop end to end: export to libflowrt, bit-exact resume, checkpoint integrity,
 // the NaN/Inf guard, and the data loaders' error messages.
 #include <doctest/doctest.h>
+#include <sys/mount.h>
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -268,6 +269,68 @@ TEST_CASE("trainer intervals: checkpoints, sample grids and log lines each keep 
   std::getline(csv, line);
   while (std::getline(csv, line)) steps.push_back(line.substr(0, line.find(',')));
   CHECK(steps == std::vector<std::string>{"5", "10", "13"});
+}
+
+TEST_CASE("trainer disk full: the write fails by name, earlier files stay, the run resumes") {
+  // A filesystem of its own that can be filled: a small tmpfs (needs root; skipped otherwise).
+  const std::string mnt = temp_dir("full");
+  if (::mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=8m") != 0) {
+    MESSAGE("skipped: cannot mount a tmpfs here (" << std::strerror(errno) << ")");
+    return;
+  }
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{mnt};
+  const std::string data = png_folder(24);
+  RunConfig c = tiny_run(data, mnt + "/run");
+  c.steps = 12, c.log_every = 3, c.eval_every = 6, c.checkpoint_every = 3, c.keep_checkpoints = 10;
+  c.stop_at = 6;
+  TrainRun(c).run();
+  const std::string ckpt6 = train::checkpoint_path(c.out, 6);
+  const std::vector<uint8_t> ckpt6_bytes = file_bytes(ckpt6),
+                             model_bytes = file_bytes(c.out + "/model.flow");
+  REQUIRE(!ckpt6_bytes.empty());
+  // Fill the disk, then give back less than a checkpoint needs (the metrics still fit).
+  const std::string filler = mnt + "/filler";
+  {
+    std::FILE *f = std::fopen(filler.c_str(), "wb");
+    REQUIRE(f != nullptr);
+    std::vector<char> block(1 << 16, 'x');
+    while (std::fwrite(block.data(), 1, block.size(), f) == block.size() && std::fflush(f) == 0) {
+    }
+    std::fclose(f);
+    REQUIRE(::truncate(filler.c_str(),
+                       fs::file_size(filler) - static_cast<off_t>(ckpt6_bytes.size() / 2)) == 0);
+  }
+  bool failed = false;
+  try {
+    TrainRun::resume(c.out, quiet)->run();
+  } catch (const Error &e) {
+    failed = true;
+    INFO(e.what());
+    CHECK(e.status() == FLOWRT_IO_ERROR);
+    CHECK(std::string(e.what()).find(train::checkpoint_path(c.out, 9)) != std::string::npos);
+    CHECK(std::string(e.what()).find(std::strerror(ENOSPC)) != std::string::npos);
+  }
+  CHECK(failed);
+  // What was written before is intact and loads; no temporary file is left behind.
+  CHECK(file_bytes(ckpt6) == ckpt6_bytes);
+  CHECK(file_bytes(c.out + "/model.flow") == model_bytes);
+  CHECK(train::read_checkpoint(ckpt6).step == 6);
+  CHECK(read_flow(map_model_file(c.out + "/model.flow")).layers.size() > 0);
+  for (const auto &e : fs::directory_iterator(c.out))
+    CHECK(e.path().filename().string().find(".tmp.") == std::string::npos);
+  // Space back: the run resumes and ends where an uninterrupted run ends.
+  fs::remove(filler);
+  auto resumed = TrainRun::resume(c.out, quiet);
+  resumed->run();
+  RunConfig straight = tiny_run(data, temp_dir("full-ref"));
+  straight.steps = 12, straight.log_every = 3, straight.eval_every = 6;
+  straight.checkpoint_every = 3, straight.keep_checkpoints = 10;
+  TrainRun ref(straight);
+  ref.run();
+  CHECK(resumed->params() == ref.params());
 }
 
 TEST_CASE("trainer NaN guard: a non-finite batch skips the step and leaves the weights alone") {

@@ -4,6 +4,9 @@
 #include <fstream>
 #include <sstream>
 
+#include <cerrno>
+#include <cstring>
+
 #include "core/atomic_file.hpp"
 #include "core/error.hpp"
 
@@ -65,9 +68,13 @@ void MetricsLog::write_all() {
 void MetricsLog::append(const MetricsRow &row) {
   rows_.push_back(row);
   std::FILE *f = std::fopen(path_.c_str(), "a");
-  if (!f) fail(FLOWRT_IO_ERROR, "'" + path_ + "': cannot append");
-  std::fprintf(f, "%s\n", format_row(row).c_str());
-  std::fclose(f);
+  if (!f) fail(FLOWRT_IO_ERROR, "cannot append to '" + path_ + "': " + std::strerror(errno));
+  // A full disk shows at the write or at the close (the buffer's flush): both are errors.
+  const bool wrote = std::fprintf(f, "%s\n", format_row(row).c_str()) >= 0;
+  const int err = errno;
+  if (std::fclose(f) != 0 || !wrote)
+    fail(FLOWRT_IO_ERROR,
+         "cannot append to '" + path_ + "': " + std::strerror(wrote ? errno : err));
 }
 
 }  // namespace flowrt::train
