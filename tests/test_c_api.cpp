@@ -47,6 +47,16 @@ bool called_from_onednn(const void *caller) {
          std::strstr(info.dli_fname, "libdnnl") != nullptr;
 }
 
+// Failure injection: while > 0, the countdown-th allocation made outside libdnnl fails (oneDNN's
+// own C code is never handed an exception). Only that one: later allocations succeed again.
+std::atomic<long> g_fail_countdown{0};
+
+bool inject_failure(const void *caller) {
+  if (g_fail_countdown.load(std::memory_order_relaxed) <= 0) return false;
+  if (called_from_onednn(caller)) return false;
+  return g_fail_countdown.fetch_sub(1) == 1;
+}
+
 void count(const void *caller) {
   if (!g_counting.load(std::memory_order_relaxed)) return;
   if (called_from_onednn(caller))
@@ -74,38 +84,46 @@ __attribute__((noinline)) void release(void *p) noexcept {
 #define FLOWRT_TEST_CALLER __builtin_return_address(0)
 
 void *operator new(size_t n) {
+  if (inject_failure(FLOWRT_TEST_CALLER)) throw std::bad_alloc();
   count(FLOWRT_TEST_CALLER);
   if (void *p = plain_alloc(n)) return p;
   throw std::bad_alloc();
 }
 void *operator new[](size_t n) {
+  if (inject_failure(FLOWRT_TEST_CALLER)) throw std::bad_alloc();
   count(FLOWRT_TEST_CALLER);
   if (void *p = plain_alloc(n)) return p;
   throw std::bad_alloc();
 }
 void *operator new(size_t n, const std::nothrow_t &) noexcept {
+  if (inject_failure(FLOWRT_TEST_CALLER)) return nullptr;
   count(FLOWRT_TEST_CALLER);
   return plain_alloc(n);
 }
 void *operator new[](size_t n, const std::nothrow_t &) noexcept {
+  if (inject_failure(FLOWRT_TEST_CALLER)) return nullptr;
   count(FLOWRT_TEST_CALLER);
   return plain_alloc(n);
 }
 void *operator new(size_t n, std::align_val_t al) {
+  if (inject_failure(FLOWRT_TEST_CALLER)) throw std::bad_alloc();
   count(FLOWRT_TEST_CALLER);
   if (void *p = aligned_alloc_of(n, al)) return p;
   throw std::bad_alloc();
 }
 void *operator new[](size_t n, std::align_val_t al) {
+  if (inject_failure(FLOWRT_TEST_CALLER)) throw std::bad_alloc();
   count(FLOWRT_TEST_CALLER);
   if (void *p = aligned_alloc_of(n, al)) return p;
   throw std::bad_alloc();
 }
 void *operator new(size_t n, std::align_val_t al, const std::nothrow_t &) noexcept {
+  if (inject_failure(FLOWRT_TEST_CALLER)) return nullptr;
   count(FLOWRT_TEST_CALLER);
   return aligned_alloc_of(n, al);
 }
 void *operator new[](size_t n, std::align_val_t al, const std::nothrow_t &) noexcept {
+  if (inject_failure(FLOWRT_TEST_CALLER)) return nullptr;
   count(FLOWRT_TEST_CALLER);
   return aligned_alloc_of(n, al);
 }
@@ -766,6 +784,69 @@ TEST_SUITE("c_api") {
             std::vector<int> v(10);
             (void)v;
           }).own >= 1);
+  }
+
+  TEST_CASE("an allocation failing anywhere in session creation or a first call: OUT_OF_MEMORY") {
+    // Every allocation of creating a session and its first calls is made to fail in turn; each
+    // time the result is FLOWRT_OK or FLOWRT_OUT_OF_MEMORY with a message, never a crash (nor,
+    // under LeakSanitizer, a leak), and the model still works afterwards.
+    ModelPtr m = model_from_graph(test_graph());
+    const size_t d = dims_of(m.get());
+    std::vector<flowrt_backend> backends{FLOWRT_BACKEND_REF};
+    if (flowrt_backend_available(FLOWRT_BACKEND_ONEDNN)) backends.push_back(FLOWRT_BACKEND_ONEDNN);
+    std::vector<uint8_t> want(2 * d), got(2 * d), px = random_pixels(2 * d, 9);
+    std::vector<double> bpd(2);
+    for (flowrt_backend backend : backends) {
+      INFO("backend " << std::string(flowrt_backend_name(backend)));
+      {
+        SessionPtr s = make_session(m.get(), 2, backend);
+        REQUIRE(flowrt_sample(s.get(), 2, 0.7f, 3, want.data()) == FLOWRT_OK);
+      }
+      flowrt_session_options *o = nullptr;
+      REQUIRE(flowrt_session_options_create(&o) == FLOWRT_OK);
+      OptionsPtr opts(o);
+      REQUIRE(flowrt_session_options_set_backend(o, backend) == FLOWRT_OK);
+      REQUIRE(flowrt_session_options_set_max_batch(o, 2) == FLOWRT_OK);
+      auto attempt = [&](flowrt_status *create, flowrt_status *call) {
+        flowrt_session *s = nullptr;
+        *create = flowrt_session_create(m.get(), o, &s);
+        *call = FLOWRT_OK;
+        if (*create == FLOWRT_OK) {
+          *call = flowrt_sample(s, 2, 0.7f, 3, got.data());
+          if (*call == FLOWRT_OK) *call = flowrt_encode(s, 2, px.data(), nullptr, bpd.data());
+        } else if (s != nullptr) {
+          *create = FLOWRT_INTERNAL_ERROR;  // a failed create must not hand out a session
+        }
+        flowrt_session_free(s);
+      };
+      flowrt_status st1, st2;
+      const size_t total = allocations_during([&] { attempt(&st1, &st2); }).own;
+      REQUIRE(total > 0);
+      size_t ooms = 0, bad = 0;
+      std::string first_bad;
+      for (size_t k = 1; k <= total; ++k) {
+        g_fail_countdown.store(static_cast<long>(k));
+        attempt(&st1, &st2);
+        g_fail_countdown.store(0);
+        const flowrt_status st = st1 != FLOWRT_OK ? st1 : st2;
+        if (st == FLOWRT_OUT_OF_MEMORY && !last_error().empty()) {
+          ++ooms;
+        } else if (st != FLOWRT_OK) {
+          if (bad++ == 0)
+            first_bad = "allocation " + std::to_string(k) + ": " + flowrt_status_string(st) +
+                        " " + last_error();
+        }
+      }
+      INFO(first_bad);
+      CHECK(bad == 0);
+      CHECK(ooms > 0);
+      MESSAGE(std::string(flowrt_backend_name(backend))
+              << ": " << total << " allocations made to fail in turn, " << ooms
+              << " gave FLOWRT_OUT_OF_MEMORY");
+      SessionPtr again = make_session(m.get(), 2, backend);
+      REQUIRE(flowrt_sample(again.get(), 2, 0.7f, 3, got.data()) == FLOWRT_OK);
+      CHECK(got == want);
+    }
   }
 
   TEST_CASE("a busy session answers FLOWRT_BUSY") {
