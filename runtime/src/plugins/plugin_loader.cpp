@@ -239,7 +239,12 @@ std::unique_ptr<Backend> create_plugin_backend(const flowrt_plugin &api, const G
     fail(FLOWRT_INTERNAL_ERROR, "the " + std::string(flowrt_backend_name(api.kind)) +
                                     " plugin returned an incomplete backend");
   }
-  return std::make_unique<PluginBackend>(graph.dims(), api.kind, b);
+  try {
+    return std::make_unique<PluginBackend>(graph.dims(), api.kind, b);
+  } catch (...) {  // the wrapper could not be made: the plugin's backend must not leak
+    b.destroy(b.self);
+    throw;
+  }
 }
 
 }  // namespace flowrt
