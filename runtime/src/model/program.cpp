@@ -1,6 +1,7 @@
 #include "model/program.hpp"
 
 #include <cmath>
+#include <type_traits>
 
 #include "core/error.hpp"
 
@@ -17,14 +18,22 @@ std::vector<T> cast(const Tensor &t) {
 }
 
 template <typename T>
-PNet<T> build_net(const Net &net, bool fold) {
+PNet<T> build_net(const Net &net, const ProgramOptions &opt) {
+  constexpr bool is_float = std::is_same_v<T, float>;
+  const bool fold = opt.fold;
+  const NetWeights mode = is_float ? opt.net_weights : NetWeights::Copy;
+  // View: the net's affines stay ops (folding them would change the viewed weights).
+  const bool fold_affines = fold && mode != NetWeights::View;
   PNet<T> p;
   p.in_ch = net.in_channels;
   p.out_ch = net.out_channels;
   p.max_ch = net.max_channels;
-  // Conv weights and biases in double while folding, cast once at the end.
+  // A conv's foldings in double, applied once at the end: its weights are the graph's times
+  // scale[o] (when scaled), its bias b.
   struct ConvD {
-    std::vector<double> w, b;
+    const Conv2dOp *op = nullptr;
+    std::vector<double> scale, b;
+    bool folded = false;
     PConv<T> meta;
   };
   std::vector<std::variant<ConvD, PChannelAffine<T>, PRelu>> ops;
@@ -34,7 +43,7 @@ PNet<T> build_net(const Net &net, bool fold) {
   for (const NetOp &op : net.ops) {
     if (auto *c = std::get_if<Conv2dOp>(&op)) {
       ConvD d;
-      d.w = c->weight.to_double();
+      d.op = c;
       d.b = c->bias.empty() ? std::vector<double>(c->out_channels(), 0.0) : c->bias.to_double();
       d.meta.out_ch = c->out_channels();
       d.meta.in_total = c->weight.dim(1);
@@ -65,12 +74,13 @@ PNet<T> build_net(const Net &net, bool fold) {
       }
       continue;
     }
-    if (ConvD *d = last_conv(); fold && d && !d->meta.relu) {
-      const int64_t per_out = d->meta.in_total * d->meta.kh * d->meta.kw;
+    if (ConvD *d = last_conv(); fold_affines && d && !d->meta.relu) {
+      if (d->scale.empty()) d->scale.assign(d->meta.out_ch, 1.0);
       for (int64_t oc = 0; oc < d->meta.out_ch; ++oc) {
-        for (int64_t k = 0; k < per_out; ++k) d->w[oc * per_out + k] *= s[oc];
+        d->scale[oc] *= s[oc];
         d->b[oc] = s[oc] * d->b[oc] + t[oc];
       }
+      d->folded = true;
     } else {
       ops.emplace_back(PChannelAffine<T>{cast<T>(s), cast<T>(t)});
     }
@@ -78,7 +88,27 @@ PNet<T> build_net(const Net &net, bool fold) {
   for (auto &op : ops) {
     if (auto *d = std::get_if<ConvD>(&op)) {
       PConv<T> c = d->meta;
-      c.weight = cast<T>(d->w);
+      const Tensor &w = d->op->weight;
+      if constexpr (is_float) {
+        if (mode != NetWeights::Copy) {
+          c.weight = Weights<T>::view(w);
+          c.weight_scale = std::move(d->scale);
+          if (!d->folded && !d->op->bias.empty())
+            c.bias = Weights<T>::view(d->op->bias);
+          else
+            c.bias = cast<T>(d->b);
+          p.ops.emplace_back(std::move(c));
+          continue;
+        }
+      }
+      std::vector<T> wt(w.size());
+      const size_t per_out = static_cast<size_t>(c.in_total * c.kh * c.kw);
+      for (size_t o = 0, k = 0; o < static_cast<size_t>(c.out_ch); ++o) {
+        const double s = d->scale.empty() ? 1.0 : d->scale[o];
+        for (size_t j = 0; j < per_out; ++j, ++k)
+          wt[k] = static_cast<T>(static_cast<double>(w[k]) * s);
+      }
+      c.weight = std::move(wt);
       c.bias = cast<T>(d->b);
       p.ops.emplace_back(std::move(c));
     } else if (auto *a = std::get_if<PChannelAffine<T>>(&op)) {
@@ -90,10 +120,24 @@ PNet<T> build_net(const Net &net, bool fold) {
   return p;
 }
 
+template <typename T>
+size_t net_owned_bytes(const PNet<T> &net) {
+  size_t n = 0;
+  for (const PNetOp<T> &op : net.ops) {
+    if (auto *c = std::get_if<PConv<T>>(&op))
+      n += c->weight.owned_bytes() + c->bias.owned_bytes() +
+           c->weight_scale.capacity() * sizeof(double);
+    if (auto *a = std::get_if<PChannelAffine<T>>(&op))
+      n += (a->scale.capacity() + a->shift.capacity()) * sizeof(T);
+  }
+  return n;
+}
+
 }  // namespace
 
 template <typename T>
-Program<T> build_program(const Graph &g, bool fold) {
+Program<T> build_program(const Graph &g, const ProgramOptions &options) {
+  const bool fold = options.fold;
   Program<T> prog;
   prog.image = g.image;
   prog.dims = g.dims();
@@ -149,13 +193,13 @@ Program<T> build_program(const Graph &g, bool fold) {
     } else if (auto *pm = std::get_if<PermuteLayer>(&layer.op)) {
       step.op = PPermute{pm->source};
     } else if (auto *cp = std::get_if<CouplingLayer>(&layer.op)) {
-      PCoupling<T> c{cp->type,  cp->conditioning, build_net<T>(cp->net, fold),
+      PCoupling<T> c{cp->type,  cp->conditioning, build_net<T>(cp->net, options),
                      cp->split, cp->scale_fn,     static_cast<T>(cp->scale_bias),
                      cp->form};
       prog.max_net_elems = std::max(prog.max_net_elems, c.net.max_ch * layer.in.plane());
       step.op = std::move(c);
     } else if (auto *sp = std::get_if<SplitLayer>(&layer.op)) {
-      PSplit<T> s{sp->leaving, build_net<T>(sp->prior, fold), sp->layout};
+      PSplit<T> s{sp->leaving, build_net<T>(sp->prior, options), sp->layout};
       prog.max_net_elems = std::max(prog.max_net_elems, s.prior.max_ch * layer.in.plane());
       step.op = std::move(s);
     } else {
@@ -179,8 +223,26 @@ Program<T> build_program(const Graph &g, bool fold) {
   return prog;
 }
 
-template Program<float> build_program<float>(const Graph &, bool);
-template Program<double> build_program<double>(const Graph &, bool);
+template <typename T>
+size_t owned_weight_bytes(const Program<T> &prog) {
+  size_t n = 0;
+  for (const PStep<T> &step : prog.steps) {
+    if (auto *a = std::get_if<PAffine<T>>(&step.op))
+      n += (a->scale.capacity() + a->shift.capacity()) * sizeof(T);
+    if (auto *l = std::get_if<PLinear<T>>(&step.op))
+      n += (l->a.capacity() + l->c.capacity() + l->a_inv.capacity()) * sizeof(T);
+    if (auto *c = std::get_if<PCoupling<T>>(&step.op)) n += net_owned_bytes(c->net);
+    if (auto *s = std::get_if<PSplit<T>>(&step.op)) n += net_owned_bytes(s->prior);
+    if (auto *t = std::get_if<PTop<T>>(&step.op))
+      n += (t->mean.capacity() + t->log_std.capacity() + t->class_offsets.capacity()) * sizeof(T);
+  }
+  return n;
+}
+
+template Program<float> build_program<float>(const Graph &, const ProgramOptions &);
+template Program<double> build_program<double>(const Graph &, const ProgramOptions &);
+template size_t owned_weight_bytes<float>(const Program<float> &);
+template size_t owned_weight_bytes<double>(const Program<double> &);
 
 static double net_flops(const Net &net, const Shape3 &s) {
   double f = 0;

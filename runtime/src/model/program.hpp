@@ -7,9 +7,18 @@
 // - a ReLU right after a conv is fused into it.
 // With fold off, every layer stays a step of its own (the unfused oracle the folds are tested
 // against). Backends build their own layouts from a Program.
+//
+// Memory: the convolutions of the nets (coupling nets, split priors) hold nearly all of a model's
+// weights. By default a Program owns copies of them. A float Program can instead view the graph's
+// tensors, i.e. the model's memory-mapped bytes, with no copy (ProgramOptions::net_weights): the
+// reference backend reads them in place, the oneDNN backend reads them once to make its own
+// layout. Every other weight (actnorms, 1x1 convs and their inverses, priors) is small.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -17,14 +26,71 @@
 
 namespace flowrt {
 
+// The values of a prepared weight tensor: either owned (the std::vector base holds them) or, for
+// T = float, a read-only view of a graph tensor (the model's bytes; the view keeps their owner
+// alive). Read them through data(), size(), operator[] and begin()/end(), which see both.
+// The std::vector base is the owned storage only: code that takes these weights as a
+// `const std::vector<T> &` (the CUDA backend's upload()) sees an empty vector for a view, so it
+// must work on a Program whose weights are owned (NetWeights::Copy, the default).
+template <typename T>
+class Weights : public std::vector<T> {
+  using Base = std::vector<T>;
+
+ public:
+  Weights() = default;
+  Weights(Base values) : Base(std::move(values)) {}  // implicit, like the vector it replaces
+  Weights &operator=(Base values) {
+    Base::operator=(std::move(values));
+    view_ = Tensor();
+    return *this;
+  }
+  // A view of `t` (no copy). T = float only.
+  static Weights view(const Tensor &t) {
+    static_assert(std::is_same_v<T, float>, "only float weights can view a graph tensor");
+    Weights w;
+    w.view_ = t;
+    return w;
+  }
+
+  bool is_view() const { return view_.data() != nullptr; }
+  const T *data() const { return is_view() ? view_ptr() : Base::data(); }
+  size_t size() const { return is_view() ? view_.size() : Base::size(); }
+  bool empty() const { return size() == 0; }
+  const T &operator[](size_t i) const { return data()[i]; }
+  const T *begin() const { return data(); }
+  const T *end() const { return data() + size(); }
+  // Bytes this object owns (0 for a view).
+  size_t owned_bytes() const { return Base::capacity() * sizeof(T); }
+
+ private:
+  const T *view_ptr() const {
+    if constexpr (std::is_same_v<T, float>)
+      return view_.data();
+    else
+      return nullptr;  // never: only float weights are views
+  }
+  Tensor view_;
+};
+
 template <typename T>
 struct PConv {
-  std::vector<T> weight;  // [O, I_total, kh, kw]
-  std::vector<T> bias;    // [O] (zeros when the conv has none)
+  Weights<T> weight;  // [O, I_total, kh, kw]
+  Weights<T> bias;    // [O] (zeros when the conv has none)
+  // Only in a program built with NetWeights::ViewScaled: the per-output-channel factors of the
+  // foldings, not yet applied to `weight` (a view of the unfolded tensor); the conv's weights
+  // are weight_at(). Empty otherwise: `weight` holds the final values.
+  std::vector<double> weight_scale;
   int64_t out_ch = 0, in_ch = 0, in_total = 0, kh = 1, kw = 1;
   PaddingMode padding = PaddingMode::Zeros;
   T pad_value = 0;
   bool relu = false;  // fused ReLU on the output
+
+  // Weight j of output channel o (j indexes the flattened [I_total, kh, kw]) with every folding
+  // applied: the value a program built with NetWeights::Copy stores.
+  T weight_at(int64_t o, int64_t j) const {
+    const T w = weight[static_cast<size_t>(o * in_total * kh * kw + j)];
+    return weight_scale.empty() ? w : static_cast<T>(static_cast<double>(w) * weight_scale[o]);
+  }
 };
 template <typename T>
 struct PChannelAffine {  // y[c] = scale[c] * x[c] + shift[c]
@@ -102,8 +168,37 @@ struct Program {
   int64_t n_classes = 0;
 };
 
+// How a Program holds the weights of the nets' convolutions (T = float; a double Program always
+// copies, since the graph's tensors are float).
+enum class NetWeights {
+  // Owned copies with the net foldings applied (when fold is on). The default.
+  Copy,
+  // Views of the graph's tensors, no copy: a net's actnorms and output scales stay ops of their
+  // own instead of being folded into its convs (ReLUs are still fused, which changes no weight).
+  View,
+  // Views of the graph's tensors with the net foldings kept aside in PConv::weight_scale (the
+  // biases are folded, small owned copies): for a backend that makes its own copy of the weights
+  // anyway and applies the scales while doing so (PConv::weight_at). layers::conv2d cannot run
+  // such a program.
+  ViewScaled
+};
+
+struct ProgramOptions {
+  bool fold = true;
+  NetWeights net_weights = NetWeights::Copy;
+};
+
 template <typename T>
-Program<T> build_program(const Graph &graph, bool fold = true);
+Program<T> build_program(const Graph &graph, const ProgramOptions &options);
+template <typename T>
+Program<T> build_program(const Graph &graph, bool fold = true) {
+  ProgramOptions o;
+  o.fold = fold;
+  return build_program<T>(graph, o);
+}
+// Bytes of weights a Program owns (its views of the graph's tensors not counted).
+template <typename T>
+size_t owned_weight_bytes(const Program<T> &program);
 
 // Floating-point operations per image of each direction (multiply-adds count 2).
 struct FlopCount {

@@ -5,6 +5,12 @@
 // rest are single-pass element-wise kernels (onednn_elementwise). Primitives and their memories
 // are made once per batch size, at construction for max_batch and at the first call for any
 // smaller batch; afterwards a call only executes them.
+//
+// Memory: the Program views the nets' weights in the model's bytes (NetWeights::ViewScaled, the
+// foldings kept aside), and each weight tensor gets one prepared copy, in the layout of the first
+// primitive that uses it, which every batch size's primitives then share (see onednn_net.hpp);
+// encode and decode share the nets' copies, and only a 1x1 conv has one matrix per direction
+// (A and A^-1). Nothing plain is kept once the prepared copies exist.
 #include "backends/onednn/onednn_backend.hpp"
 
 #include <algorithm>
@@ -89,10 +95,34 @@ struct MatmulRun {
   }
 };
 
+// Sets OpenMP's thread count for the scope (the caller's is restored).
+class ThreadCount {
+ public:
+  explicit ThreadCount(int threads) {
+#ifdef _OPENMP
+    prev_ = omp_get_max_threads();
+    omp_set_num_threads(threads);
+#else
+    (void)threads;
+#endif
+  }
+  ~ThreadCount() {
+#ifdef _OPENMP
+    omp_set_num_threads(prev_);
+#endif
+  }
+  ThreadCount(const ThreadCount &) = delete;
+  ThreadCount &operator=(const ThreadCount &) = delete;
+
+ private:
+  int prev_ = 1;
+};
+
 struct Plan {
   std::vector<std::unique_ptr<OnednnNet::Plan>> nets;
   struct Linear {
     dnnl::matmul::primitive_desc fwd_pd, inv_pd;
+    dnnl::primitive fwd_prim, inv_prim;  // shared with the linears of the same shape
     MatmulRun fwd, inv;
   };
   std::vector<Linear> linears;  // one per LinearStep, in step order
@@ -104,7 +134,8 @@ class OnednnBackend final : public Backend {
       : Backend(g.dims()),
         max_batch_(std::max<size_t>(o.max_batch, 1)),
         threads_(resolve_threads(o.threads)) {
-    const Program<float> prog = build_program<float>(g, o.fold);
+    const Program<float> prog =
+        build_program<float>(g, ProgramOptions{o.fold, NetWeights::ViewScaled});
     size_t linears = 0;
     for (const PStep<float> &ps : prog.steps) {
       steps_.push_back(compile(ps));
@@ -165,6 +196,14 @@ class OnednnBackend final : public Backend {
     ComputeScope scope(threads_, csr_);
     philox_fill(seed, first_image, n, dims_, eps_scratch);
     run_decode(n, eps_scratch, true, temperature, labels, x);
+  }
+
+  WeightBytes weight_bytes() const {
+    WeightBytes b;
+    for (const auto &net : nets_) net->add_weight_bytes(b);
+    for (const Step &st : steps_)
+      if (auto *l = std::get_if<LinearStep>(&st.op)) b.add(l->fwd), b.add(l->inv);
+    return b;
   }
 
   std::vector<std::string> impls(size_t n) {
@@ -324,8 +363,11 @@ class OnednnBackend final : public Backend {
     } else if (auto *li = std::get_if<PLinear<float>>(&ps.op)) {
       LinearStep l;
       const memory::desc wd({c, c}, f32, tag::ba);  // (k, n) -> A[n][k]: the matrix is x A^T
-      l.fwd = WeightCache(wd, li->a);
-      l.inv = WeightCache(wd, li->a_inv);
+      auto fill_from = [](std::vector<float> v) {
+        return [v = std::move(v)](float *dst) { std::copy(v.begin(), v.end(), dst); };
+      };
+      l.fwd = WeightCache(wd, fill_from(li->a));
+      l.inv = WeightCache(wd, fill_from(li->a_inv));
       l.fwd_bias = li->c;
       l.inv_bias.assign(c, 0.f);
       for (int64_t r = 0; r < c; ++r) {
@@ -432,21 +474,25 @@ class OnednnBackend final : public Backend {
   // The primitives of batch size n, created at its first use.
   Plan &plan(size_t n) {
     if (plans_[n]) return *plans_[n];
+    // oneDNN fixes a primitive's thread partition when it creates it: for the session's thread
+    // count, also when this runs outside a call (the constructor, impls()).
+    const ThreadCount team(threads_);
     auto p = std::make_unique<Plan>();
     Needs needs;
     for (auto &net : nets_) p->nets.push_back(net->create(n, ctx_, needs));
     for (const Step &st : steps_) {
-      if (!std::holds_alternative<LinearStep>(st.op)) continue;
+      const auto *l = std::get_if<LinearStep>(&st.op);
+      if (!l) continue;
       const memory::dim m = static_cast<memory::dim>(n) * st.in.plane(), c = st.in.c;
       const memory::desc rows({m, c}, f32, tag::ab), w({c, c}, f32, tag::any),
           b({1, c}, f32, tag::ab);
-      dnnl::primitive_attr attr;
-      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-      auto fwd = make_matmul_pd(ctx_.eng, rows, w, b, rows, attr);
-      auto inv = make_matmul_pd(ctx_.eng, rows, w, b, rows, attr);
-      needs.need(Role::Scratchpad,
-                 std::max(fwd.scratchpad_desc().get_size(), inv.scratchpad_desc().get_size()));
-      p->linears.push_back(Plan::Linear{fwd, inv, {}, {}});
+      auto make = [&](const memory::desc &wd) {
+        return ctx_.prims.matmul(ctx_.eng, rows, wd, b, rows, false);
+      };
+      const auto fwd = pd_for_cache(l->fwd, w, make), inv = pd_for_cache(l->inv, w, make);
+      needs.need(Role::Scratchpad, std::max(fwd.pd.scratchpad_desc().get_size(),
+                                            inv.pd.scratchpad_desc().get_size()));
+      p->linears.push_back(Plan::Linear{fwd.pd, inv.pd, fwd.prim, inv.prim, {}, {}});
     }
     bool grew = false;
     for (int r = 0; r < static_cast<int>(Role::Count); ++r)
@@ -458,29 +504,31 @@ class OnednnBackend final : public Backend {
   }
 
   void bind(Plan &p) {
-    for (size_t i = 0; i < nets_.size(); ++i) nets_[i]->bind(*p.nets[i], ctx_);
+    MemoryCache mems;
+    for (size_t i = 0; i < nets_.size(); ++i) nets_[i]->bind(*p.nets[i], ctx_, mems);
     size_t li = 0;
     for (Step &st : steps_) {
       auto *l = std::get_if<LinearStep>(&st.op);
       if (!l) continue;
       Plan::Linear &pl = p.linears[li++];
-      bind_matmul(pl.fwd_pd, l->fwd, l->fwd_bias, pl.fwd);
-      bind_matmul(pl.inv_pd, l->inv, l->inv_bias, pl.inv);
+      bind_matmul(pl.fwd_pd, pl.fwd_prim, l->fwd, l->fwd_bias, mems, pl.fwd);
+      bind_matmul(pl.inv_pd, pl.inv_prim, l->inv, l->inv_bias, mems, pl.inv);
     }
   }
 
-  void bind_matmul(const dnnl::matmul::primitive_desc &pd, WeightCache &w, std::vector<float> &bias,
-                   MatmulRun &run) {
+  void bind_matmul(const dnnl::matmul::primitive_desc &pd, const dnnl::primitive &prim,
+                   WeightCache &w, std::vector<float> &bias, MemoryCache &mems, MatmulRun &run) {
     run = MatmulRun{};
-    run.exec.prim = dnnl::matmul(pd);
-    run.src = memory(pd.src_desc(), ctx_.eng, state_[0].data());
-    run.dst = memory(pd.dst_desc(), ctx_.eng, state_[1].data());
+    run.exec.prim = prim;
+    // Shared with the linears of the same shape: run() sets their handles before each execution.
+    run.src = mems.get(ctx_.eng, pd.src_desc(), state_[0].data());
+    run.dst = mems.get(ctx_.eng, pd.dst_desc(), state_[1].data());
     run.exec.add(DNNL_ARG_SRC, run.src);
     run.exec.add(DNNL_ARG_WEIGHTS, w.get(pd.weights_desc(), ctx_));
-    run.exec.add(DNNL_ARG_BIAS, memory(pd.bias_desc(), ctx_.eng, bias.data()));
+    run.exec.add(DNNL_ARG_BIAS, ctx_.constants.get(ctx_.eng, pd.bias_desc(), bias.data()));
     run.exec.add(DNNL_ARG_DST, run.dst);
     run.exec.add(DNNL_ARG_SCRATCHPAD,
-                 memory(pd.scratchpad_desc(), ctx_.eng, ctx_.buf(Role::Scratchpad).data()));
+                 mems.get(ctx_.eng, pd.scratchpad_desc(), ctx_.buf(Role::Scratchpad).data()));
   }
 
   size_t max_batch_;
@@ -505,6 +553,15 @@ std::unique_ptr<Backend> create_onednn_backend(const Graph &graph, const Backend
 std::vector<std::string> onednn_primitive_impls(Backend &backend, size_t n) {
   if (auto *b = dynamic_cast<onednn::OnednnBackend *>(&backend)) return b->impls(n);
   return {};
+}
+
+OnednnWeightBytes onednn_weight_bytes(const Backend &backend) {
+  OnednnWeightBytes out;
+  if (auto *b = dynamic_cast<const onednn::OnednnBackend *>(&backend)) {
+    const onednn::WeightBytes w = b->weight_bytes();
+    out.prepared = w.prepared, out.mapped = w.mapped, out.extra = w.extra;
+  }
+  return out;
 }
 
 std::string onednn_version() {

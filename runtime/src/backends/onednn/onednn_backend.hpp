@@ -18,6 +18,16 @@ std::unique_ptr<Backend> create_onednn_backend(const Graph &graph, const Backend
 // needed. Empty for any other backend.
 std::vector<std::string> onednn_primitive_impls(Backend &backend, size_t n);
 
+// The weights a oneDNN backend holds, in bytes: `prepared`, its one copy of each tensor in the
+// layout its primitives use; `mapped`, tensors its primitives read in place from the model's
+// bytes (no copy); `extra`, copies of a tensor in a second layout (made only when oneDNN has no
+// optimised kernel for the first layout at some batch size: 0 is the design's aim). Covers the
+// batch sizes whose primitives exist so far. All zero for any other backend.
+struct OnednnWeightBytes {
+  size_t prepared = 0, mapped = 0, extra = 0;
+};
+OnednnWeightBytes onednn_weight_bytes(const Backend &backend);
+
 // The oneDNN library version, "major.minor.patch".
 std::string onednn_version();
 

@@ -1,11 +1,14 @@
 // What every part of a oneDNN session shares: the engine and stream, the user-mode scratchpad,
-// and the scratch activations of the coupling nets and split priors. Buffers only grow, and only
-// while a batch size's primitives are being created; the session's steady state never allocates.
+// the scratch activations of the coupling nets and split priors, and the primitives. Buffers only
+// grow, and only while a batch size's primitives are being created; the session's steady state
+// never allocates.
 #pragma once
 
 #include <cstddef>
 #include <cstdlib>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include "backends/onednn/onednn_compat.hpp"
 
@@ -38,10 +41,97 @@ class Buffer {
 // intermediate activations in whatever layout oneDNN picked, and the scratchpad.
 enum class Role { In, Out, T0, T1, Scratchpad, Count };
 
+// Primitives shared by all the items that solve the same problem: the K steps of a level have
+// nets of identical shapes, and a 1x1 conv's A and A^-1 are two matmuls of one shape. One
+// primitive descriptor and one primitive per distinct problem, each item executing it on its own
+// memories (a primitive keeps no state between executions; the scratchpad is the user's), rather
+// than one of each per item, which costs ~25 kB per item and per batch size (oneDNN 2.6).
+// Every primitive here has a user-mode scratchpad and at most a ReLU post-op.
+class Primitives {
+ public:
+  template <typename PD>
+  struct Entry {
+    PD pd;
+    dnnl::primitive prim;
+  };
+  using Conv = Entry<dnnl::convolution_forward::primitive_desc>;
+  using Matmul = Entry<dnnl::matmul::primitive_desc>;
+
+  // Forward-inference convolution, stride 1, symmetric padding `pad`.
+  Conv conv(const dnnl::engine &eng, const dnnl::memory::desc &src, const dnnl::memory::desc &w,
+            const dnnl::memory::desc &bias, const dnnl::memory::desc &dst,
+            const dnnl::memory::dims &pad, bool relu) {
+    const Key key{{src, w, bias, dst}, pad, relu};
+    for (const auto &e : convs_)
+      if (e.first == key) return e.second;
+    auto pd = make_conv_pd(eng, src, w, bias, dst, pad, attr(relu));
+    convs_.emplace_back(key, Conv{pd, dnnl::convolution_forward(pd)});
+    return convs_.back().second;
+  }
+  // src [M, K] x weights [K, N] (+ bias [1, N], or an empty desc) -> dst [M, N].
+  Matmul matmul(const dnnl::engine &eng, const dnnl::memory::desc &src, const dnnl::memory::desc &w,
+                const dnnl::memory::desc &bias, const dnnl::memory::desc &dst, bool relu) {
+    const Key key{{src, w, bias, dst}, {}, relu};
+    for (const auto &e : matmuls_)
+      if (e.first == key) return e.second;
+    auto pd = make_matmul_pd(eng, src, w, bias, dst, attr(relu));
+    matmuls_.emplace_back(key, Matmul{pd, dnnl::matmul(pd)});
+    return matmuls_.back().second;
+  }
+
+ private:
+  struct Key {
+    dnnl::memory::desc md[4];
+    dnnl::memory::dims pad;
+    bool relu = false;
+    bool operator==(const Key &o) const {
+      for (int i = 0; i < 4; ++i)
+        if (md[i] != o.md[i]) return false;
+      return pad == o.pad && relu == o.relu;
+    }
+  };
+  static dnnl::primitive_attr attr(bool relu) {
+    dnnl::primitive_attr a;
+    a.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    if (relu) {
+      dnnl::post_ops po;
+      append_relu(po);
+      a.set_post_ops(po);
+    }
+    return a;
+  }
+  std::vector<std::pair<Key, Conv>> convs_;
+  std::vector<std::pair<Key, Matmul>> matmuls_;
+};
+
+// Memories shared by the items that bind the same layout to the same pointer (a oneDNN 2.6 memory
+// object costs about 1 kB; a cifar model has ~500 items per batch size): a batch size's
+// activations and scratchpad on the context's buffers (a cache that lives while that batch size
+// is bound), and the biases, which every batch size shares (Context::constants).
+class MemoryCache {
+ public:
+  const dnnl::memory &get(const dnnl::engine &eng, const dnnl::memory::desc &md, float *ptr) {
+    for (const Entry &e : entries_)
+      if (e.ptr == ptr && e.md == md) return e.mem;
+    entries_.push_back(Entry{md, ptr, dnnl::memory(md, eng, ptr)});
+    return entries_.back().mem;
+  }
+
+ private:
+  struct Entry {
+    dnnl::memory::desc md;
+    float *ptr;
+    dnnl::memory mem;
+  };
+  std::vector<Entry> entries_;
+};
+
 struct Context {
   dnnl::engine eng{dnnl::engine::kind::cpu, 0};
   dnnl::stream strm{eng};
   Buffer buffers[static_cast<int>(Role::Count)];
+  Primitives prims;
+  MemoryCache constants;  // memories on data that never moves (biases)
   Buffer &buf(Role r) { return buffers[static_cast<int>(r)]; }
 };
 

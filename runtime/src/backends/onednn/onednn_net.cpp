@@ -15,12 +15,34 @@ constexpr int64_t kTapsFromIn = 64;
 const dnnl::memory &WeightCache::get(const memory::desc &want, Context &ctx) {
   for (auto &c : copies_)
     if (c.first == want) return c.second;
-  memory user(user_, ctx.eng, data_.data());
-  memory dst(want, ctx.eng);
-  dnnl::reorder(user, dst).execute(ctx.strm, user, dst);
-  ctx.strm.wait();
-  copies_.emplace_back(want, dst);
-  return copies_.back().second;
+  if (!copies_.empty()) {  // another layout: from the prepared copy
+    memory dst(want, ctx.eng);
+    dnnl::reorder(copies_[0].second, dst).execute(ctx.strm, copies_[0].second, dst);
+    ctx.strm.wait();
+    copies_.emplace_back(want, dst);
+    return copies_.back().second;
+  }
+  if (direct_ && want == plain_) {
+    // oneDNN only reads a primitive's weights: the read-only mapping is safe to hand it.
+    copies_.emplace_back(want, memory(want, ctx.eng, const_cast<float *>(direct_)));
+    mapped_ = true;
+  } else {
+    memory dst(want, ctx.eng);
+    if (want == plain_) {
+      fill_(static_cast<float *>(dst.get_data_handle()));
+    } else {
+      std::vector<float> plain(plain_.get_size() / sizeof(float));
+      fill_(plain.data());
+      memory user(plain_, ctx.eng, plain.data());
+      dnnl::reorder(user, dst).execute(ctx.strm, user, dst);
+      ctx.strm.wait();
+    }
+    copies_.emplace_back(want, dst);
+  }
+  fill_ = nullptr;
+  direct_ = nullptr;
+  if (!mapped_) owner_.reset();
+  return copies_[0].second;
 }
 
 void Exec::run(const dnnl::stream &s) const {
@@ -44,25 +66,47 @@ OnednnNet::OnednnNet(const PNet<float> &net, int64_t h, int64_t w)
     Conv c;
     c.out = pc.out_ch, c.in = pc.in_ch, c.kh = pc.kh, c.kw = pc.kw, c.relu = pc.relu;
     c.bias = pc.bias;
-    // The data channels' weights; Glow's edge channel (the last input) only enters the
-    // correction map, since it is 0 inside the image.
     const int64_t taps = c.kh * c.kw;
-    std::vector<float> wt(c.out * c.in * taps);
-    for (int64_t o = 0; o < c.out; ++o)
-      for (int64_t i = 0; i < c.in; ++i)
-        for (int64_t t = 0; t < taps; ++t)
-          wt[(o * c.in + i) * taps + t] = pc.weight[(o * pc.in_total + i) * taps + t];
-    c.taps = taps > 1 && c.out < kTapsBelowOut && c.in >= kTapsFromIn;
-    if (c.taps) {
-      std::vector<float> tw(c.in * taps * c.out);
-      for (int64_t o = 0; o < c.out; ++o)
-        for (int64_t i = 0; i < c.in; ++i)
-          for (int64_t t = 0; t < taps; ++t)
-            tw[i * taps * c.out + t * c.out + o] = wt[(o * c.in + i) * taps + t];
-      c.tap_weights = WeightCache(memory::desc({c.in, taps * c.out}, f32, tag::ab), std::move(tw));
-    } else {
-      c.weights =
-          WeightCache(memory::desc({c.out, c.in, c.kh, c.kw}, f32, tag::oihw), std::move(wt));
+    c.form = taps == 1                                      ? Conv::Form::Pointwise
+             : c.out < kTapsBelowOut && c.in >= kTapsFromIn ? Conv::Form::Taps
+                                                            : Conv::Form::Direct;
+    // The weights of the data channels, folded (PConv::weight_at); Glow's edge channel (the last
+    // input) only enters the correction map, since it is 0 inside the image. The fill reads
+    // the Program's weights when the prepared copy is made, so it keeps them (a view of the
+    // model's bytes, normally) until then.
+    const int64_t out = c.out, in = c.in;
+    const bool exact = pc.weight.is_view() && pc.weight_scale.empty() && pc.in_total == in;
+    auto src = std::make_shared<const PConv<float>>(pc);
+    switch (c.form) {
+      case Conv::Form::Direct:
+        c.weights = WeightCache(
+            memory::desc({out, in, c.kh, c.kw}, f32, tag::oihw),
+            [src, out, in, taps](float *dst) {
+              for (int64_t o = 0; o < out; ++o)
+                for (int64_t i = 0; i < in; ++i)
+                  for (int64_t t = 0; t < taps; ++t)
+                    dst[(o * in + i) * taps + t] = src->weight_at(o, i * taps + t);
+            },
+            exact ? pc.weight.data() : nullptr, exact ? src : nullptr);
+        break;
+      case Conv::Form::Taps:
+        c.weights = WeightCache(
+            memory::desc({in, taps * out}, f32, tag::ab), [src, out, in, taps](float *dst) {
+              for (int64_t o = 0; o < out; ++o)
+                for (int64_t i = 0; i < in; ++i)
+                  for (int64_t t = 0; t < taps; ++t)
+                    dst[i * taps * out + t * out + o] = src->weight_at(o, i * taps + t);
+            });
+        break;
+      case Conv::Form::Pointwise:  // (in, out) with out outer: the format's [out][in]
+        c.weights = WeightCache(
+            memory::desc({in, out}, f32, tag::ba),
+            [src, out, in](float *dst) {
+              for (int64_t o = 0; o < out; ++o)
+                for (int64_t i = 0; i < in; ++i) dst[o * in + i] = src->weight_at(o, i);
+            },
+            exact ? pc.weight.data() : nullptr, exact ? src : nullptr);
+        break;
     }
     // Per output channel and kernel tap: what an out-of-image tap adds.
     std::vector<double> outside(c.out * taps, 0.0);
@@ -70,11 +114,10 @@ OnednnNet::OnednnNet(const PNet<float> &net, int64_t h, int64_t w)
     for (int64_t o = 0; o < c.out; ++o)
       for (int64_t t = 0; t < taps; ++t) {
         double v = 0;
-        if (pc.padding == PaddingMode::EdgeChannel)
-          v = pc.weight[(o * pc.in_total + c.in) * taps + t];
+        if (pc.padding == PaddingMode::EdgeChannel) v = pc.weight_at(o, c.in * taps + t);
         if (pc.padding == PaddingMode::Constant && pc.pad_value != 0.f)
           for (int64_t i = 0; i < c.in; ++i)
-            v += static_cast<double>(pc.pad_value) * pc.weight[(o * pc.in_total + i) * taps + t];
+            v += static_cast<double>(pc.pad_value) * pc.weight_at(o, i * taps + t);
         outside[o * taps + t] = v;
         any = any || v != 0.0;
       }
@@ -117,7 +160,9 @@ std::unique_ptr<OnednnNet::Plan> OnednnNet::create(size_t n, Context &ctx, Needs
     Plan::Item item;
     item.op = k;
     item.channels = ch;
-    if (const Conv *c = std::get_if<Conv>(&ops_[k]); c && c->taps) {
+    const Conv *conv = std::get_if<Conv>(&ops_[k]);
+    if (conv && conv->form != Conv::Form::Direct) {
+      const Conv *c = conv;
       if (cur_md != nhwc(c->in)) {  // the matmul reads plain pixel rows
         Plan::Item re;
         re.kind = Plan::Kind::Reorder;
@@ -127,12 +172,28 @@ std::unique_ptr<OnednnNet::Plan> OnednnNet::create(size_t n, Context &ctx, Needs
         cur = re.dst, cur_md = re.dst_md;
         plan->items.push_back(std::move(re));
       }
+      const bool pointwise = c->form == Conv::Form::Pointwise;
       const memory::dim m = nb * h_ * w_, cols = c->kh * c->kw * c->out;
-      dnnl::primitive_attr attr;
-      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-      auto pd = make_matmul_pd(ctx.eng, memory::desc({m, c->in}, f32, tag::ab),
-                               memory::desc({c->in, cols}, f32, tag::any), memory::desc(),
-                               memory::desc({m, cols}, f32, tag::ab), attr);
+      const memory::desc rows({m, c->in}, f32, tag::ab), out_rows({m, cols}, f32, tag::ab);
+      const memory::desc bias = pointwise ? memory::desc({1, cols}, f32, tag::ab) : memory::desc();
+      const auto e = pd_for_cache(
+          c->weights, memory::desc({c->in, cols}, f32, tag::any), [&](const memory::desc &wd) {
+            return ctx.prims.matmul(ctx.eng, rows, wd, bias, out_rows, pointwise && c->relu);
+          });
+      const auto &pd = e.pd;
+      item.prim = e.prim;
+      if (pointwise) {
+        item.kind = Plan::Kind::Matmul;
+        item.src = cur, item.src_md = cur_md;
+        item.dst = k == last_conv ? Role::Out : other(cur);
+        item.dst_md = nhwc(c->out);
+        needs.need(item.dst, item.dst_md.get_size());
+        needs.need(Role::Scratchpad, pd.scratchpad_desc().get_size());
+        item.mm_pd = pd;
+        cur = item.dst, cur_md = item.dst_md, ch = c->out;
+        plan->items.push_back(std::move(item));
+        continue;
+      }
       item.kind = Plan::Kind::TapMatmul;
       item.src = cur, item.src_md = cur_md;
       item.dst = other(cur), item.dst_md = pd.dst_desc();
@@ -156,22 +217,21 @@ std::unique_ptr<OnednnNet::Plan> OnednnNet::create(size_t n, Context &ctx, Needs
       plan->items.push_back(std::move(sum));
       continue;
     }
-    if (const Conv *c = std::get_if<Conv>(&ops_[k])) {
+    if (const Conv *c = conv) {
       const Conv *next = k + 1 < ops_.size() ? std::get_if<Conv>(&ops_[k + 1]) : nullptr;
-      const bool plain_dst = k == last_conv || !next || next->taps || !c->corr.empty();
-      dnnl::primitive_attr attr;
-      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-      if (c->relu && c->corr.empty()) {
-        dnnl::post_ops po;
-        append_relu(po);
-        attr.set_post_ops(po);
-      }
-      auto pd =
-          make_conv_pd(ctx.eng, memory::desc({nb, c->in, h_, w_}, f32, tag::any),
-                       memory::desc({c->out, c->in, c->kh, c->kw}, f32, tag::any),
-                       memory::desc({c->out}, f32, tag::x),
-                       plain_dst ? nhwc(c->out) : memory::desc({nb, c->out, h_, w_}, f32, tag::any),
-                       {c->kh / 2, c->kw / 2}, attr);
+      const bool plain_dst =
+          k == last_conv || !next || next->form != Conv::Form::Direct || !c->corr.empty();
+      const memory::desc src({nb, c->in, h_, w_}, f32, tag::any), bias({c->out}, f32, tag::x);
+      const memory::desc dst =
+          plain_dst ? nhwc(c->out) : memory::desc({nb, c->out, h_, w_}, f32, tag::any);
+      const auto e =
+          pd_for_cache(c->weights, memory::desc({c->out, c->in, c->kh, c->kw}, f32, tag::any),
+                       [&](const memory::desc &wd) {
+                         return ctx.prims.conv(ctx.eng, src, wd, bias, dst, {c->kh / 2, c->kw / 2},
+                                               c->relu && c->corr.empty());
+                       });
+      const auto &pd = e.pd;
+      item.prim = e.prim;
       if (pd.src_desc() != cur_md) {
         Plan::Item re;
         re.kind = Plan::Kind::Reorder;
@@ -214,7 +274,7 @@ std::unique_ptr<OnednnNet::Plan> OnednnNet::create(size_t n, Context &ctx, Needs
   return plan;
 }
 
-void OnednnNet::bind(Plan &plan, Context &ctx) {
+void OnednnNet::bind(Plan &plan, Context &ctx, MemoryCache &mems) {
   for (Plan::Item &it : plan.items) {
     it.exec = Exec{};
     if (it.kind == Plan::Kind::Reorder) {
@@ -223,25 +283,29 @@ void OnednnNet::bind(Plan &plan, Context &ctx) {
       it.exec.prim = dnnl::reorder(src, dst);
       it.exec.add(DNNL_ARG_FROM, src);
       it.exec.add(DNNL_ARG_TO, dst);
-    } else if (it.kind == Plan::Kind::TapMatmul) {
+    } else if (it.kind == Plan::Kind::TapMatmul || it.kind == Plan::Kind::Matmul) {
       Conv &c = std::get<Conv>(ops_[it.op]);
       const auto &pd = *it.mm_pd;
-      it.exec.prim = dnnl::matmul(pd);
-      it.exec.add(DNNL_ARG_SRC, memory(pd.src_desc(), ctx.eng, ctx.buf(it.src).data()));
-      it.exec.add(DNNL_ARG_WEIGHTS, c.tap_weights.get(pd.weights_desc(), ctx));
-      it.exec.add(DNNL_ARG_DST, memory(pd.dst_desc(), ctx.eng, ctx.buf(it.dst).data()));
+      it.exec.prim = it.prim;
+      it.exec.add(DNNL_ARG_SRC, mems.get(ctx.eng, pd.src_desc(), ctx.buf(it.src).data()));
+      it.exec.add(DNNL_ARG_WEIGHTS, c.weights.get(pd.weights_desc(), ctx));
+      if (it.kind == Plan::Kind::Matmul)
+        it.exec.add(DNNL_ARG_BIAS,
+                    ctx.constants.get(ctx.eng, pd.bias_desc(), const_cast<float *>(c.bias.data())));
+      it.exec.add(DNNL_ARG_DST, mems.get(ctx.eng, pd.dst_desc(), ctx.buf(it.dst).data()));
       it.exec.add(DNNL_ARG_SCRATCHPAD,
-                  memory(pd.scratchpad_desc(), ctx.eng, ctx.buf(Role::Scratchpad).data()));
+                  mems.get(ctx.eng, pd.scratchpad_desc(), ctx.buf(Role::Scratchpad).data()));
     } else if (it.kind == Plan::Kind::Conv) {
       Conv &c = std::get<Conv>(ops_[it.op]);
       const auto &pd = *it.pd;
-      it.exec.prim = dnnl::convolution_forward(pd);
-      it.exec.add(DNNL_ARG_SRC, memory(pd.src_desc(), ctx.eng, ctx.buf(it.src).data()));
+      it.exec.prim = it.prim;
+      it.exec.add(DNNL_ARG_SRC, mems.get(ctx.eng, pd.src_desc(), ctx.buf(it.src).data()));
       it.exec.add(DNNL_ARG_WEIGHTS, c.weights.get(pd.weights_desc(), ctx));
-      it.exec.add(DNNL_ARG_BIAS, memory(pd.bias_desc(), ctx.eng, c.bias.data()));
-      it.exec.add(DNNL_ARG_DST, memory(pd.dst_desc(), ctx.eng, ctx.buf(it.dst).data()));
+      it.exec.add(DNNL_ARG_BIAS,
+                  ctx.constants.get(ctx.eng, pd.bias_desc(), const_cast<float *>(c.bias.data())));
+      it.exec.add(DNNL_ARG_DST, mems.get(ctx.eng, pd.dst_desc(), ctx.buf(it.dst).data()));
       it.exec.add(DNNL_ARG_SCRATCHPAD,
-                  memory(pd.scratchpad_desc(), ctx.eng, ctx.buf(Role::Scratchpad).data()));
+                  mems.get(ctx.eng, pd.scratchpad_desc(), ctx.buf(Role::Scratchpad).data()));
     }
   }
 }
@@ -254,6 +318,7 @@ void OnednnNet::run(const Plan &plan, Context &ctx, const Par &par) const {
     switch (it.kind) {
       case Plan::Kind::Conv:
       case Plan::Kind::TapMatmul:
+      case Plan::Kind::Matmul:
       case Plan::Kind::Reorder:
         it.exec.run(ctx.strm);
         break;
@@ -287,8 +352,16 @@ void OnednnNet::run(const Plan &plan, Context &ctx, const Par &par) const {
 void OnednnNet::impl_names(const Plan &plan, std::vector<std::string> &out) {
   for (const Plan::Item &it : plan.items) {
     if (it.pd) out.emplace_back(std::string("conv ") + impl_name(*it.pd));
-    if (it.mm_pd) out.emplace_back(std::string("conv-as-taps matmul ") + impl_name(*it.mm_pd));
+    if (it.mm_pd)
+      out.emplace_back(std::string(it.kind == Plan::Kind::Matmul ? "conv1x1-as-matmul "
+                                                                 : "conv-as-taps matmul ") +
+                       impl_name(*it.mm_pd));
   }
+}
+
+void OnednnNet::add_weight_bytes(WeightBytes &bytes) const {
+  for (const Op &op : ops_)
+    if (auto *c = std::get_if<Conv>(&op)) bytes.add(c->weights);
 }
 
 }  // namespace flowrt::onednn

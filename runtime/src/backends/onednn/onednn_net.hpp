@@ -2,12 +2,21 @@
 // created with format_tag::any so oneDNN picks its fastest layouts; activations stay in those
 // layouts through the chain (a reorder is inserted only where two convolutions disagree), and
 // only the net's input and output are plain NHWC for the element-wise passes around it.
-// Weights are reordered once per chosen layout. ReLU is a post-op of its convolution. Padding
+// 1x1 convolutions run as matmuls over the NHWC pixel rows: oneDNN's 1x1 convolution picks the
+// block size of its weights' output channels from the batch (on AVX-512: 48 or 64, depending on
+// batch and image size) and has only a reference kernel for any other, while the matmul keeps one
+// weights layout for every batch and runs as fast. ReLU is a post-op of its convolution. Padding
 // other than zeros (a constant, Glow's edge channel) runs as a zero-padded convolution plus a
 // precomputed per-position, per-output-channel correction map.
+//
+// Weights: one prepared copy per tensor, made when the first primitive that uses it is bound, in
+// the layout that primitive chose, from the Program's values (normally views of the model's
+// mapped bytes; the foldings are applied while copying). Primitives of other batch sizes are
+// created for that same layout (pd_for_cache). Nothing plain is kept.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -20,19 +29,72 @@
 
 namespace flowrt::onednn {
 
-// Plain weights plus their reorders into the layouts primitives asked for (usually one).
+// One weight tensor of the primitives, prepared once. `fill` writes its values in the `plain`
+// layout; `direct`, when not null, already holds exactly those values (the model's mapped bytes,
+// kept alive by `owner`), and a primitive that wants `plain` then reads them in place, with no
+// copy at all.
 class WeightCache {
  public:
+  using Fill = std::function<void(float *)>;
   WeightCache() = default;
-  WeightCache(const dnnl::memory::desc &user, std::vector<float> data)
-      : user_(user), data_(std::move(data)) {}
+  WeightCache(const dnnl::memory::desc &plain, Fill fill, const float *direct = nullptr,
+              std::shared_ptr<const void> owner = nullptr)
+      : plain_(plain), fill_(std::move(fill)), direct_(direct), owner_(std::move(owner)) {}
+  // The layout of the prepared copy, null until the first get().
+  const dnnl::memory::desc *layout() const { return copies_.empty() ? nullptr : &copies_[0].first; }
+  // The weights in layout `want`. The first call makes the prepared copy (from `fill` through a
+  // temporary plain buffer, freed at once) and drops `fill` (and what it holds). A later call
+  // with another layout reorders the prepared copy into a second one: only when oneDNN has no
+  // optimised kernel for the first layout at some batch size (see pd_for_cache).
   const dnnl::memory &get(const dnnl::memory::desc &want, Context &ctx);
 
+  // Bytes of the prepared copy (0 when it reads the mapping), of the model's bytes read in
+  // place, and of the copies in further layouts.
+  size_t prepared_bytes() const {
+    return copies_.empty() || mapped_ ? 0 : copies_[0].first.get_size();
+  }
+  size_t mapped_bytes() const { return mapped_ ? copies_[0].first.get_size() : 0; }
+  size_t extra_bytes() const {
+    size_t n = 0;
+    for (size_t k = 1; k < copies_.size(); ++k) n += copies_[k].first.get_size();
+    return n;
+  }
+
  private:
-  dnnl::memory::desc user_;
-  std::vector<float> data_;
-  std::vector<std::pair<dnnl::memory::desc, dnnl::memory>> copies_;
+  dnnl::memory::desc plain_;
+  Fill fill_;
+  const float *direct_ = nullptr;
+  std::shared_ptr<const void> owner_;  // of direct_, kept while the copy reads it
+  bool mapped_ = false;
+  std::vector<std::pair<dnnl::memory::desc, dnnl::memory>> copies_;  // [0]: the prepared copy
 };
+
+// Weight bytes of a net or a backend (see WeightCache).
+struct WeightBytes {
+  size_t prepared = 0, mapped = 0, extra = 0;
+  void add(const WeightCache &w) {
+    prepared += w.prepared_bytes();
+    mapped += w.mapped_bytes();
+    extra += w.extra_bytes();
+  }
+};
+
+// The primitive make(weights) (a Primitives entry) for weights of format_tag::any (`any`), except
+// when `cache` already holds its prepared copy in another layout: then make(that layout) when
+// oneDNN has an optimised (not "ref") kernel for it, so that one copy serves every batch size.
+template <typename Make>
+auto pd_for_cache(const WeightCache &cache, const dnnl::memory::desc &any, Make &&make)
+    -> decltype(make(any)) {
+  auto e = make(any);
+  const dnnl::memory::desc *have = cache.layout();
+  if (!have || e.pd.weights_desc() == *have) return e;
+  try {
+    auto pinned = make(*have);
+    if (std::string(impl_name(pinned.pd)).compare(0, 3, "ref") != 0) return pinned;
+  } catch (const dnnl::error &) {  // no implementation at all for that layout
+  }
+  return e;
+}
 
 // Executes one primitive with prepared arguments through the C API: the C++ overload builds a
 // vector of arguments on every call.
@@ -58,23 +120,26 @@ class OnednnNet {
   // buffers grew).
   struct Plan;
   std::unique_ptr<Plan> create(size_t n, Context &ctx, Needs &needs);
-  void bind(Plan &plan, Context &ctx);
+  void bind(Plan &plan, Context &ctx, MemoryCache &mems);
   // Runs the net: input in Role::In, output in Role::Out (both NHWC).
   void run(const Plan &plan, Context &ctx, const Par &par) const;
   static void impl_names(const Plan &plan, std::vector<std::string> &out);
+  void add_weight_bytes(WeightBytes &bytes) const;
 
  private:
   struct Conv {
+    // Direct: a oneDNN convolution, weights [out, in, kh, kw].
+    // Taps: few output channels waste most of a convolution kernel's output-channel block (4 of
+    // 16 lanes); such a kxk conv runs as one matmul to all k*k taps' partial outputs
+    // [pixels, in] x [in, k*k*out], then a pass that sums each pixel's neighbours' taps.
+    // Pointwise: a 1x1 conv as the matmul [pixels, in] x [in, out] (+ bias, ReLU post-op).
+    enum class Form { Direct, Taps, Pointwise };
+    Form form = Form::Direct;
     int64_t out = 0, in = 0, kh = 1, kw = 1;
     bool relu = false;
     WeightCache weights;
-    std::vector<float> bias;
+    Weights<float> bias;      // the Program's (a view of the model's bytes when unfolded)
     std::vector<float> corr;  // [H*W, out] added before the ReLU; empty when not needed
-    // Few output channels waste most of a convolution kernel's output-channel block (4 of 16
-    // lanes); such a kxk conv runs as one matmul to all k*k taps' partial outputs
-    // [pixels, in] x [in, k*k*out], then a pass that sums each pixel's neighbours' taps.
-    bool taps = false;
-    WeightCache tap_weights;  // [in, k*k*out]
   };
   struct Affine {
     std::vector<float> scale, shift;
@@ -88,7 +153,7 @@ class OnednnNet {
 
 // The items of one batch size: primitives, reorders and element-wise passes, in order.
 struct OnednnNet::Plan {
-  enum class Kind { Conv, Reorder, Correct, TapMatmul, TapSum, Affine, Relu, Copy };
+  enum class Kind { Conv, Reorder, Correct, TapMatmul, TapSum, Matmul, Affine, Relu, Copy };
   struct Item {
     Kind kind = Kind::Copy;
     size_t op = 0;
@@ -96,6 +161,7 @@ struct OnednnNet::Plan {
     dnnl::memory::desc src_md, dst_md;
     std::optional<dnnl::convolution_forward::primitive_desc> pd;
     std::optional<dnnl::matmul::primitive_desc> mm_pd;
+    dnnl::primitive prim;  // Conv, TapMatmul, Matmul: shared with the items of the same problem
     int64_t channels = 0;
     Exec exec;
   };

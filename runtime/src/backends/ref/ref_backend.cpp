@@ -1,5 +1,8 @@
 // The reference backend: the RefExecutor in float32 behind the Backend interface. It keeps plain
-// IEEE arithmetic (no flushing of denormals): it is the oracle.
+// IEEE arithmetic (no flushing of denormals): it is the oracle. Its nets run unfolded on the
+// graph's own tensors (NetWeights::View: the model's memory-mapped bytes, read in place), so a
+// session holds only its activation buffers and the small per-pixel preparations (the actnorms
+// folded into the 1x1 convs, their inverses, the priors).
 #include "backends/backend.hpp"
 #include "backends/ref/ref_executor.hpp"
 
@@ -9,7 +12,8 @@ namespace {
 class RefBackend final : public Backend {
  public:
   RefBackend(const Graph &g, const BackendOptions &o)
-      : Backend(g.dims()), exec_(g, o.max_batch, o.threads, o.fold) {}
+      : Backend(g.dims()),
+        exec_(g, o.max_batch, o.threads, ProgramOptions{o.fold, NetWeights::View}) {}
   flowrt_backend kind() const override { return FLOWRT_BACKEND_REF; }
 
   void encode(size_t n, const float *x, const int32_t *labels, float *z, double *log_p,

@@ -2,12 +2,16 @@
 // runtime/src/layers. It is the oracle every other backend is tested against, and the tests
 // instantiate it in double precision for brute-force Jacobians. Images of a batch run in
 // parallel (OpenMP); a single image spreads its convolutions' output channels instead.
+// Its memory is the Program plus one set of activation buffers per image of the maximum batch;
+// with NetWeights::View (what the reference backend uses) the Program reads the nets' conv
+// weights from the graph's tensors, so a session adds no copy of them.
 #pragma once
 
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
+#include "core/error.hpp"
 #include "core/threads.hpp"
 #include "layers/channel_affine.hpp"
 #include "layers/coupling.hpp"
@@ -27,8 +31,12 @@ namespace flowrt {
 template <typename T>
 class RefExecutor {
  public:
+  // fold: the load-time foldings, with owned (copied) net weights.
   RefExecutor(const Graph &graph, size_t max_batch, int threads, bool fold)
-      : prog_(build_program<T>(graph, fold)), threads_(resolve_threads(threads)) {
+      : RefExecutor(graph, max_batch, threads, ProgramOptions{fold, NetWeights::Copy}) {}
+  // NetWeights::ViewScaled is not allowed: layers::conv2d runs the weights as they are.
+  RefExecutor(const Graph &graph, size_t max_batch, int threads, const ProgramOptions &options)
+      : prog_(build_program<T>(graph, checked(options))), threads_(resolve_threads(threads)) {
     scratch_.resize(max_batch);
     for (Scratch &s : scratch_) {
       s.a.resize(prog_.dims);
@@ -67,6 +75,12 @@ class RefExecutor {
   struct Scratch {
     std::vector<T> a, b, net_a, net_b;
   };
+
+  static const ProgramOptions &checked(const ProgramOptions &o) {
+    if (o.net_weights == NetWeights::ViewScaled)
+      fail(FLOWRT_INTERNAL_ERROR, "the reference executor cannot run deferred net foldings");
+    return o;
+  }
 
   // Class offsets of the top prior for `label` (or zeros).
   void top_offsets(const PTop<T> &top, int64_t c, int32_t label, int64_t channels, T *mean_off,

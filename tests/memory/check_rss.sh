@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The resident memory a session adds (VmRSS after flowrt_session_create, flowrt_sample and
+# flowrt_encode, minus VmRSS after flowrt_model_open) on a generated cifar model at max batch 1:
+#   ref:    at most REF_SCRATCH_MB (its scratch: activation buffers for one image, a few MB); the
+#           nets' weights are read from the model's mapping, never copied;
+#   onednn: at most 1.15 x the model file + ONEDNN_SCRATCH_MB (one prepared copy of each weight
+#           tensor, ~1.09 x the file with its blocked layouts' padding, plus scratch, primitives
+#           and the oneDNN runtime).
+# Model open leaves the mapped file resident (verification reads every tensor): that is the
+# baseline. The code before one-copy weights added 177 MB (ref) and 542 MB (onednn) here.
+#
+#   check_rss.sh FLOWRT_CLI RSS_PROBE WORK_DIR BACKEND...
+set -euo pipefail
+cli=$1 probe=$2 dir=$3
+shift 3
+REF_SCRATCH_MB=${REF_SCRATCH_MB:-8}
+ONEDNN_SCRATCH_MB=${ONEDNN_SCRATCH_MB:-16}
+mkdir -p "$dir"
+model=$dir/cifar.flow
+"$cli" init --arch cifar --random-nets -o "$model" >/dev/null
+
+mib() { echo "$(($1 / 1024)).$((($1 % 1024) * 10 / 1024))"; }  # kB -> MiB, one decimal
+
+status=0
+for backend in "$@"; do
+  line=$("$probe" "$model" "$backend" 1 | head -n 1)
+  echo "$backend max_batch 1: $line"
+  declare -A kb=()
+  for kv in ${line#rss_kb }; do kb[${kv%%=*}]=${kv#*=}; done
+  case $backend in
+    ref) bound=$((REF_SCRATCH_MB * 1024)); rule="${REF_SCRATCH_MB} MiB of scratch" ;;
+    onednn)
+      bound=$((kb[file_kb] * 115 / 100 + ONEDNN_SCRATCH_MB * 1024))
+      rule="1.15 x the file (${kb[file_kb]} kB) + ${ONEDNN_SCRATCH_MB} MiB of scratch" ;;
+    *) echo "unknown backend $backend"; exit 2 ;;
+  esac
+  for stage in session sample encode; do
+    added=$((kb[$stage] - kb[open]))
+    verdict=ok
+    if ((added > bound)); then verdict=FAIL; status=1; fi
+    printf '  %-7s adds %7d kB (%s MiB), bound %7d kB (%s MiB: %s): %s\n' "$stage" "$added" \
+      "$(mib "$added")" "$bound" "$(mib "$bound")" "$rule" "$verdict"
+  done
+  unset kb
+done
+exit $status

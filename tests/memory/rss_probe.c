@@ -1,0 +1,121 @@
+/* rss_probe: how much resident memory (VmRSS) libflowrt holds at each stage of a session's life.
+ *
+ *   rss_probe MODEL BACKEND MAX_BATCH      BACKEND: ref | onednn | cuda | auto
+ *
+ * Prints one line, in kB:
+ *   rss_kb start=S open=O session=C sample=A encode=E peak=P file_kb=F
+ * start: the library loaded, nothing opened; open: after flowrt_model_open (the verified model,
+ * its file mapped and read); session: after flowrt_session_create at MAX_BATCH; sample: after
+ * flowrt_sample of MAX_BATCH images; encode: after flowrt_encode of those images; peak: VmHWM at
+ * the end; file_kb: the model file's size. Exits 1 with flowrt_last_error() on any failure. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "flowrt.h"
+
+/* The value of `key` ("VmRSS:", "VmHWM:") in /proc/self/status, in kB; -1 if unreadable. */
+static long status_kb(const char *key) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long kb = -1;
+  size_t n = strlen(key);
+  if (!f) return -1;
+  while (fgets(line, sizeof line, f))
+    if (strncmp(line, key, n) == 0) {
+      kb = strtol(line + n, NULL, 10);
+      break;
+    }
+  fclose(f);
+  return kb;
+}
+
+static int fail(const char *what, flowrt_status st) {
+  fprintf(stderr, "rss_probe: %s failed: %s: %s\n", what, flowrt_status_string(st),
+          flowrt_last_error());
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  flowrt_model *model = NULL;
+  flowrt_session_options *opt = NULL;
+  flowrt_session *session = NULL;
+  flowrt_backend backend;
+  flowrt_status st;
+  long start, opened, created, sampled, encoded, peak, file_kb = -1;
+  size_t dims = 0, max_batch;
+  unsigned char *pixels;
+  double *bpd;
+  char *end = NULL;
+  FILE *f;
+
+  if (argc != 4) {
+    fprintf(stderr, "usage: %s MODEL BACKEND(ref|onednn|cuda|auto) MAX_BATCH\n", argv[0]);
+    return 2;
+  }
+  if (strcmp(argv[2], "ref") == 0) {
+    backend = FLOWRT_BACKEND_REF;
+  } else if (strcmp(argv[2], "onednn") == 0) {
+    backend = FLOWRT_BACKEND_ONEDNN;
+  } else if (strcmp(argv[2], "cuda") == 0) {
+    backend = FLOWRT_BACKEND_CUDA;
+  } else if (strcmp(argv[2], "auto") == 0) {
+    backend = FLOWRT_BACKEND_AUTO;
+  } else {
+    fprintf(stderr, "rss_probe: unknown backend '%s'\n", argv[2]);
+    return 2;
+  }
+  max_batch = (size_t)strtoul(argv[3], &end, 10);
+  if (!end || *end || max_batch < 1) {
+    fprintf(stderr, "rss_probe: MAX_BATCH must be a positive integer, got '%s'\n", argv[3]);
+    return 2;
+  }
+  f = fopen(argv[1], "rb");
+  if (f) {
+    if (fseek(f, 0, SEEK_END) == 0) file_kb = ftell(f) / 1024;
+    fclose(f);
+  }
+
+  start = status_kb("VmRSS:");
+  if ((st = flowrt_model_open(argv[1], &model)) != FLOWRT_OK) return fail("flowrt_model_open", st);
+  opened = status_kb("VmRSS:");
+  if ((st = flowrt_model_latent_dim(model, &dims)) != FLOWRT_OK)
+    return fail("flowrt_model_latent_dim", st);
+  /* The probe's own buffers are allocated and touched before the session is measured. */
+  pixels = malloc(max_batch * dims);
+  bpd = malloc(max_batch * sizeof(double));
+  if (!pixels || !bpd) {
+    fprintf(stderr, "rss_probe: out of memory\n");
+    return 1;
+  }
+  memset(pixels, 0, max_batch * dims);
+  memset(bpd, 0, max_batch * sizeof(double));
+
+  if ((st = flowrt_session_options_create(&opt)) != FLOWRT_OK)
+    return fail("flowrt_session_options_create", st);
+  if ((st = flowrt_session_options_set_backend(opt, backend)) != FLOWRT_OK)
+    return fail("flowrt_session_options_set_backend", st);
+  if ((st = flowrt_session_options_set_max_batch(opt, max_batch)) != FLOWRT_OK)
+    return fail("flowrt_session_options_set_max_batch", st);
+  if ((st = flowrt_session_create(model, opt, &session)) != FLOWRT_OK)
+    return fail("flowrt_session_create", st);
+  created = status_kb("VmRSS:");
+  if ((st = flowrt_sample(session, max_batch, 0.7f, 1, pixels)) != FLOWRT_OK)
+    return fail("flowrt_sample", st);
+  sampled = status_kb("VmRSS:");
+  if ((st = flowrt_encode(session, max_batch, pixels, NULL, bpd)) != FLOWRT_OK)
+    return fail("flowrt_encode", st);
+  encoded = status_kb("VmRSS:");
+  peak = status_kb("VmHWM:");
+
+  printf("rss_kb start=%ld open=%ld session=%ld sample=%ld encode=%ld peak=%ld file_kb=%ld\n",
+         start, opened, created, sampled, encoded, peak, file_kb);
+  printf("backend=%s max_batch=%lu bits_per_dim[0]=%.6f\n",
+         flowrt_backend_name(flowrt_session_backend(session)), (unsigned long)max_batch, bpd[0]);
+  flowrt_session_free(session);
+  flowrt_session_options_free(opt);
+  flowrt_model_free(model);
+  free(pixels);
+  free(bpd);
+  return 0;
+}
