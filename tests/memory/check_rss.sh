@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The resident memory a session adds (VmRSS after flowrt_session_create, flowrt_sample and
+# Resident memory (VmRSS). A program linking libflowrt that has opened nothing: at most START_MB
+# (20). The resident memory a session adds (VmRSS after flowrt_session_create, flowrt_sample and
 # flowrt_encode, minus VmRSS after flowrt_model_open) on a generated cifar model at max batch 1:
 #   ref:    at most REF_SCRATCH_MB (its scratch: activation buffers for one image, a few MB); the
 #           nets' weights are read from the model's mapping, never copied;
@@ -13,6 +14,7 @@
 set -euo pipefail
 cli=$1 probe=$2 dir=$3
 shift 3
+START_MB=${START_MB:-20}
 REF_SCRATCH_MB=${REF_SCRATCH_MB:-8}
 ONEDNN_SCRATCH_MB=${ONEDNN_SCRATCH_MB:-16}
 mkdir -p "$dir"
@@ -27,6 +29,13 @@ for backend in "$@"; do
   echo "$backend max_batch 1: $line"
   declare -A kb=()
   for kv in ${line#rss_kb }; do kb[${kv%%=*}]=${kv#*=}; done
+  # A program that has loaded libflowrt and opened nothing: the core alone (no backend toolkit
+  # is linked; plugins load on first use).
+  start_bound=$((START_MB * 1024))
+  verdict=ok
+  if ((kb[start] > start_bound)); then verdict=FAIL; status=1; fi
+  printf '  %-7s %7d kB (%s MiB), bound %7d kB (%s MiB): %s\n' "start" "${kb[start]}" \
+    "$(mib "${kb[start]}")" "$start_bound" "$(mib "$start_bound")" "$verdict"
   case $backend in
     ref) bound=$((REF_SCRATCH_MB * 1024)); rule="${REF_SCRATCH_MB} MiB of scratch" ;;
     onednn)
