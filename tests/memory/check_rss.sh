@@ -5,7 +5,7 @@
 #   ref:    at most REF_SCRATCH_MB (its scratch: activation buffers for one image, a few MB); the
 #           nets' weights are read from the model's mapping, never copied;
 #   onednn: at most 1.15 x the model file + ONEDNN_SCRATCH_MB (one prepared copy of each weight
-#           tensor, ~1.09 x the file with its blocked layouts' padding, plus scratch, primitives
+#           tensor, ~1.1 x the file with its blocked layouts' padding, plus scratch, primitives
 #           and the oneDNN runtime).
 # Model open leaves the mapped file resident (verification reads every tensor): that is the
 # baseline. The code before one-copy weights added 177 MB (ref) and 542 MB (onednn) here.

@@ -8,6 +8,7 @@
 // - the oneDNN backend holds one prepared copy of each weight tensor whatever the batch sizes its
 //   primitives are made for (every batch size 1..64 here: no tensor in a second layout), at most
 //   1.15 x the model's floats (the blocked layouts' padding), with no reference kernel anywhere.
+//   (It fails with FLOWRT_ONEDNN_1X1=conv: cifar's 1x1 convs then need a second layout.)
 //
 //   weight_layouts [ARCH]     ARCH: a standard architecture, cifar by default
 #include <cstdio>

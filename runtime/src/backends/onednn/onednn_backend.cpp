@@ -9,8 +9,9 @@
 // Memory: the Program views the nets' weights in the model's bytes (NetWeights::ViewScaled, the
 // foldings kept aside), and each weight tensor gets one prepared copy, in the layout of the first
 // primitive that uses it, which every batch size's primitives then share (see onednn_net.hpp);
-// encode and decode share the nets' copies, and only a 1x1 conv has one matrix per direction
-// (A and A^-1). Nothing plain is kept once the prepared copies exist.
+// encode and decode share the nets' copies, and only an invertible 1x1 conv has one matrix per
+// direction (A and A^-1). Nothing plain is kept once the prepared copies exist. Identical
+// primitives (the K steps of a level) are made once (Context::prims).
 #include "backends/onednn/onednn_backend.hpp"
 
 #include <algorithm>
@@ -150,6 +151,11 @@ class OnednnBackend final : public Backend {
     lp_.resize(max_batch_);
     csr_.resize(threads_);
     plans_.resize(max_batch_ + 1);
+    {
+      // Every batch size 1..max_batch may get a plan (a call's last chunk, impls()).
+      const ThreadCount team(threads_);  // the probes' primitives, like the plans'
+      for (auto &net : nets_) net->choose_forms(max_batch_, ctx_);
+    }
     for (const Segment &seg : segments_) plan(std::min(max_batch_, seg.chunk));
   }
 

@@ -4,6 +4,7 @@
 // never allocates.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdlib>
 #include <memory>
@@ -78,6 +79,17 @@ class Primitives {
     matmuls_.emplace_back(key, Matmul{pd, dnnl::matmul(pd)});
     return matmuls_.back().second;
   }
+  // The attributes of every primitive here.
+  static dnnl::primitive_attr attr(bool relu) {
+    dnnl::primitive_attr a;
+    a.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    if (relu) {
+      dnnl::post_ops po;
+      append_relu(po);
+      a.set_post_ops(po);
+    }
+    return a;
+  }
 
  private:
   struct Key {
@@ -90,16 +102,6 @@ class Primitives {
       return pad == o.pad && relu == o.relu;
     }
   };
-  static dnnl::primitive_attr attr(bool relu) {
-    dnnl::primitive_attr a;
-    a.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    if (relu) {
-      dnnl::post_ops po;
-      append_relu(po);
-      a.set_post_ops(po);
-    }
-    return a;
-  }
   std::vector<std::pair<Key, Conv>> convs_;
   std::vector<std::pair<Key, Matmul>> matmuls_;
 };
@@ -132,6 +134,10 @@ struct Context {
   Buffer buffers[static_cast<int>(Role::Count)];
   Primitives prims;
   MemoryCache constants;  // memories on data that never moves (biases)
+  // Whether oneDNN's 1x1 convolution keeps its weights layout across batch sizes, by problem
+  // (in, out, h, w, relu, plain dst, max batch): see OnednnNet::choose_forms.
+  using Probe = std::array<int64_t, 7>;
+  std::vector<std::pair<Probe, bool>> probes;
   Buffer &buf(Role r) { return buffers[static_cast<int>(r)]; }
 };
 

@@ -1,5 +1,9 @@
 #include "backends/onednn/onednn_net.hpp"
 
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+
 #include "core/error.hpp"
 
 namespace flowrt::onednn {
@@ -11,6 +15,20 @@ constexpr memory::data_type f32 = memory::data_type::f32;
 // channels for the matmul (measured: 256->4 3x3 at 16x16 runs 2.8x faster, 512->12 1.5x).
 constexpr int64_t kTapsBelowOut = 16;
 constexpr int64_t kTapsFromIn = 64;
+// A 1x1 conv runs as oneDNN's convolution when that keeps one weights layout at every batch
+// size from 1 to the largest the session plans, probed when there are at most this many (a
+// primitive descriptor costs ~30 us), else as a matmul.
+constexpr size_t kMaxLayoutProbe = 1024;
+
+// FLOWRT_ONEDNN_1X1=matmul or =conv forces the form of every 1x1 conv (tests: the parity suite
+// runs both; conv may then hold a second weights layout). Unset or anything else: probe.
+enum class Force1x1 { Probe, Matmul, Conv };
+Force1x1 force_1x1() {
+  const char *env = std::getenv("FLOWRT_ONEDNN_1X1");
+  if (!env) return Force1x1::Probe;
+  const std::string v = env;
+  return v == "matmul" ? Force1x1::Matmul : v == "conv" ? Force1x1::Conv : Force1x1::Probe;
+}
 
 const dnnl::memory &WeightCache::get(const memory::desc &want, Context &ctx) {
   for (auto &c : copies_)
@@ -51,6 +69,107 @@ void Exec::run(const dnnl::stream &s) const {
   if (st != dnnl_success) fail(FLOWRT_INTERNAL_ERROR, "oneDNN primitive execution failed");
 }
 
+// The weights of the data channels in the layout the conv's form reads, folded
+// (PConv::weight_at); Glow's edge channel (the last input) only enters the correction map, since
+// it is 0 inside the image. The fill reads the Program's weights when the prepared copy is made,
+// so it keeps them (a view of the model's bytes, normally) until then.
+void OnednnNet::make_weights(Conv &c) {
+  const std::shared_ptr<const PConv<float>> src = c.src;
+  const int64_t out = c.out, in = c.in, taps = c.kh * c.kw;
+  const bool exact = src->weight.is_view() && src->weight_scale.empty() && src->in_total == in;
+  const float *direct = exact ? src->weight.data() : nullptr;
+  switch (c.form) {
+    case Conv::Form::Direct:
+      c.weights = WeightCache(
+          memory::desc({out, in, c.kh, c.kw}, f32, tag::oihw),
+          [src, out, in, taps](float *dst) {
+            for (int64_t o = 0; o < out; ++o)
+              for (int64_t i = 0; i < in; ++i)
+                for (int64_t t = 0; t < taps; ++t)
+                  dst[(o * in + i) * taps + t] = src->weight_at(o, i * taps + t);
+          },
+          direct, exact ? src : nullptr);
+      break;
+    case Conv::Form::Taps:
+      c.weights = WeightCache(
+          memory::desc({in, taps * out}, f32, tag::ab), [src, out, in, taps](float *dst) {
+            for (int64_t o = 0; o < out; ++o)
+              for (int64_t i = 0; i < in; ++i)
+                for (int64_t t = 0; t < taps; ++t)
+                  dst[i * taps * out + t * out + o] = src->weight_at(o, i * taps + t);
+          });
+      break;
+    case Conv::Form::Pointwise:  // (in, out) with out outer: the format's [out][in]
+      c.weights = WeightCache(
+          memory::desc({in, out}, f32, tag::ba),
+          [src, out, in](float *dst) {
+            for (int64_t o = 0; o < out; ++o)
+              for (int64_t i = 0; i < in; ++i) dst[o * in + i] = src->weight_at(o, i);
+          },
+          direct, exact ? src : nullptr);
+      break;
+  }
+}
+
+bool OnednnNet::plain_dst(size_t k) const {
+  const Conv &c = std::get<Conv>(ops_[k]);
+  size_t last_conv = ops_.size();
+  for (size_t j = 0; j < ops_.size(); ++j)
+    if (std::holds_alternative<Conv>(ops_[j])) last_conv = j;
+  const Conv *next = k + 1 < ops_.size() ? std::get_if<Conv>(&ops_[k + 1]) : nullptr;
+  return k == last_conv || !next || next->form != Conv::Form::Direct || !c.corr.empty();
+}
+
+OnednnNet::ConvDescs OnednnNet::direct_descs(const Conv &c, size_t k, size_t n) const {
+  const memory::dim nb = static_cast<memory::dim>(n);
+  ConvDescs d;
+  d.src = memory::desc({nb, c.in, h_, w_}, f32, tag::any);
+  d.bias = memory::desc({c.out}, f32, tag::x);
+  d.dst = memory::desc({nb, c.out, h_, w_}, f32, plain_dst(k) ? tag::nhwc : tag::any);
+  d.pad = {c.kh / 2, c.kw / 2};
+  d.relu = c.relu && c.corr.empty();  // else the ReLU follows the correction pass
+  return d;
+}
+
+void OnednnNet::choose_forms(size_t max_batch, Context &ctx) {
+  // Last op first: a conv's destination layout depends on the form of the op after it.
+  for (size_t k = ops_.size(); k-- > 0;) {
+    auto *c = std::get_if<Conv>(&ops_[k]);
+    if (!c || c->kh != 1 || c->kw != 1) continue;
+    const Force1x1 force = force_1x1();
+    bool stable =
+        force == Force1x1::Conv || (force == Force1x1::Probe && max_batch <= kMaxLayoutProbe);
+    if (stable && force == Force1x1::Probe) {
+      // Weights layouts of the direct conv, keyed by everything the primitive depends on.
+      const Context::Probe key{
+          {c->in, c->out, h_, w_, c->relu, plain_dst(k), static_cast<int64_t>(max_batch)}};
+      auto hit = std::find_if(ctx.probes.begin(), ctx.probes.end(),
+                              [&](const auto &e) { return e.first == key; });
+      if (hit != ctx.probes.end()) {
+        stable = hit->second;
+      } else {  // primitive descriptors only: the probe creates no primitive
+        const memory::desc any({c->out, c->in, 1, 1}, f32, tag::any);
+        memory::desc first;
+        for (size_t n = 1; n <= max_batch && stable; ++n) {
+          const ConvDescs d = direct_descs(*c, k, n);
+          const auto pd =
+              make_conv_pd(ctx.eng, d.src, any, d.bias, d.dst, d.pad, Primitives::attr(d.relu));
+          if (n == 1) first = pd.weights_desc();
+          stable =
+              pd.weights_desc() == first && std::string(impl_name(pd)).compare(0, 3, "ref") != 0;
+        }
+        ctx.probes.emplace_back(key, stable);
+      }
+    }
+    if (stable) {
+      c->form = Conv::Form::Direct;
+      make_weights(*c);
+    }
+  }
+  for (Op &op : ops_)
+    if (auto *c = std::get_if<Conv>(&op)) c->src.reset();  // the fills keep what they need
+}
+
 OnednnNet::OnednnNet(const PNet<float> &net, int64_t h, int64_t w)
     : in_ch_(net.in_ch), out_ch_(net.out_ch), h_(h), w_(w) {
   for (const PNetOp<float> &op : net.ops) {
@@ -70,44 +189,8 @@ OnednnNet::OnednnNet(const PNet<float> &net, int64_t h, int64_t w)
     c.form = taps == 1                                      ? Conv::Form::Pointwise
              : c.out < kTapsBelowOut && c.in >= kTapsFromIn ? Conv::Form::Taps
                                                             : Conv::Form::Direct;
-    // The weights of the data channels, folded (PConv::weight_at); Glow's edge channel (the last
-    // input) only enters the correction map, since it is 0 inside the image. The fill reads
-    // the Program's weights when the prepared copy is made, so it keeps them (a view of the
-    // model's bytes, normally) until then.
-    const int64_t out = c.out, in = c.in;
-    const bool exact = pc.weight.is_view() && pc.weight_scale.empty() && pc.in_total == in;
-    auto src = std::make_shared<const PConv<float>>(pc);
-    switch (c.form) {
-      case Conv::Form::Direct:
-        c.weights = WeightCache(
-            memory::desc({out, in, c.kh, c.kw}, f32, tag::oihw),
-            [src, out, in, taps](float *dst) {
-              for (int64_t o = 0; o < out; ++o)
-                for (int64_t i = 0; i < in; ++i)
-                  for (int64_t t = 0; t < taps; ++t)
-                    dst[(o * in + i) * taps + t] = src->weight_at(o, i * taps + t);
-            },
-            exact ? pc.weight.data() : nullptr, exact ? src : nullptr);
-        break;
-      case Conv::Form::Taps:
-        c.weights = WeightCache(
-            memory::desc({in, taps * out}, f32, tag::ab), [src, out, in, taps](float *dst) {
-              for (int64_t o = 0; o < out; ++o)
-                for (int64_t i = 0; i < in; ++i)
-                  for (int64_t t = 0; t < taps; ++t)
-                    dst[i * taps * out + t * out + o] = src->weight_at(o, i * taps + t);
-            });
-        break;
-      case Conv::Form::Pointwise:  // (in, out) with out outer: the format's [out][in]
-        c.weights = WeightCache(
-            memory::desc({in, out}, f32, tag::ba),
-            [src, out, in](float *dst) {
-              for (int64_t o = 0; o < out; ++o)
-                for (int64_t i = 0; i < in; ++i) dst[o * in + i] = src->weight_at(o, i);
-            },
-            exact ? pc.weight.data() : nullptr, exact ? src : nullptr);
-        break;
-    }
+    c.src = std::make_shared<const PConv<float>>(pc);
+    make_weights(c);
     // Per output channel and kernel tap: what an out-of-image tap adds.
     std::vector<double> outside(c.out * taps, 0.0);
     bool any = false;
@@ -218,17 +301,11 @@ std::unique_ptr<OnednnNet::Plan> OnednnNet::create(size_t n, Context &ctx, Needs
       continue;
     }
     if (const Conv *c = conv) {
-      const Conv *next = k + 1 < ops_.size() ? std::get_if<Conv>(&ops_[k + 1]) : nullptr;
-      const bool plain_dst =
-          k == last_conv || !next || next->form != Conv::Form::Direct || !c->corr.empty();
-      const memory::desc src({nb, c->in, h_, w_}, f32, tag::any), bias({c->out}, f32, tag::x);
-      const memory::desc dst =
-          plain_dst ? nhwc(c->out) : memory::desc({nb, c->out, h_, w_}, f32, tag::any);
+      const ConvDescs d = direct_descs(*c, k, n);
       const auto e =
           pd_for_cache(c->weights, memory::desc({c->out, c->in, c->kh, c->kw}, f32, tag::any),
                        [&](const memory::desc &wd) {
-                         return ctx.prims.conv(ctx.eng, src, wd, bias, dst, {c->kh / 2, c->kw / 2},
-                                               c->relu && c->corr.empty());
+                         return ctx.prims.conv(ctx.eng, d.src, wd, d.bias, d.dst, d.pad, d.relu);
                        });
       const auto &pd = e.pd;
       item.prim = e.prim;

@@ -2,17 +2,21 @@
 // created with format_tag::any so oneDNN picks its fastest layouts; activations stay in those
 // layouts through the chain (a reorder is inserted only where two convolutions disagree), and
 // only the net's input and output are plain NHWC for the element-wise passes around it.
-// 1x1 convolutions run as matmuls over the NHWC pixel rows: oneDNN's 1x1 convolution picks the
-// block size of its weights' output channels from the batch (on AVX-512: 48 or 64, depending on
-// batch and image size) and has only a reference kernel for any other, while the matmul keeps one
-// weights layout for every batch and runs as fast. ReLU is a post-op of its convolution. Padding
-// other than zeros (a constant, Glow's edge channel) runs as a zero-padded convolution plus a
-// precomputed per-position, per-output-channel correction map.
+// ReLU is a post-op of its convolution. Padding other than zeros (a constant, Glow's edge
+// channel) runs as a zero-padded convolution plus a precomputed per-position,
+// per-output-channel correction map.
 //
 // Weights: one prepared copy per tensor, made when the first primitive that uses it is bound, in
 // the layout that primitive chose, from the Program's values (normally views of the model's
 // mapped bytes; the foldings are applied while copying). Primitives of other batch sizes are
 // created for that same layout (pd_for_cache). Nothing plain is kept.
+// oneDNN's 1x1 convolution (brgconv_1x1, oneDNN 2.6, AVX-512) picks the block size of its
+// weights' output channels from the batch (cifar's 512 channels: 64 at batch 1 and 48 from
+// batch 2 at 16x16, the reverse at 8x8) and has only a reference kernel for any other block. So
+// a 1x1 conv runs as that convolution only where it keeps one weights layout for every batch
+// size the session can plan (choose_forms probes them), and otherwise as a matmul over the NHWC
+// pixel rows, whose weights layout never depends on the batch. (The matmul alone would do, but
+// it runs ~7% slower than the convolution inside small nets at batch 1: fmnist.)
 #pragma once
 
 #include <cstdint>
@@ -115,6 +119,10 @@ class OnednnNet {
   int64_t in_ch() const { return in_ch_; }
   int64_t out_ch() const { return out_ch_; }
 
+  // Decides how each 1x1 conv runs, before the first create(): as oneDNN's convolution where
+  // that picks one weights layout for every batch size 1..max_batch (the plans the session can
+  // make), else as a matmul over the pixel rows (whose layout never depends on the batch).
+  void choose_forms(size_t max_batch, Context &ctx);
   // The primitives of one batch size. create() makes the primitive descriptors and reports the
   // scratch they need; bind() makes the memories on the context's buffers (again after the
   // buffers grew).
@@ -140,7 +148,18 @@ class OnednnNet {
     WeightCache weights;
     Weights<float> bias;      // the Program's (a view of the model's bytes when unfolded)
     std::vector<float> corr;  // [H*W, out] added before the ReLU; empty when not needed
+    std::shared_ptr<const PConv<float>> src;  // the Program's conv, until the form is final
   };
+  static void make_weights(Conv &c);
+  // Whether op k (a conv) writes plain NHWC (for the element-wise passes or a matmul next).
+  bool plain_dst(size_t k) const;
+  // The arguments of op k's oneDNN convolution (form Direct) at batch size n, but its weights.
+  struct ConvDescs {
+    dnnl::memory::desc src, bias, dst;
+    dnnl::memory::dims pad;
+    bool relu = false;
+  };
+  ConvDescs direct_descs(const Conv &c, size_t k, size_t n) const;
   struct Affine {
     std::vector<float> scale, shift;
   };
