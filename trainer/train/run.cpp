@@ -322,20 +322,7 @@ TrainRun::StepResult TrainRun::sharded_step(int64_t first) {
   if (u.applied && cfg_.ema > 0 && !ema_.empty()) ema_update(ema_, ps.values(), cfg_.ema);
   r.loss = loss;
   r.grad_norm = u.grad_norm;
-  if (!u.applied) {
-    ++skipped_;
-    char buf[160];
-    std::snprintf(
-        buf, sizeof buf,
-        "step %lld: non-finite loss (%g) or gradient norm (%g): step skipped (%lld so far)",
-        (long long)step_, r.loss, r.grad_norm, (long long)skipped_);
-    log_message(buf);
-    ++step_;
-    return r;
-  }
-  r.applied = true;
-  ++step_;
-  return r;
+  return finish_step(r, u.applied);
 }
 
 TrainRun::StepResult TrainRun::train_step(const float *x, const int32_t *labels, int64_t n) {
@@ -350,7 +337,11 @@ TrainRun::StepResult TrainRun::train_step(const float *x, const int32_t *labels,
     ++step_;
     return r;
   }
-  if (!o.update.applied) {
+  return finish_step(r, o.update.applied);
+}
+
+TrainRun::StepResult TrainRun::finish_step(StepResult r, bool applied) {
+  if (!applied) {
     ++skipped_;
     char buf[160];
     std::snprintf(
@@ -358,10 +349,8 @@ TrainRun::StepResult TrainRun::train_step(const float *x, const int32_t *labels,
         "step %lld: non-finite loss (%g) or gradient norm (%g): step skipped (%lld so far)",
         (long long)step_, r.loss, r.grad_norm, (long long)skipped_);
     log_message(buf);
-    ++step_;
-    return r;
   }
-  r.applied = true;
+  r.applied = applied;
   ++step_;
   return r;
 }

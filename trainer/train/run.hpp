@@ -76,6 +76,8 @@ class TrainRun {
   // The sharded step: this rank's shards forward and backward, the gradients summed over all
   // shards of all ranks, then the update every rank applies alike.
   StepResult sharded_step(int64_t first);
+  // Counts the step; a skipped one (the NaN/Inf guard) is counted and reported.
+  StepResult finish_step(StepResult r, bool applied);
   // Stops the job unless every rank has the same settings, data and starting parameters.
   void check_ranks_agree();
   // The fault tests' hook (FLOWRT_TEST_FAULT): an error, a stall or a death at a given step.
