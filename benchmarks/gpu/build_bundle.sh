@@ -23,7 +23,7 @@ for f in "$bundle"/bin/* "$bundle/lib/libflowrt.so" "$bundle/lib/libflowrt-cuda.
 done | sort -u | while read -r lib; do
   case $(basename "$lib") in
     libc.so* | libm.so* | libdl.so* | librt.so* | libpthread.so* | ld-linux*) ;;
-    libcuda.so* | libcublas* | libcudart*) ;;
+    libcuda.so* | libcublas* | libcudart* | libnccl*) ;;  # the toolkit the GPU host has
     *) cp -L "$lib" "$bundle/lib/" ;;
   esac
 done
