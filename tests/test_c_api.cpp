@@ -833,8 +833,8 @@ TEST_SUITE("c_api") {
           ++ooms;
         } else if (st != FLOWRT_OK) {
           if (bad++ == 0)
-            first_bad = "allocation " + std::to_string(k) + ": " + flowrt_status_string(st) +
-                        " " + last_error();
+            first_bad = "allocation " + std::to_string(k) + ": " + flowrt_status_string(st) + " " +
+                        last_error();
         }
       }
       INFO(first_bad);
