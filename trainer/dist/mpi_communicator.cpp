@@ -81,19 +81,23 @@ class MpiCommunicator final : public Communicator {
     if (k * n > static_cast<size_t>(INT32_MAX))
       fail(FLOWRT_UNSUPPORTED, "gradient reduction: " + std::to_string(k * n) +
                                    " floats exceed one MPI message; use fewer shards per rank");
-    send_.resize(k * n);
+    // With one shard per rank its chunks go out as they lie; with several they are packed by
+    // destination first.
+    if (k > 1) send_.resize(k * n);
     for (size_t c = 0; c < N; ++c) {
       const size_t len = off[c + 1] - off[c];
       send_counts[c] = static_cast<int>(k * len);
       send_displs[c] = static_cast<int>(k * off[c]);
-      for (size_t j = 0; j < k; ++j)
-        std::memcpy(send_.data() + k * off[c] + j * len, shards[j] + off[c], len * sizeof(float));
+      if (k > 1)
+        for (size_t j = 0; j < k; ++j)
+          std::memcpy(send_.data() + k * off[c] + j * len, shards[j] + off[c], len * sizeof(float));
       recv_counts[c] = static_cast<int>(k * mine);
       recv_displs[c] = static_cast<int>(c * k * mine);
     }
     recv_.resize(N * k * mine);
-    MPI_Alltoallv(send_.data(), send_counts.data(), send_displs.data(), MPI_FLOAT, recv_.data(),
-                  recv_counts.data(), recv_displs.data(), MPI_FLOAT, MPI_COMM_WORLD);
+    MPI_Alltoallv(k > 1 ? send_.data() : shards[0], send_counts.data(), send_displs.data(),
+                  MPI_FLOAT, recv_.data(), recv_counts.data(), recv_displs.data(), MPI_FLOAT,
+                  MPI_COMM_WORLD);
     // recv_ holds shard s's piece at s * mine (rank r's shard j is s = r * k + j).
     std::vector<const float *> pieces(N * k);
     for (size_t s = 0; s < N * k; ++s) pieces[s] = recv_.data() + s * mine;

@@ -296,7 +296,7 @@ TrainRun::StepResult TrainRun::sharded_step(int64_t first) {
   const size_t n_params = ps.values().size();
   const int per_rank = shards_ / comm_->size();
   const int64_t b = cfg_.batch / shards_;
-  shard_grads_.resize(static_cast<size_t>(per_rank));
+  shard_grads_.resize(per_rank > 1 ? static_cast<size_t>(per_rank) : 0);
   std::vector<double> losses;
   std::vector<const float *> shards;
   for (int j = 0; j < per_rank; ++j) {
@@ -304,8 +304,12 @@ TrainRun::StepResult TrainRun::sharded_step(int64_t first) {
     const std::vector<float> x = batch_x(step_, first + s * b, b, static_cast<uint64_t>(step_));
     losses.push_back(compute_->forward(x.data(), nullptr, b, false));
     compute_->backward();
-    shard_grads_[j] = ps.grads();
-    shards.push_back(shard_grads_[j].data());
+    if (per_rank == 1) {  // the only shard: reduced where it lies
+      shards.push_back(ps.grads().data());
+    } else {  // the next backward overwrites the gradients: keep this shard's
+      shard_grads_[j] = ps.grads();
+      shards.push_back(shard_grads_[j].data());
+    }
   }
   // The batch's loss: the shards' mean bits/dim, added in shard order.
   const std::vector<double> all = comm_->allgather(losses);

@@ -104,14 +104,7 @@ class PluginBackend final : public Backend {
 }  // namespace
 
 std::string plugin_file_name(flowrt_backend kind) {
-  switch (kind) {
-    case FLOWRT_BACKEND_ONEDNN:
-      return "libflowrt-onednn.so";
-    case FLOWRT_BACKEND_CUDA:
-      return "libflowrt-cuda.so";
-    default:
-      return "libflowrt-" + std::string(flowrt_backend_name(kind)) + ".so";
-  }
+  return "libflowrt-" + std::string(flowrt_backend_name(kind)) + ".so";
 }
 
 PluginLoad load_plugin_file(const std::string &path, flowrt_backend kind) {
