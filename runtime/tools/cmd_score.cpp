@@ -27,7 +27,8 @@ Inputs load_inputs(const std::vector<std::string> &paths, const Model &model, in
   const int64_t c = model.channels(), h = model.height(), w = model.width();
   in.images = ImageBatch{0, c, h, w, {}};
   for (const std::string &p : paths) {
-    ImageBatch b = is_png(p) ? read_png(p) : read_idx_images(p, limit);
+    // A PNG larger than the model's image cannot fit it: refused from its header.
+    ImageBatch b = is_png(p) ? read_png(p, h, w) : read_idx_images(p, limit);
     try {
       b = fit_to_model(b, c, h, w);
     } catch (const Error &e) {

@@ -15,9 +15,17 @@ struct ImageBatch {
   int64_t image_size() const { return c * h * w; }
 };
 
+// The largest image a PNG may declare (per side) unless the caller asks for less.
+constexpr int64_t kMaxPngSide = 16384;
+
 // A PNG as 1 (grey) or 3 (RGB) channels; alpha is dropped, 16-bit is reduced to 8, palettes are
-// expanded.
-ImageBatch read_png(const std::string &path);
+// expanded. An image taller than `max_h` or wider than `max_w` is refused from its header, before
+// any pixel memory is allocated (a few hundred bytes of PNG can declare gigabytes).
+ImageBatch read_png(const std::string &path, int64_t max_h = kMaxPngSide,
+                    int64_t max_w = kMaxPngSide);
+// The same from bytes in memory; `name` is what error messages call them.
+ImageBatch decode_png(const uint8_t *data, size_t size, const std::string &name,
+                      int64_t max_h = kMaxPngSide, int64_t max_w = kMaxPngSide);
 // Writes one image (c = 1 or 3) atomically.
 void write_png(const std::string &path, const ImageBatch &batch, int64_t index = 0);
 
@@ -25,9 +33,21 @@ void write_png(const std::string &path, const ImageBatch &batch, int64_t index =
 ImageBatch read_idx_images(const std::string &path, int64_t limit = 0);
 // IDX1 label files (magic 0x00000801), raw or .gz.
 std::vector<uint8_t> read_idx_labels(const std::string &path, int64_t limit = 0);
+// The same from a file's bytes in memory (raw or gzip); `name` is what error messages call them.
+// Gzip data is inflated only as far as the header's announced contents (and `limit`) need, so a
+// small compressed file cannot make the reader allocate more than the images it holds.
+ImageBatch decode_idx_images(const uint8_t *data, size_t size, const std::string &name,
+                             int64_t limit = 0);
+std::vector<uint8_t> decode_idx_labels(const uint8_t *data, size_t size, const std::string &name,
+                                       int64_t limit = 0);
 
 // Reads a whole file, gunzipping it when it starts with the gzip magic.
 std::vector<uint8_t> read_maybe_gzip(const std::string &path);
+// The first `max_out` bytes (fewer when the data ends first) of bytes that are gzip-compressed
+// when they start with the gzip magic and raw otherwise. Corrupt compressed data before that
+// point is an error naming `name`.
+std::vector<uint8_t> gunzip_prefix(const uint8_t *data, size_t size, const std::string &name,
+                                   size_t max_out);
 
 // Fits a batch to a model's (c, h, w): identical shapes pass; smaller images are centred and
 // zero-padded (28x28 Fashion-MNIST -> 32x32, as Glow does); grey -> RGB repeats the channel.

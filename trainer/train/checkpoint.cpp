@@ -4,6 +4,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -130,22 +131,25 @@ void write_checkpoint(const std::string &path, const Checkpoint &c) {
   file.raw(kMagic, sizeof kMagic);
   file.u64(w.bytes.size());
   file.raw(w.bytes.data(), w.bytes.size());
-  file.u64(crc32(0L, w.bytes.data(), static_cast<uInt>(w.bytes.size())));
+  file.u64(crc32_z(0L, w.bytes.data(), w.bytes.size()));
   atomic_write_file(path, file.bytes.data(), file.bytes.size());
 }
 
 Checkpoint read_checkpoint(const std::string &path) {
   const std::vector<uint8_t> bytes = read_all(path);
-  Reader head(path, bytes.data(), bytes.size());
-  if (bytes.size() < sizeof kMagic + 16 || std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0)
+  return parse_checkpoint(bytes.data(), bytes.size(), path);
+}
+
+Checkpoint parse_checkpoint(const uint8_t *data, size_t size, const std::string &path) {
+  Reader head(path, data, size);
+  if (size < sizeof kMagic + 16 || std::memcmp(data, kMagic, sizeof kMagic) != 0)
     head.bad("not a flowtrain checkpoint (bad magic or too short)");
-  Reader sizes(path, bytes.data() + sizeof kMagic, bytes.size() - sizeof kMagic);
+  Reader sizes(path, data + sizeof kMagic, size - sizeof kMagic);
   const uint64_t payload = sizes.u64();
-  if (payload != bytes.size() - sizeof kMagic - 16)
-    head.bad("size mismatch (truncated or padded file)");
-  const uint8_t *body = bytes.data() + sizeof kMagic + 8;
+  if (payload != size - sizeof kMagic - 16) head.bad("size mismatch (truncated or padded file)");
+  const uint8_t *body = data + sizeof kMagic + 8;
   Reader tail(path, body + payload, 8);
-  if (tail.u64() != crc32(0L, body, static_cast<uInt>(payload))) head.bad("checksum mismatch");
+  if (tail.u64() != crc32_z(0L, body, payload)) head.bad("checksum mismatch");
   Reader r(path, body, payload);
   Checkpoint c;
   const uint64_t n = r.u64();
@@ -169,9 +173,23 @@ Checkpoint read_checkpoint(const std::string &path) {
   c.ema = r.floats();
   c.adam_t = r.i64();
   if (!r.done()) r.bad("trailing bytes");
-  if (c.step < 0 || c.adam_m.size() != c.params.size() || c.adam_v.size() != c.params.size() ||
+  if (c.adam_m.size() != c.params.size() || c.adam_v.size() != c.params.size() ||
       (!c.ema.empty() && c.ema.size() != c.params.size()))
     r.bad("inconsistent sizes");
+  if (c.step < 0 || c.epoch < 0 || c.batch_in_epoch < 0 || c.best_step < 0 || c.skipped_steps < 0 ||
+      c.adam_t < 0 || !(c.elapsed_s >= 0) || !std::isfinite(c.elapsed_s) ||
+      !std::isfinite(c.best_test_bpd))
+    r.bad("a step count, time or score is negative or not finite");
+  // A run never saves non-finite state (its NaN/Inf guard skips such steps): these are damage.
+  const std::pair<const char *, const std::vector<float> *> arrays[] = {
+      {"parameter", &c.params},
+      {"Adam first moment", &c.adam_m},
+      {"Adam second moment", &c.adam_v},
+      {"EMA weight", &c.ema}};
+  for (const auto &[what, v] : arrays)
+    for (size_t k = 0; k < v->size(); ++k)
+      if (!std::isfinite((*v)[k]) || (v == &c.adam_v && (*v)[k] < 0))
+        r.bad(std::string(what) + " " + std::to_string(k) + " is " + std::to_string((*v)[k]));
   return c;
 }
 

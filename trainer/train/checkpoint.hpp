@@ -29,6 +29,8 @@ struct Checkpoint {
 void write_checkpoint(const std::string &path, const Checkpoint &ckpt);
 // Throws Error(FLOWRT_FORMAT_ERROR / FLOWRT_IO_ERROR) naming the file and what is wrong.
 Checkpoint read_checkpoint(const std::string &path);
+// The same from a file's bytes in memory; `path` is what error messages call them.
+Checkpoint parse_checkpoint(const uint8_t *data, size_t size, const std::string &path);
 
 // "checkpoint-00001234.ckpt" for step 1234, in `dir`.
 std::string checkpoint_path(const std::string &dir, int64_t step);

@@ -313,7 +313,21 @@ flowrt_status flowrt_session_create(const flowrt_model *model,
     require(model, "model");
     flowrt::InferenceOptions o = options ? options->options : flowrt::InferenceOptions{};
     auto s = std::make_unique<flowrt_session>();
-    s->session = std::make_unique<flowrt::InferenceSession>(model->graph, o);
+    // Say what did not fit: the usual cure is a smaller max batch.
+    const auto no_room = [&](const std::string &cause) {
+      return flowrt::Error(FLOWRT_OUT_OF_MEMORY,
+                           "cannot create a session at max batch " + std::to_string(o.max_batch) +
+                               " (images of " + std::to_string(model->graph->dims()) +
+                               " values; a smaller max batch needs less): " + cause);
+    };
+    try {
+      s->session = std::make_unique<flowrt::InferenceSession>(model->graph, o);
+    } catch (const std::bad_alloc &) {
+      throw no_room("out of memory");
+    } catch (const flowrt::Error &e) {
+      if (e.status() == FLOWRT_OUT_OF_MEMORY) throw no_room(e.what());
+      throw;
+    }
     *out = s.release();
   });
 }

@@ -68,8 +68,16 @@ std::shared_ptr<ModelBytes> map_model_file(const std::string &path) {
     format_error("'" + path + "' is larger than the 2 GiB a .flow model may have");
   void *p = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, f.fd, 0);
   if (p != MAP_FAILED) return std::make_shared<MappedBytes>(p, size);
+  if (errno == ENOMEM)
+    fail(FLOWRT_OUT_OF_MEMORY, "cannot map '" + path + "' (" + std::to_string(size) +
+                                   " bytes): out of memory or address space");
   // Some file systems cannot map: read instead.
-  auto owned = std::make_shared<OwnedBytes>(size);
+  std::shared_ptr<OwnedBytes> owned;
+  try {
+    owned = std::make_shared<OwnedBytes>(size);
+  } catch (const Error &e) {
+    fail(e.status(), "'" + path + "': " + e.what());
+  }
   size_t done = 0;
   while (done < size) {
     ssize_t r = read(f.fd, owned->mutable_data() + done, size - done);
