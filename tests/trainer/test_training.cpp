@@ -333,6 +333,58 @@ TEST_CASE("trainer disk full: the write fails by name, earlier files stay, the r
   CHECK(resumed->params() == ref.params());
 }
 
+TEST_CASE("disk full: a model export and a PNG fail by name and leave the old files intact") {
+  const std::string mnt = temp_dir("full-export");
+  if (::mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=4m") != 0) {
+    MESSAGE("skipped: cannot mount a tmpfs here (" << std::strerror(errno) << ")");
+    return;
+  }
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{mnt};
+  const std::string data = png_folder(12);
+  RunConfig c = tiny_run(data, temp_dir("export-src"));
+  TrainRun run(c);
+  const Graph g = run.export_graph();
+  const std::string model = mnt + "/model.flow", png = mnt + "/sample.png";
+  save_flow(g, model);
+  ImageBatch image{1, 3, 16, 16, std::vector<uint8_t>(768)};
+  for (size_t k = 0; k < image.pixels.size(); ++k) image.pixels[k] = static_cast<uint8_t>(k * 7);
+  write_png(png, image);
+  const std::vector<uint8_t> model_before = file_bytes(model), png_before = file_bytes(png);
+  {  // Fill the disk to the last block.
+    std::FILE *f = std::fopen((mnt + "/filler").c_str(), "wb");
+    REQUIRE(f != nullptr);
+    std::vector<char> block(1 << 12, 'x');
+    while (std::fwrite(block.data(), 1, block.size(), f) == block.size() && std::fflush(f) == 0) {
+    }
+    std::fclose(f);
+  }
+  for (const std::string &path : {model, png}) {
+    INFO(path);
+    bool failed = false;
+    try {
+      if (path == model)
+        save_flow(g, path);
+      else
+        write_png(path, make_grid(ImageBatch{4, 3, 16, 16, std::vector<uint8_t>(4 * 768, 9)}, 2));
+    } catch (const Error &e) {
+      failed = true;
+      CHECK(e.status() == FLOWRT_IO_ERROR);
+      CHECK(std::string(e.what()).find(path) != std::string::npos);
+      CHECK(std::string(e.what()).find(std::strerror(ENOSPC)) != std::string::npos);
+    }
+    CHECK(failed);
+  }
+  CHECK(file_bytes(model) == model_before);
+  CHECK(file_bytes(png) == png_before);
+  CHECK(read_flow(map_model_file(model)).layers.size() == g.layers.size());
+  CHECK(read_png(png).pixels == image.pixels);
+  for (const auto &e : fs::directory_iterator(mnt))
+    CHECK(e.path().filename().string().find(".tmp.") == std::string::npos);
+}
+
 TEST_CASE("trainer NaN guard: a non-finite batch skips the step and leaves the weights alone") {
   const std::string data = png_folder(12);
   RunConfig c = tiny_run(data, temp_dir("nan"));
