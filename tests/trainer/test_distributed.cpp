@@ -267,6 +267,16 @@ TEST_SUITE("distributed") {
     Result r = run("OMPI_COMM_WORLD_SIZE=2 " + one_process(train_args("nodist", 8, 2)));
     CHECK(r.exit_code != 0);
     CHECK(r.output.find("without --dist mpi") != std::string::npos);
+    // Slurm's srun says so in its own variables: alike, and with --dist mpi a world of 1 (an MPI
+    // that srun cannot wire up) is named rather than trained in.
+    r = run("SLURM_NTASKS=2 SLURM_PROCID=0 " + one_process(train_args("srun_nodist", 8, 2)));
+    CHECK(r.exit_code != 0);
+    CHECK(r.output.find("started as 2 tasks") != std::string::npos);
+    r = run("SLURM_NTASKS=2 SLURM_PROCID=1 SLURM_LOCALID=1 " +
+            one_process(train_args("srun_world1", 8, 2) + " --dist mpi"));
+    CHECK(r.exit_code != 0);
+    CHECK(r.output.find("the launcher started 2 tasks but this process's MPI world has 1") !=
+          std::string::npos);
     r = run(ranks(2, train_args("oddbatch", 7, 2)));
     CHECK(r.exit_code != 0);
     CHECK(r.output.find("--batch 7 is the global batch") != std::string::npos);
