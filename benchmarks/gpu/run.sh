@@ -9,7 +9,9 @@
 #   3. the cifar model at TF32, BF16 and FP16: timings, and their bits/dim error against fp32;
 #   4. training throughput and device memory (`flowtrain bench --device cuda`), fmnist and cifar
 #      at batch 64;
-#   5. data-parallel training: one `--dist nccl` rank against the plain GPU run (same bytes);
+#   5. data-parallel training: one `--dist nccl` rank, its reduction overlapped with the backward
+#      pass (25 MiB and 1 MiB buckets) and not (FLOWRT_NCCL_OVERLAP=0), against the plain GPU run
+#      (same bytes), and images/s;
 #   6. PyTorch eager on the same GPU, same weights, after a parity check (bits/dim and decoded
 #      noise), for fmnist and cifar: sample and encode, and Adam training steps at batch 64;
 #   7. one table.
@@ -67,17 +69,37 @@ for arch in fmnist cifar; do
 done
 
 step "data-parallel GPU training: one NCCL rank against the plain GPU run"
-# The same 20 steps twice: `--dist nccl` with one rank must give the plain run's model bytes.
+# The same 20 steps four times: `--dist nccl` with one rank must give the plain run's model
+# bytes, reducing during the backward pass (the default: this model's 9 MiB gradient is one
+# bucket), after it (FLOWRT_NCCL_OVERLAP=0), and in 1 MiB buckets launched one by one as the
+# backward pass reaches them. images/s is over steps 11-20 of each. One rank's all-reduce moves
+# no data between GPUs, so the NCCL lines show what the overlap itself costs (a second stream,
+# events), not its gain.
 if command -v mpirun > /dev/null; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
   dist_args=(train --data fashion-mnist --data-dir "$bundle/data" --levels 3 --depth 8 --width 256
-    --batch 64 --steps 20 --eval-every 20 --device cuda --quiet)
+    --batch 64 --steps 20 --eval-every 20 --log-every 10 --device cuda --quiet)
+  dist_ok=1
   timeout 180 "$bundle/bin/flowtrain" "${dist_args[@]}" --out "$out/dist-plain" > "$out/dist.txt" 2>&1 \
-    && timeout 180 mpirun -np 1 --bind-to none "$bundle/bin/flowtrain" "${dist_args[@]}" \
-      --dist nccl --out "$out/dist-nccl" >> "$out/dist.txt" 2>&1 \
-    && cmp "$out/dist-plain/model.flow" "$out/dist-nccl/model.flow" \
-    && echo "nccl 1 rank: model.flow identical to the plain GPU run" | tee -a "$out/dist.txt" \
-    || { echo "nccl 1 rank: FAILED (see dist.txt)"; tail -5 "$out/dist.txt"; status=1; }
+    || dist_ok=0
+  for run in "nccl 1 $((25 << 20))" "nccl-after 0 $((25 << 20))" "nccl-1mib 1 $((1 << 20))"; do
+    read -r name overlap bucket <<< "$run"
+    [ "$dist_ok" = 1 ] && FLOWRT_NCCL_OVERLAP=$overlap FLOWRT_NCCL_BUCKET_BYTES=$bucket timeout 180 \
+      mpirun -np 1 --bind-to none -x FLOWRT_NCCL_OVERLAP -x FLOWRT_NCCL_BUCKET_BYTES \
+      "$bundle/bin/flowtrain" "${dist_args[@]}" --dist nccl --out "$out/dist-$name" >> "$out/dist.txt" 2>&1 \
+      && cmp "$out/dist-plain/model.flow" "$out/dist-$name/model.flow" >> "$out/dist.txt" 2>&1 \
+      || dist_ok=0
+  done
+  if [ "$dist_ok" = 1 ]; then
+    echo "nccl 1 rank: model.flow identical to the plain GPU run, overlapped or not" | tee -a "$out/dist.txt"
+  else
+    echo "nccl 1 rank: FAILED (see dist.txt)"; tail -5 "$out/dist.txt"; status=1
+  fi
+  for name in plain nccl nccl-after nccl-1mib; do
+    [ -f "$out/dist-$name/metrics.csv" ] || continue
+    awk -F, -v run="$name" 'END { printf "dist-%s: %.1f images/s (steps 11-20)\n", run, $6 }' \
+      "$out/dist-$name/metrics.csv" | tee -a "$out/dist.txt"
+  done
 else
   echo "skipped: no mpirun on this host (install openmpi-bin to run the NCCL check)" | tee "$out/dist.txt"
 fi

@@ -7,11 +7,19 @@
 
 compute(b) = max(b * t_image, t_floor): the images' arithmetic, or the launch floor of a step's
 kernels when that is longer. The update (gradient norm, Adam) runs on every rank over all the
-parameters, so it does not shrink with N. Without overlap (what `--dist nccl` does today: its ~25
-MB buckets of ncclAllReduce run between the backward pass and the update) the whole reduction is
-exposed. With overlap (not implemented in flowrt; what bucketed DDP does) bucket k is reduced as
-soon as the backward pass has produced it, one bucket at a time, so only what the backward pass
+parameters, so it does not shrink with N. Without overlap (`--dist nccl` with
+FLOWRT_NCCL_OVERLAP=0: its buckets of ncclAllReduce run between the backward pass and the update)
+the whole reduction is exposed. With overlap (`--dist nccl`'s default, see
+trainer/dist/grad_buckets.cpp) bucket k is reduced on a stream of its own as soon as the backward
+pass has finished every layer writing it, one bucket at a time, so only what the backward pass
 cannot cover is exposed, and always at least the last bucket.
+
+Modelled, not measured: 25 MiB buckets with the remainder last, ready uniformly (in bytes) over
+the backward pass. flowrt's plan for cifar closes buckets at layer boundaries: 8 of at most 25
+MiB, the last 2.6 MiB, and the first three (level 2's gradients) are final after ~7 % of the
+backward pass's arithmetic (parameters x spatial size, a proxy), not 3/8 of it; both
+simplifications overstate the exposed reduction. Not modelled: NCCL's kernels taking SMs and
+memory bandwidth from the backward pass they overlap.
 
 Two uses:
   1. CPU check (with --measured results.json from run.sh): the model's 2-rank step time from
@@ -38,7 +46,7 @@ import numpy as np
 
 CIFAR_PARAMS = 44_058_096  # `flowrt init --arch cifar` + `flowrt info`: params
 CIFAR_GFLOP_ENCODE = 8.023056384  # `flowrt info`: flops_encode per image
-BUCKET_BYTES = 25 << 20  # trainer/dist/nccl_reducer.cpp: kBucket, ~25 MB
+BUCKET_BYTES = 25 << 20  # trainer/dist/nccl_reducer.hpp: NcclReduceOptions::bucket_bytes
 
 
 def ring_ms(nbytes, n, busbw_gbps, alpha_us):
@@ -367,8 +375,9 @@ def main():
            "50 GB/s per direction, ~90 %% achieved; a flat ring over 16 crosses it |" % s["ib"]["busbw"],
            "| latency alpha | %.0f us x (N-1) per bucket | assumed (a fixed ~70 us per 25 MiB "
            "all-reduce on 8 GPUs) |" % s["nvlink"]["alpha_us"],
-           "| buckets | %d x 25 MiB | `--dist nccl` (trainer/dist/nccl_reducer.cpp) |" % len(
-               buckets(s["grad_bytes"], BUCKET_BYTES)), ""]
+           "| buckets | %d x 25 MiB, ready uniformly over the backward pass | modelled; "
+           "`--dist nccl`'s plan (trainer/dist/grad_buckets.cpp): 8 of at most 25 MiB, closed at "
+           "layer boundaries, the last 2.6 MiB |" % len(buckets(s["grad_bytes"], BUCKET_BYTES)), ""]
 
     series = []
     colors = {("fp32", False): "#1f5fbf", ("fp32", True): "#1f5fbf",

@@ -249,6 +249,15 @@ TEST_SUITE("distributed") {
       require_ok(run(kMpirun + " -np 1 " + kFlowtrain + " " + train_args("nccl1", 8, 20) +
                      " --device cuda --dist nccl"));
       check_same_state("gpu1", "nccl1");
+      // The reduction after the backward pass instead of during it, and in 4 KiB buckets that
+      // go one by one as the backward pass reaches them: the same bytes.
+      for (const std::string env : {"FLOWRT_NCCL_OVERLAP=0", "FLOWRT_NCCL_BUCKET_BYTES=4096"}) {
+        CAPTURE(env);
+        const std::string name = env.substr(0, env.find('='));
+        require_ok(run(env + " " + kMpirun + " -x " + name + " -np 1 " + kFlowtrain + " " +
+                       train_args("nccl1_" + name, 8, 20) + " --device cuda --dist nccl"));
+        check_same_state("gpu1", "nccl1_" + name);
+      }
     } else {
       MESSAGE("skipped: no usable CUDA device (--dist nccl runs on GPUs only)");
     }

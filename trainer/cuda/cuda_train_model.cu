@@ -146,7 +146,10 @@ class CudaTrainModel final : public TrainCompute<float> {
   StepOutcome train_step(const float *x, const int32_t *labels, int64_t n, Adam &adam,
                          std::vector<float> &ema, const StepArgs &a) override;
   void sync_to_host(Adam *adam, std::vector<float> *ema) override;
-  void set_device_reducer(DeviceReducer r) override { reducer_ = std::move(r); }
+  void set_device_reducer(std::unique_ptr<DeviceReducer> r) override {
+    r->plan(static_cast<size_t>(params_), host_.grad_layout());
+    reducer_ = std::move(r);
+  }
   void sync_to_device(const Adam *adam, const std::vector<float> *ema) override;
   // The device's memory in use (this process's allocations and its CUDA context).
   double device_memory_mib() const override {
@@ -225,6 +228,8 @@ class CudaTrainModel final : public TrainCompute<float> {
                     int w);
   void conv_backward(const tk::ConvShape &g, const float *wt, const float *x, const float *dy,
                      float *dw, float *dbias, float *dx, int h, int w);
+  // The backward pass; with `reducer`, its hooks around the layers (train_step).
+  void run_backward(DeviceReducer *reducer);
   void layer_backward(Layer &l);
   void upload_values();
   void upload_adam(const Adam &adam);
@@ -244,7 +249,6 @@ class CudaTrainModel final : public TrainCompute<float> {
   // row double it (dynamic loss scaling). 1 at the other precisions.
   bool scale_loss_ = false;
   double loss_scale_ = 1;
-  DeviceReducer reducer_;  // data-parallel: the ranks' mean gradient and loss
   double grad_scale_ = 1;  // the scale the device's gradients carry (that of the last backward)
   int64_t clean_steps_ = 0;
   static constexpr double kInitialLossScale = 65536, kMaxLossScale = 16777216;
@@ -275,6 +279,9 @@ class CudaTrainModel final : public TrainCompute<float> {
   Pinned<int32_t> labels_host_;
   Pinned<double> bpd_host_;
   Pinned<tk::UpdatePlan> plan_host_;
+  // Data-parallel: the ranks' mean gradient and loss. Last, so destroyed first: its collectives
+  // have drained before the buffers they use go.
+  std::unique_ptr<DeviceReducer> reducer_;
 };
 
 CudaTrainModel::CudaTrainModel(const Graph &graph) : host_(graph) {
@@ -696,6 +703,10 @@ void CudaTrainModel::layer_forward(Layer &l) {
 }
 
 void CudaTrainModel::backward() {
+  run_backward(nullptr);
+}
+
+void CudaTrainModel::run_backward(DeviceReducer *reducer) {
   if (batch_ < 1) invalid_argument("backward without a forward pass");
   grad_scale_ = loss_scale_;
   host_grads_current_ = false;
@@ -704,7 +715,14 @@ void CudaTrainModel::backward() {
   dgrad_ = grad_buf_[1].get();
   check(cudaMemsetAsync(grad_, 0, batch_ * layers_.back().host->in.numel() * sizeof(float), s()),
         "memset");
-  for (size_t i = layers_.size(); i-- > 0;) layer_backward(layers_[i]);
+  // Layer i's backward pass writes only the gradients of its own parameters (grad_layout()):
+  // once it is enqueued, the reducer may take every bucket no layer still to come writes.
+  if (reducer) reducer->begin(grads_.get(), bpd_dev_.get() + batch_, s());
+  for (size_t i = layers_.size(); i-- > 0;) {
+    layer_backward(layers_[i]);
+    if (reducer) reducer->layer_done(i, s());
+  }
+  if (reducer) reducer->finish(s());
 }
 
 void CudaTrainModel::layer_backward(Layer &l) {
@@ -806,8 +824,7 @@ StepOutcome CudaTrainModel::train_step(const float *x, const int32_t *labels, in
   if (use_ema && !ema_on_) upload_ema(ema);
   host_values_current_ = false;  // the update below changes them
   run_forward(x, labels, n);
-  backward();
-  if (reducer_) reducer_(grads_.get(), static_cast<size_t>(params_), bpd_dev_.get() + n, s());
+  run_backward(reducer_.get());
   tk::sum_squares(grads_.get(), params_, norm_partials_.get(), norm_sq_.get(), s());
   tk::plan_update(norm_sq_.get(), bpd_dev_.get() + n, loss_scale_, a.clip, a.lr, adam.beta1,
                   adam.beta2, adam_t_.get(), plan_.get(), s());

@@ -6,7 +6,6 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -15,6 +14,7 @@
 #include "backends/backend.hpp"
 #include "core/error.hpp"
 #include "model/graph.hpp"
+#include "trainer/dist/grad_buckets.hpp"
 #include "trainer/model/param_store.hpp"
 #include "trainer/train/optimizer.hpp"
 
@@ -74,13 +74,26 @@ class TrainCompute {
   // Device memory the model holds (parameters, optimiser state, tape, scratch), in MiB; 0 on
   // the CPU.
   virtual double device_memory_mib() const { return 0; }
-  // Data-parallel training on devices: train_step calls `reducer` between the backward pass and
-  // the update with the device's gradient (n floats) and the batch's mean loss (one double),
-  // which it must replace, in place and on `stream`, by their means over the ranks; the norm,
-  // clipping, the NaN/Inf guard, loss scaling, Adam and the EMA then act on those, alike on
-  // every rank. The CPU trainer reduces on the host instead (TrainRun's sharded step).
-  using DeviceReducer = std::function<void(float *grads, size_t n, double *loss, void *stream)>;
-  virtual void set_device_reducer(DeviceReducer) {
+  // Data-parallel training on devices: train_step has the device's gradient (n floats) and the
+  // batch's mean loss (one double) replaced, in place, by their means over the ranks before the
+  // update; the norm, clipping, the NaN/Inf guard, loss scaling, Adam and the EMA then act on
+  // those, alike on every rank. The CPU trainer reduces on the host instead (TrainRun's sharded
+  // step). `stream` is the device's compute stream: work a reducer enqueues on it, or makes it
+  // wait for, runs in order with the training step.
+  class DeviceReducer {
+   public:
+    virtual ~DeviceReducer() = default;
+    // Once, before the first step: the gradient's size and the ranges each layer's backward
+    // pass writes (layers[i]: layer i of the forward order).
+    virtual void plan(size_t n, const GradLayout &layers) = 0;
+    // A step, in train_step: begin once the gradient is zeroed (the loss is final by then),
+    // layer_done(i) after layer i's backward pass is enqueued (from the last layer to the
+    // first), finish after the whole backward pass; from then on `stream` sees the means.
+    virtual void begin(float *grads, double *loss, void *stream) = 0;
+    virtual void layer_done(size_t layer, void *stream) = 0;
+    virtual void finish(void *stream) = 0;
+  };
+  virtual void set_device_reducer(std::unique_ptr<DeviceReducer>) {
     fail(FLOWRT_UNSUPPORTED, "a device gradient reduction needs --device cuda");
   }
 };

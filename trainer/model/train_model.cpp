@@ -1,5 +1,6 @@
 #include "trainer/model/train_model.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -610,6 +611,30 @@ void TrainModel<T>::release_tape() {
        {&cur_, &next_, &grad_, &dgrad_, &col_, &dcol_, &net_g_, &net_dg_, &cnhw_})
     drop(*v);
   batch_ = 0;  // a backward now needs a forward first
+}
+
+template <typename T>
+GradLayout TrainModel<T>::grad_layout() const {
+  const std::vector<ParamInfo> &info = params_.info();
+  GradLayout out;
+  for (const Layer &l : layers_) {
+    std::vector<int> ids = {l.bias,  l.log_scale, l.weight,  l.lower,  l.upper,
+                            l.log_s, l.mean,      l.log_std, l.offsets};
+    for (const NetOp &op : l.net.ops) ids.insert(ids.end(), {op.weight, op.bias, op.log_scale});
+    std::vector<GradRange> ranges;
+    for (int id : ids)
+      if (id >= 0 && info[id].size > 0) ranges.push_back({info[id].offset, info[id].size});
+    std::sort(ranges.begin(), ranges.end(),
+              [](const GradRange &a, const GradRange &b) { return a.offset < b.offset; });
+    std::vector<GradRange> merged;
+    for (const GradRange &r : ranges)
+      if (!merged.empty() && merged.back().end() >= r.offset)
+        merged.back().count = std::max(merged.back().end(), r.end()) - merged.back().offset;
+      else
+        merged.push_back(r);
+    out.push_back(std::move(merged));
+  }
+  return out;
 }
 
 template <typename T>

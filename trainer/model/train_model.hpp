@@ -75,6 +75,9 @@ class TrainModel final : public TrainCompute<T> {
   };
 
   const std::vector<Layer> &layers() const { return layers_; }
+  // The gradient ranges each layer's backward pass writes (its parameters and its net's, in
+  // params()' layout), one list per layer, sorted and merged.
+  GradLayout grad_layout() const;
   // Frees the tape and scratch of the last passes (a model kept only for its parameters and
   // structure).
   void release_tape();

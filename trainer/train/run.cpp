@@ -116,7 +116,8 @@ TrainRun::TrainRun(RunConfig cfg, const Checkpoint *from) : cfg_(std::move(cfg))
   n_bits_ = graph.image.n_bits;
   // One GPU per rank: the launcher's local rank picks it.
   compute_ = make_train_compute(graph, device, nccl ? local_rank() : 0);
-  if (nccl) compute_->set_device_reducer(make_nccl_reducer(*comm_, local_rank()));
+  if (nccl)
+    compute_->set_device_reducer(make_nccl_reducer(*comm_, local_rank(), nccl_options_from_env()));
   compute_->set_recompute(cfg_.recompute);
   compute_->set_precision(parse_precision(cfg_.precision));
   if (writer()) make_dir(cfg_.out);
