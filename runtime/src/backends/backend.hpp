@@ -70,10 +70,11 @@ class Backend {
   // eps: n*D standard normals; each level's latent is mean + temperature * std * eps.
   virtual void decode_noise(size_t n, const float *eps, float temperature, const int32_t *labels,
                             float *x) = 0;
-  // Samples images first_image .. first_image+n-1 of the seed's stream. The default draws the
-  // Philox normals on the host into `eps_scratch` (n*D floats) and decodes them.
+  // Samples images first_image .. first_image+n-1 of the seed's stream. The CPU backends draw
+  // the Philox normals into `eps_scratch` (n*D floats) with philox_fill on the session's
+  // threads and decode them.
   virtual void sample(size_t n, uint64_t seed, uint64_t first_image, float temperature,
-                      const int32_t *labels, float *eps_scratch, float *x);
+                      const int32_t *labels, float *eps_scratch, float *x) = 0;
   // The kernels (primitive implementations) this backend runs at batch n, for flowbench and
   // the tests ("conv brgconv:avx512_core", ...); empty where a backend does not say.
   virtual std::vector<std::string> kernels(size_t) { return {}; }
@@ -82,8 +83,10 @@ class Backend {
   int64_t dims_;  // D = C*H*W floats per image, for x, z and eps alike
 };
 
-// Fills eps with the Philox normals of images first_image.. (n*dims floats).
-void philox_fill(uint64_t seed, uint64_t first_image, size_t n, int64_t dims, float *eps);
+// Fills eps with the Philox normals of images first_image.. (n*dims floats) on `threads` OpenMP
+// threads; 0 (for callers without a session) takes OpenMP's default team.
+void philox_fill(uint64_t seed, uint64_t first_image, size_t n, int64_t dims, float *eps,
+                 int threads = 0);
 
 // The reference backend, part of the core. The others: backends/onednn/onednn_backend.hpp and
 // backends/cuda/cuda_backend.hpp (linked into plugins); obtain them through backend_registry.hpp.

@@ -196,11 +196,11 @@ class OnednnBackend final : public Backend {
     ComputeScope scope(threads_, csr_);
     run_decode(n, eps, true, temperature, labels, x);
   }
-  // As the default, with the Philox draws on the session's threads too.
+  // The Philox draws on the session's threads, then the decode.
   void sample(size_t n, uint64_t seed, uint64_t first_image, float temperature,
               const int32_t *labels, float *eps_scratch, float *x) override {
     ComputeScope scope(threads_, csr_);
-    philox_fill(seed, first_image, n, dims_, eps_scratch);
+    philox_fill(seed, first_image, n, dims_, eps_scratch, threads_);
     run_decode(n, eps_scratch, true, temperature, labels, x);
   }
 

@@ -13,7 +13,8 @@ class RefBackend final : public Backend {
  public:
   RefBackend(const Graph &g, const BackendOptions &o)
       : Backend(g.dims()),
-        exec_(g, o.max_batch, o.threads, ProgramOptions{o.fold, NetWeights::View}) {}
+        exec_(g, o.max_batch, o.threads, ProgramOptions{o.fold, NetWeights::View}),
+        threads_(resolve_threads(o.threads)) {}
   flowrt_backend kind() const override { return FLOWRT_BACKEND_REF; }
 
   void encode(size_t n, const float *x, const int32_t *labels, float *z, double *log_p,
@@ -27,9 +28,16 @@ class RefBackend final : public Backend {
                     float *x) override {
     exec_.decode(n, eps, true, temperature, labels, x);
   }
+  // The draws too run on the session's threads only.
+  void sample(size_t n, uint64_t seed, uint64_t first_image, float temperature,
+              const int32_t *labels, float *eps_scratch, float *x) override {
+    philox_fill(seed, first_image, n, dims_, eps_scratch, threads_);
+    exec_.decode(n, eps_scratch, true, temperature, labels, x);
+  }
 
  private:
   RefExecutor<float> exec_;
+  int threads_;
 };
 
 }  // namespace
