@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds flowrt (Release), runs every test, proves the installed
 # package with the C example (CMake and pkg-config, shared and static), then rebuilds with
-# AddressSanitizer + UndefinedBehaviorSanitizer and runs the tests again.
+# AddressSanitizer + UndefinedBehaviorSanitizer and runs the tests again, and runs the
+# concurrency test in a ThreadSanitizer build (scripts/tsan.sh).
 #   scripts/test.sh            everything
-#   FLOWRT_SKIP_ASAN=1 scripts/test.sh   skip the sanitizer pass
+#   FLOWRT_SKIP_ASAN=1 scripts/test.sh   skip the AddressSanitizer pass
+#   FLOWRT_SKIP_TSAN=1 scripts/test.sh   skip the ThreadSanitizer pass
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -56,5 +58,9 @@ if [ "${FLOWRT_SKIP_ASAN:-0}" != "1" ]; then
   cmake --build build-asan -j"$jobs"
   # The Python tests load libflowrt into an unsanitized interpreter: they ran above.
   ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -E converters
+fi
+if [ "${FLOWRT_SKIP_TSAN:-0}" != "1" ]; then
+  echo "== ThreadSanitizer build: concurrency"
+  scripts/tsan.sh
 fi
 echo "== all tests passed"
