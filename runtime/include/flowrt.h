@@ -86,10 +86,11 @@ typedef enum flowrt_backend {
  *   stored in bf16, their outputs in float. The invertible 1x1 convolutions and their inverses,
  *   actnorms, coupling arithmetic, priors, sampling and log-determinants stay float.
  * - REF: FP32 only.
- * BF16 is faster, not exact, and NOT exactly invertible: decode(encode(x)) differs from x in a
- * small fraction of 8-bit pixels and bits/dim shift by about 1e-3. flowbench --precision NAME
- * --check reports the errors against fp32. Values are stable across releases (new ones are
- * appended). */
+ * BF16 is faster, not exact, and NOT exactly invertible: decode(encode(x)) differs from x in
+ * some 8-bit pixels, bits/dim shift slightly, and both errors grow with the depth of the flow and
+ * with how ill-conditioned its couplings are (trained models fare far better than random ones).
+ * flowbench --precision NAME --check measures them against fp32 on a given model and images.
+ * Values are stable across releases (new ones are appended). */
 typedef enum flowrt_precision {
   FLOWRT_PRECISION_FP32 = 0, /* IEEE float throughout (the default) */
   FLOWRT_PRECISION_TF32 = 1, /* CUDA: TF32 inputs (8-bit exponent, 10-bit mantissa) */
