@@ -1,5 +1,6 @@
-// The machine's measured fp32 peak: a large oneDNN matmul and a Glow-sized 3x3 convolution with
-// all the benchmark's threads. Measuring takes a few seconds, so the result is cached in a small
+// The machine's measured peaks: fp32, a large oneDNN matmul and a Glow-sized 3x3 convolution;
+// bf16, the same matmul with bf16 inputs and fp32 output (where the CPU has bf16 units); all
+// with the benchmark's threads. Measuring takes a few seconds, so the result is cached in a small
 // JSON file keyed by CPU model and thread count.
 #pragma once
 
@@ -9,6 +10,8 @@ namespace flowrt::bench {
 
 struct Peak {
   double matmul_gflops = 0, conv_gflops = 0;
+  double bf16_matmul_gflops = 0;  // 0: no bf16 units
+  std::string bf16_impl;          // oneDNN's kernel for it, or the ISA that has no bf16 units
   double best() const { return matmul_gflops > conv_gflops ? matmul_gflops : conv_gflops; }
 };
 

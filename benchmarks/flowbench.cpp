@@ -1,8 +1,12 @@
 // flowbench: latency and throughput of flowrt's backends on a model file or a standard
 // architecture with random weights. Every (backend, op, batch) case is created fresh, warmed up
 // (a count and a minimum time), then timed (a count and a minimum time, capped by a maximum);
-// every repetition is kept for the JSON output. --check compares each backend with the reference
-// on the same inputs before timing; --peak measures the machine's fp32 peak for the % column.
+// every repetition is kept for the JSON output. --precision takes a list: the cases of each
+// precision run next to each other, so that their ratio is measured under the same conditions,
+// and a precision a backend does not implement is refused as the C API refuses it. --check
+// compares each backend with the reference on the same inputs before timing (a reduced precision
+// on onednn: with the same backend in fp32, against bounds); --peak measures the machine's fp32
+// and bf16 peaks for the % column.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -21,9 +25,13 @@
 #include "bench_machine.hpp"
 #include "bench_peak.hpp"
 #include "core/error.hpp"
+#ifdef FLOWRT_HAVE_IMAGEIO
+#include "image_io.hpp"
+#endif
 #include "format/flow_file.hpp"
 #include "model/glow_builder.hpp"
 #include "model/program.hpp"
+#include "session/session.hpp"
 
 namespace flowrt::bench {
 namespace {
@@ -35,10 +43,13 @@ const char *kUsage =
     "                 [--backend ref,onednn,cuda] [--op sample,encode,decode] [--batch 1,16,64]\n"
     "                 [--threads N] [--warmup W] [--warmup-time S] [--reps R] [--min-time S]\n"
     "                 [--max-time S] [--seed N] [--json out.json] [--peak] [--check]\n"
-    "                 [--precision fp32|tf32|bf16|fp16]   (tf32, bf16, fp16: the cuda backend's\n"
-    "                 products on tensor cores, rows labelled cuda/NAME; --check then reports\n"
-    "                 its error against ref instead of enforcing fp32 bounds; ref and onednn\n"
-    "                 always run fp32)\n"
+    "                 [--precision fp32,bf16,...] [--images FILE] [--check-images N]\n"
+    "--precision: a list of fp32, tf32, bf16, fp16; every backend runs every precision, and one\n"
+    "    it does not implement is an error (cuda: all four; onednn: fp32, and bf16 on CPUs with\n"
+    "    bf16 units; ref: fp32). --check: fp32 against ref with fp32 bounds; onednn bf16 against\n"
+    "    onednn fp32 on --check-images images (default 64; from --images, an IDX or PNG file, or\n"
+    "    random), with bounds on bits/dim, the x->z->x round trip and T=0.7 samples; cuda's\n"
+    "    reduced precisions against ref, reported.\n"
     "Defaults: --arch cifar --backend ref,onednn,cuda --op sample,encode --batch 1,16,64\n"
     "--threads 0 (all cores) --warmup 3 --warmup-time 0.2 --reps 10 --min-time 1 --max-time 60.\n";
 
@@ -56,17 +67,13 @@ struct Options {
   uint64_t seed = 1;
   std::string json;
   bool peak = false, check = false;
-  flowrt_precision precision = FLOWRT_PRECISION_FP32;
+  std::vector<flowrt_precision> precisions = {FLOWRT_PRECISION_FP32};
+  std::string images;
+  size_t check_images = 64;
 };
 
-// The precision a backend runs at: tf32, bf16 and fp16 apply to cuda only.
-flowrt_precision precision_of(const std::string &backend, flowrt_precision requested) {
-  return backend == "cuda" ? requested : FLOWRT_PRECISION_FP32;
-}
-
-// A backend's label: "cuda/bf16" at a reduced precision, else its name.
-std::string label_of(const std::string &backend, flowrt_precision requested) {
-  const flowrt_precision p = precision_of(backend, requested);
+// A backend's label: "onednn/bf16" at a reduced precision, else its name.
+std::string label_of(const std::string &backend, flowrt_precision p) {
   return p == FLOWRT_PRECISION_FP32 ? backend : backend + "/" + precision_name(p);
 }
 
@@ -142,8 +149,18 @@ Options parse(int argc, char **argv) {
     } else if (a == "--json") {
       o.json = v;
     } else if (a == "--precision") {
-      if (!precision_from_name(v, &o.precision))
-        throw UsageError{"--precision: one of " + precision_names() + ", got '" + v + "'"};
+      o.precisions.clear();
+      for (const std::string &name : split(v)) {
+        flowrt_precision p = FLOWRT_PRECISION_FP32;
+        if (!precision_from_name(name, &p))
+          throw UsageError{"--precision: one of " + precision_names() + ", got '" + name + "'"};
+        if (std::find(o.precisions.begin(), o.precisions.end(), p) == o.precisions.end())
+          o.precisions.push_back(p);
+      }
+    } else if (a == "--images") {
+      o.images = v;
+    } else if (a == "--check-images") {
+      o.check_images = static_cast<size_t>(to_number(a, v, 1, 1e6));
     } else {
       throw UsageError{"unknown option '" + a + "'"};
     }
@@ -173,8 +190,18 @@ std::unique_ptr<Backend> make_backend(const std::string &name, const Graph &g, s
   BackendOptions o;
   o.max_batch = batch;
   o.threads = threads;
-  o.precision = precision_of(name, precision);
+  o.precision = precision;
   return create_backend(backend_kind(name), g, o);
+}
+
+// Refuses (throws the backend's own error) a precision a backend does not implement, before
+// anything is timed: on a tiny model, since the answer never depends on the model.
+void require_precision(const std::string &backend, flowrt_precision p, int threads) {
+  if (p == FLOWRT_PRECISION_FP32) return;
+  GlowConfig c;
+  c.channels = 1, c.height = c.width = 4, c.levels = 1, c.depth = 1, c.hidden = 8;
+  c.random_nets = true;
+  make_backend(backend, build_glow(c), 1, threads, p);
 }
 
 // Inputs shared by every backend of a case: images at bin centres, their latents, noise.
@@ -212,6 +239,7 @@ Stats stats_of(std::vector<double> v) {
 
 struct Result {
   std::string backend, op;
+  flowrt_precision precision = FLOWRT_PRECISION_FP32;
   size_t batch = 0;
   double create_ms = 0, first_ms = 0;
   int warmup_runs = 0;
@@ -226,13 +254,15 @@ double ms_since(Clock::time_point t0) {
 }
 
 Result time_case(const Options &o, const Graph &g, const std::string &backend,
-                 const std::string &op, size_t n, Inputs &in, const FlopCount &fc) {
+                 flowrt_precision precision, const std::string &op, size_t n, Inputs &in,
+                 const FlopCount &fc) {
   Result r;
-  r.backend = label_of(backend, o.precision);
+  r.backend = backend;
+  r.precision = precision;
   r.op = op, r.batch = n;
   r.flops = (op == "encode" ? fc.encode : fc.decode) * static_cast<double>(n);
   auto t0 = Clock::now();
-  std::unique_ptr<Backend> b = make_backend(backend, g, n, o.threads, o.precision);
+  std::unique_ptr<Backend> b = make_backend(backend, g, n, o.threads, precision);
   r.create_ms = ms_since(t0);
   t0 = Clock::now();
   run_op(*b, op, n, in);
@@ -261,7 +291,7 @@ bool check_backend(const Graph &g, const std::string &backend, size_t n, int thr
                    flowrt_precision precision, Inputs &in) {
   auto ref = make_backend("ref", g, n, threads);
   auto other = make_backend(backend, g, n, threads, precision);
-  const flowrt_precision used = precision_of(backend, precision);
+  const flowrt_precision used = precision;
   const bool reduced = used != FLOWRT_PRECISION_FP32;
   const size_t total = n * static_cast<size_t>(g.dims());
   std::vector<float> zr(total), zo(total), sr(total), so(total), eps(total);
@@ -304,6 +334,110 @@ bool check_backend(const Graph &g, const std::string &backend, size_t n, int thr
   return ok;
 }
 
+// Images for the accuracy check: the first `count` of `path` (IDX or PNG, fitted to the model),
+// or random pixels when no path is given. 8-bit pixels, NCHW.
+std::vector<uint8_t> check_pixels(const Graph &g, const std::string &path, size_t count,
+                                  uint64_t seed, std::string *source) {
+  const size_t d = static_cast<size_t>(g.dims());
+  if (path.empty()) {
+    *source = "random pixels";
+    std::vector<uint8_t> px(count * d);
+    std::mt19937 rng(static_cast<uint32_t>(seed) + 17);
+    for (uint8_t &p : px) p = static_cast<uint8_t>(rng() & 0xff);
+    return px;
+  }
+#ifdef FLOWRT_HAVE_IMAGEIO
+  const bool png = path.size() > 4 && path.compare(path.size() - 4, 4, ".png") == 0;
+  ImageBatch b = png ? read_png(path) : read_idx_images(path, static_cast<int64_t>(count));
+  b = fit_to_model(b, g.image.channels, g.image.height, g.image.width);
+  if (b.n < static_cast<int64_t>(count)) count = static_cast<size_t>(b.n);
+  *source = std::to_string(count) + " images of " + path;
+  b.pixels.resize(count * d);
+  return b.pixels;
+#else
+  (void)seed;
+  throw UsageError{"--images needs the image readers (a build with FLOWRT_BUILD_TOOLS)"};
+#endif
+}
+
+// The bounds --check holds onednn's bf16 to, against onednn fp32 on the same model.
+constexpr double kBf16BpdMean = 0.005, kBf16BpdMax = 0.02;  // |delta bits/dim|
+constexpr double kBf16RoundTripMean = 2e-4;                 // mean |x - decode(encode(x))|
+constexpr double kBf16PixelsExact = 0.995;                  // 8-bit pixels unchanged by it
+constexpr double kBf16SamplesOff = 0.01;  // T=0.7 sample pixels off by more than one level
+
+// A reduced precision against the same backend in fp32: bits/dim, the x->z->x round trip and
+// samples at T=0.7 with the same noise, over `pixels` (n images). Bounds are held where `bounded`.
+bool check_accuracy(const Graph &g, const std::string &backend, flowrt_precision precision,
+                    int threads, const std::vector<uint8_t> &pixels, const std::string &source,
+                    bool bounded) {
+  const size_t d = static_cast<size_t>(g.dims()), n = pixels.size() / d, chunk = 16;
+  const int bits = g.image.n_bits;
+  auto fp32 = make_backend(backend, g, chunk, threads);
+  auto low = make_backend(backend, g, chunk, threads, precision);
+  std::vector<float> x(chunk * d), z32(chunk * d), z16(chunk * d), back32(chunk * d),
+      back16(chunk * d), s32(chunk * d), s16(chunk * d), eps(chunk * d);
+  std::vector<double> lp32(chunk), lp16(chunk);
+  double bpd_sum = 0, bpd_max = 0, rt_sum = 0, rt_max = 0, rt32_sum = 0;
+  size_t exact = 0, exact32 = 0, images_changed = 0, off = 0, changed = 0;
+  const double nats_to_bits = 1.0 / (static_cast<double>(d) * std::log(2.0));
+  auto level = [bits](float v) { return static_cast<int>(x_to_pixel(v, bits) >> (8 - bits)); };
+  for (size_t i0 = 0; i0 < n; i0 += chunk) {
+    const size_t m = std::min(chunk, n - i0);
+    for (size_t k = 0; k < m * d; ++k) x[k] = pixel_to_x(pixels[i0 * d + k], bits);
+    fp32->encode(m, x.data(), nullptr, z32.data(), lp32.data(), nullptr);
+    low->encode(m, x.data(), nullptr, z16.data(), lp16.data(), nullptr);
+    fp32->decode(m, z32.data(), back32.data());
+    low->decode(m, z16.data(), back16.data());
+    fp32->sample(m, 99, i0, kTemperature, nullptr, eps.data(), s32.data());
+    low->sample(m, 99, i0, kTemperature, nullptr, eps.data(), s16.data());
+    for (size_t i = 0; i < m; ++i) {
+      const double dbpd = std::fabs(lp32[i] - lp16[i]) * nats_to_bits;
+      bpd_sum += dbpd;
+      bpd_max = std::max(bpd_max, std::isfinite(dbpd) ? dbpd : HUGE_VAL);
+      bool image_changed = false;
+      for (size_t k = i * d; k < (i + 1) * d; ++k) {
+        const double e = std::fabs(static_cast<double>(back16[k]) - x[k]);
+        rt_sum += e;
+        rt_max = std::max(rt_max, std::isfinite(e) ? e : HUGE_VAL);
+        rt32_sum += std::fabs(static_cast<double>(back32[k]) - x[k]);
+        const int want = level(x[k]);
+        const bool same = level(back16[k]) == want;
+        exact += same;
+        exact32 += level(back32[k]) == want;
+        image_changed = image_changed || !same;
+        const int ds = std::abs(level(s32[k]) - level(s16[k]));
+        off += ds > 1;
+        changed += ds > 0;
+      }
+      images_changed += image_changed;
+    }
+  }
+  const double px = static_cast<double>(n * d);
+  const double bpd_mean = bpd_sum / n, rt_mean = rt_sum / px, exact_frac = exact / px,
+               off_frac = off / px;
+  const std::string label = label_of(backend, precision);
+  auto verdict = [bounded](bool ok) { return !bounded ? "reported" : ok ? "ok" : "FAILED"; };
+  const bool ok_bpd = bpd_mean <= kBf16BpdMean && bpd_max <= kBf16BpdMax;
+  const bool ok_rt = rt_mean <= kBf16RoundTripMean && exact_frac >= kBf16PixelsExact;
+  const bool ok_s = off_frac <= kBf16SamplesOff;
+  std::printf("check %s vs %s, %zu images (%s):\n", label.c_str(), backend.c_str(), n,
+              source.c_str());
+  std::printf("check   |delta bits/dim| mean %.2e, max %.2e (bounds %.3g, %.3g): %s\n", bpd_mean,
+              bpd_max, kBf16BpdMean, kBf16BpdMax, verdict(ok_bpd));
+  std::printf(
+      "check   round trip x->z->x: mean |dx| %.2e (bound %.0e), max %.2e; 8-bit pixels "
+      "unchanged %.3f%% (bound %.1f%%), images with a changed pixel %.1f%% (fp32: mean |dx| "
+      "%.2e, pixels unchanged %.3f%%): %s\n",
+      rt_mean, kBf16RoundTripMean, rt_max, 100 * exact_frac, 100 * kBf16PixelsExact,
+      100.0 * images_changed / n, rt32_sum / px, 100 * exact32 / px, verdict(ok_rt));
+  std::printf(
+      "check   samples T=%.1f, same noise: pixels off by more than one level %.3f%% (bound "
+      "%.0f%%), pixels changed %.2f%%: %s\n",
+      kTemperature, 100 * off_frac, 100 * kBf16SamplesOff, 100.0 * changed / px, verdict(ok_s));
+  return !bounded || (ok_bpd && ok_rt && ok_s);
+}
+
 std::string json_escape(const std::string &s) {
   std::string o;
   for (char c : s) {
@@ -323,20 +457,24 @@ void write_json(const std::string &path, const Options &o, const Machine &m, con
     << json_escape(m.compiler) << "\",\n  \"onednn\": \"" << json_escape(m.onednn) << "\",\n"
     << "  \"cpu\": \"" << json_escape(m.cpu) << "\",\n  \"cores\": " << m.cores
     << ",\n  \"isa\": \"" << m.isa << "\",\n  \"gpu\": \"" << json_escape(m.gpu) << "\",\n"
-    << "  \"threads\": " << o.threads << ",\n  \"precision\": \"" << precision_name(o.precision)
-    << "\",\n  \"model\": \"" << json_escape(model) << "\",\n";
+    << "  \"threads\": " << o.threads << ",\n  \"precisions\": [";
+  for (size_t k = 0; k < o.precisions.size(); ++k)
+    f << (k ? ", " : "") << "\"" << precision_name(o.precisions[k]) << "\"";
+  f << "],\n  \"model\": \"" << json_escape(model) << "\",\n";
   if (peak)
     f << "  \"peak_gflops\": {\"matmul\": " << peak->matmul_gflops
-      << ", \"conv3x3\": " << peak->conv_gflops << "},\n";
+      << ", \"conv3x3\": " << peak->conv_gflops << ", \"bf16_matmul\": " << peak->bf16_matmul_gflops
+      << "},\n";
   f << "  \"results\": [\n";
   for (size_t i = 0; i < results.size(); ++i) {
     const Result &r = results[i];
-    f << "    {\"backend\": \"" << r.backend << "\", \"op\": \"" << r.op
-      << "\", \"batch\": " << r.batch << ", \"create_ms\": " << r.create_ms
-      << ", \"first_call_ms\": " << r.first_ms << ", \"warmup_runs\": " << r.warmup_runs
-      << ", \"median_ms\": " << r.st.median << ", \"p90_ms\": " << r.st.p90
-      << ", \"min_ms\": " << r.st.min << ", \"mean_ms\": " << r.st.mean
-      << ", \"sd_ms\": " << r.st.sd << ", \"images_per_s\": " << r.batch / r.st.median * 1e3
+    f << "    {\"backend\": \"" << label_of(r.backend, r.precision) << "\", \"precision\": \""
+      << precision_name(r.precision) << "\", \"op\": \"" << r.op << "\", \"batch\": " << r.batch
+      << ", \"create_ms\": " << r.create_ms << ", \"first_call_ms\": " << r.first_ms
+      << ", \"warmup_runs\": " << r.warmup_runs << ", \"median_ms\": " << r.st.median
+      << ", \"p90_ms\": " << r.st.p90 << ", \"min_ms\": " << r.st.min
+      << ", \"mean_ms\": " << r.st.mean << ", \"sd_ms\": " << r.st.sd
+      << ", \"images_per_s\": " << r.batch / r.st.median * 1e3
       << ", \"gflops\": " << r.flops / r.st.median * 1e-6 << ", \"flops_per_call\": " << r.flops
       << ",\n     \"kernels\": [";
     for (size_t k = 0; k < r.kernels.size(); ++k)
@@ -368,13 +506,21 @@ int run(int argc, char **argv) {
           "peak fp32 (%d threads): matmul 2048^3 %.1f GFLOP/s, conv3x3 512->512 16x16 "
           "N=16 %.1f GFLOP/s (cached in %s)\n",
           threads, peak.matmul_gflops, peak.conv_gflops, cache.c_str());
+      if (peak.bf16_matmul_gflops > 0)
+        std::printf("peak bf16 (%d threads): matmul 2048^3 %.1f GFLOP/s (%.1fx fp32), %s\n",
+                    threads, peak.bf16_matmul_gflops, peak.bf16_matmul_gflops / peak.matmul_gflops,
+                    peak.bf16_impl.c_str());
+      else
+        std::printf("peak bf16: no bf16 units (oneDNN ISA %s)\n", peak.bf16_impl.c_str());
     } else {
       std::printf("peak: needs the oneDNN backend, skipped\n");
     }
   } else if (load_peak(cache, m.cpu, threads, &peak)) {
     have_peak = true;
-    std::printf("peak fp32 (cached, %d threads): matmul %.1f, conv3x3 %.1f GFLOP/s\n", threads,
-                peak.matmul_gflops, peak.conv_gflops);
+    std::printf(
+        "peak fp32 (cached, %d threads): matmul %.1f, conv3x3 %.1f GFLOP/s; bf16 matmul "
+        "%.1f GFLOP/s\n",
+        threads, peak.matmul_gflops, peak.conv_gflops, peak.bf16_matmul_gflops);
   }
 
   Graph g;
@@ -405,6 +551,8 @@ int run(int argc, char **argv) {
     else
       std::printf("note: backend %s skipped: %s\n", b.c_str(), why.c_str());
   }
+  for (const std::string &b : backends)
+    for (flowrt_precision p : o.precisions) require_precision(b, p, o.threads);
 
   const size_t max_n = *std::max_element(o.batches.begin(), o.batches.end());
   const size_t total = max_n * static_cast<size_t>(g.dims());
@@ -421,27 +569,52 @@ int run(int argc, char **argv) {
   }
 
   bool checks_ok = true;
-  if (o.check)
-    for (const std::string &b : backends)
-      if (b != "ref")
+  if (o.check) {
+    std::vector<uint8_t> pixels;
+    std::string source;
+    for (const std::string &b : backends) {
+      if (b == "ref") continue;
+      for (flowrt_precision p : o.precisions) {
+        if (p != FLOWRT_PRECISION_FP32 && b == "onednn") {
+          if (pixels.empty()) pixels = check_pixels(g, o.images, o.check_images, o.seed, &source);
+          checks_ok = check_accuracy(g, b, p, o.threads, pixels, source, true) && checks_ok;
+          continue;
+        }
         for (size_t n : o.batches)
-          checks_ok = check_backend(g, b, n, o.threads, o.precision, in) && checks_ok;
+          checks_ok = check_backend(g, b, n, o.threads, p, in) && checks_ok;
+      }
+    }
+  }
 
+  // The precisions of a case one after the other: their ratio is measured under the same load.
   std::vector<Result> results;
   for (const std::string &b : backends)
     for (const std::string &op : o.ops)
-      for (size_t n : o.batches) results.push_back(time_case(o, g, b, op, n, in, fc));
+      for (size_t n : o.batches)
+        for (flowrt_precision p : o.precisions)
+          results.push_back(time_case(o, g, b, p, op, n, in, fc));
 
   std::printf(
-      "\n| backend | op | batch | median ms | p90 ms | min ms | images/s | GFLOP/s | %% of "
-      "peak | init ms |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+      "\n| backend | precision | op | batch | median ms | p90 ms | min ms | images/s | vs fp32 | "
+      "GFLOP/s | %% of peak | init ms |\n"
+      "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const Result &r : results) {
     const double gf = r.flops / r.st.median * 1e-6;
-    char pct[32] = "-";
-    if (have_peak) std::snprintf(pct, sizeof pct, "%.0f%%", 100.0 * gf / peak.best());
-    std::printf("| %s | %s | %zu | %.2f | %.2f | %.2f | %.1f | %.1f | %s | %.0f |\n",
-                r.backend.c_str(), r.op.c_str(), r.batch, r.st.median, r.st.p90, r.st.min,
-                r.batch / r.st.median * 1e3, gf, pct, r.create_ms + r.first_ms);
+    // The peak of the row's precision: bf16 rows against the bf16 matmul.
+    const double best = r.precision == FLOWRT_PRECISION_BF16   ? peak.bf16_matmul_gflops
+                        : r.precision == FLOWRT_PRECISION_FP32 ? peak.best()
+                                                               : 0.0;
+    char pct[32] = "-", ratio[32] = "-";
+    if (have_peak && best > 0) std::snprintf(pct, sizeof pct, "%.0f%%", 100.0 * gf / best);
+    if (r.precision != FLOWRT_PRECISION_FP32)
+      for (const Result &f : results)
+        if (f.precision == FLOWRT_PRECISION_FP32 && f.backend == r.backend && f.op == r.op &&
+            f.batch == r.batch)
+          std::snprintf(ratio, sizeof ratio, "%.2fx", f.st.median / r.st.median);
+    std::printf("| %s | %s | %s | %zu | %.2f | %.2f | %.2f | %.1f | %s | %.1f | %s | %.0f |\n",
+                r.backend.c_str(), precision_name(r.precision), r.op.c_str(), r.batch, r.st.median,
+                r.st.p90, r.st.min, r.batch / r.st.median * 1e3, ratio, gf, pct,
+                r.create_ms + r.first_ms);
   }
   if (!o.json.empty()) {
     write_json(o.json, o, m, have_peak ? &peak : nullptr, model_name, results);

@@ -596,8 +596,9 @@ TEST_SUITE("c_api") {
       REQUIRE(flowrt_session_options_set_backend(o, FLOWRT_BACKEND_ONEDNN) == FLOWRT_OK);
       expect(flowrt_session_create(m.get(), o, &sp), FLOWRT_UNSUPPORTED, "oneDNN");
     }
-    // TF32, BF16 and FP16 are CUDA options: CPU backends refuse them by name; AUTO on a CPU runs
-    // fp32. The values are ABI: new ones are appended.
+    // REF computes in fp32 only; ONEDNN in fp32, and in bf16 where the CPU has bf16 units (else
+    // it refuses naming the CPU's ISA); TF32 and FP16 are CUDA only. AUTO on a CPU runs what
+    // the backend it picks implements. The values are ABI: new ones are appended.
     CHECK(FLOWRT_PRECISION_FP32 == 0);
     CHECK(FLOWRT_PRECISION_TF32 == 1);
     CHECK(FLOWRT_PRECISION_BF16 == 2);
@@ -609,17 +610,34 @@ TEST_SUITE("c_api") {
     }
     expect(flowrt_session_options_set_precision(nullptr, FLOWRT_PRECISION_TF32),
            FLOWRT_INVALID_ARGUMENT, "options");
+    const bool onednn = flowrt_backend_available(FLOWRT_BACKEND_ONEDNN);
     const std::pair<flowrt_precision, const char *> reduced[] = {{FLOWRT_PRECISION_TF32, "tf32"},
                                                                  {FLOWRT_PRECISION_BF16, "bf16"},
                                                                  {FLOWRT_PRECISION_FP16, "fp16"}};
     for (const auto &[precision, name] : reduced) {
       INFO("precision " << name);
       REQUIRE(flowrt_session_options_set_precision(o, precision) == FLOWRT_OK);
-      for (flowrt_backend cpu : {FLOWRT_BACKEND_REF, FLOWRT_BACKEND_ONEDNN}) {  // built or not
-        REQUIRE(flowrt_session_options_set_backend(o, cpu) == FLOWRT_OK);
-        expect(flowrt_session_create(m.get(), o, &sp), FLOWRT_UNSUPPORTED, name);
-        CHECK(contains(last_error(), "CUDA only"));
+      REQUIRE(flowrt_session_options_set_backend(o, FLOWRT_BACKEND_REF) == FLOWRT_OK);
+      expect(flowrt_session_create(m.get(), o, &sp), FLOWRT_UNSUPPORTED, name);
+      CHECK(contains(last_error(), "ref backend"));
+      CHECK(sp == nullptr);
+      REQUIRE(flowrt_session_options_set_backend(o, FLOWRT_BACKEND_ONEDNN) == FLOWRT_OK);
+      const flowrt_status st = flowrt_session_create(m.get(), o, &sp);
+      INFO(last_error());
+      if (precision == FLOWRT_PRECISION_BF16 && st == FLOWRT_OK) {
+        CHECK(onednn);
+        CHECK(flowrt_session_backend(sp) == FLOWRT_BACKEND_ONEDNN);
+        flowrt_session_free(sp);
+        sp = nullptr;
+      } else {
+        CHECK(st == FLOWRT_UNSUPPORTED);
         CHECK(sp == nullptr);
+        if (precision != FLOWRT_PRECISION_BF16)
+          CHECK(contains(last_error(), std::string(name) + " is CUDA only"));
+        else if (onednn)  // a CPU without bf16 units
+          CHECK(contains(last_error(), "bf16 units"));
+        else
+          CHECK(contains(last_error(), "oneDNN"));
       }
       if (!flowrt_backend_available(FLOWRT_BACKEND_CUDA)) {
         REQUIRE(flowrt_session_options_set_backend(o, FLOWRT_BACKEND_AUTO) == FLOWRT_OK);

@@ -74,16 +74,27 @@ typedef enum flowrt_backend {
   FLOWRT_BACKEND_CUDA = 3    /* NVIDIA GPU */
 } flowrt_backend;
 
-/* Arithmetic of the matrix products (convolutions and 1x1 convolutions). The reduced precisions
- * are CUDA only (Ampere and newer): the products run on tensor cores with the inputs rounded to
- * the named format and float accumulation; everything else (element-wise operations, reductions,
- * log-densities, activations in memory) stays float. They are faster, not exact: flowbench
- * --precision NAME --check reports the bits/dim error against fp32. CPU backends compute in fp32
- * only. Values are stable across releases (new ones are appended). */
+/* Arithmetic of the matrix products (convolutions and 1x1 convolutions). FP32, the default, is
+ * the only exact one and the one to use where encode and decode must invert each other.
+ * - CUDA (Ampere and newer): TF32, BF16 and FP16 run the products on tensor cores with the
+ *   inputs rounded to the named format and float accumulation; everything else (element-wise
+ *   operations, reductions, log-densities, activations in memory) stays float.
+ * - ONEDNN: BF16 on CPUs with bf16 units (AVX512_BF16 or AMX; oneDNN ISA avx512_core_bf16 or
+ *   avx512_core_amx, else session creation fails with FLOWRT_UNSUPPORTED naming the CPU's ISA).
+ *   The coupling nets' and priors' convolutions read bf16 activations and bf16 weights
+ *   (converted once at session creation) and accumulate in float; their hidden layers are
+ *   stored in bf16, their outputs in float. The invertible 1x1 convolutions and their inverses,
+ *   actnorms, coupling arithmetic, priors, sampling and log-determinants stay float.
+ * - REF: FP32 only.
+ * BF16 is faster, not exact, and NOT exactly invertible: decode(encode(x)) differs from x in
+ * some 8-bit pixels, bits/dim shift slightly, and both errors grow with the depth of the flow and
+ * with how ill-conditioned its couplings are (trained models fare far better than random ones).
+ * flowbench --precision NAME --check measures them against fp32 on a given model and images.
+ * Values are stable across releases (new ones are appended). */
 typedef enum flowrt_precision {
   FLOWRT_PRECISION_FP32 = 0, /* IEEE float throughout (the default) */
   FLOWRT_PRECISION_TF32 = 1, /* CUDA: TF32 inputs (8-bit exponent, 10-bit mantissa) */
-  FLOWRT_PRECISION_BF16 = 2, /* CUDA: bfloat16 inputs (8-bit exponent, 7-bit mantissa) */
+  FLOWRT_PRECISION_BF16 = 2, /* CUDA, ONEDNN: bfloat16 inputs (8-bit exponent, 7-bit mantissa) */
   FLOWRT_PRECISION_FP16 = 3  /* CUDA: IEEE half inputs (5-bit exponent, 10-bit mantissa; inputs
                                 beyond +-65504 overflow) */
 } flowrt_precision;
@@ -153,9 +164,10 @@ FLOWRT_API flowrt_status flowrt_session_options_set_threads(flowrt_session_optio
                                                             int threads);
 FLOWRT_API flowrt_status flowrt_session_options_set_device(flowrt_session_options *options,
                                                            int device_index);
-/* A precision other than FP32 (TF32, BF16, FP16) with backend REF or ONEDNN makes session
- * creation fail with FLOWRT_UNSUPPORTED; with AUTO it applies when AUTO picks CUDA, and CPU
- * backends run fp32. Values outside the enum: FLOWRT_INVALID_ARGUMENT. */
+/* A precision the chosen backend does not implement (see flowrt_precision: REF anything but
+ * FP32; ONEDNN TF32, FP16, and BF16 on a CPU without bf16 units) makes session creation fail
+ * with FLOWRT_UNSUPPORTED. With AUTO it applies where the backend AUTO picks implements it, and
+ * the session runs fp32 elsewhere. Values outside the enum: FLOWRT_INVALID_ARGUMENT. */
 FLOWRT_API flowrt_status flowrt_session_options_set_precision(flowrt_session_options *options,
                                                               flowrt_precision precision);
 /* Largest batch a single pass computes (1..65536); scratch memory is sized for it. */

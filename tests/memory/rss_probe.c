@@ -1,13 +1,15 @@
 /* rss_probe: how much resident memory (VmRSS) libflowrt holds at each stage of a session's life.
  *
- *   rss_probe MODEL BACKEND MAX_BATCH      BACKEND: ref | onednn | cuda | auto
+ *   rss_probe MODEL BACKEND MAX_BATCH [PRECISION]   BACKEND: ref | onednn | cuda | auto,
+ *                                                   PRECISION: fp32 (default) | bf16
  *
  * Prints one line, in kB:
  *   rss_kb start=S open=O session=C sample=A encode=E peak=P file_kb=F
  * start: the library loaded, nothing opened; open: after flowrt_model_open (the verified model,
  * its file mapped and read); session: after flowrt_session_create at MAX_BATCH; sample: after
  * flowrt_sample of MAX_BATCH images; encode: after flowrt_encode of those images; peak: VmHWM at
- * the end; file_kb: the model file's size. Exits 1 with flowrt_last_error() on any failure. */
+ * the end; file_kb: the model file's size. Exits 1 with flowrt_last_error() on any failure (3
+ * when the session is refused as unsupported). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +35,7 @@ static long status_kb(const char *key) {
 static int fail(const char *what, flowrt_status st) {
   fprintf(stderr, "rss_probe: %s failed: %s: %s\n", what, flowrt_status_string(st),
           flowrt_last_error());
-  return 1;
+  return st == FLOWRT_UNSUPPORTED ? 3 : 1;
 }
 
 int main(int argc, char **argv) {
@@ -41,6 +43,7 @@ int main(int argc, char **argv) {
   flowrt_session_options *opt = NULL;
   flowrt_session *session = NULL;
   flowrt_backend backend;
+  flowrt_precision precision = FLOWRT_PRECISION_FP32;
   flowrt_status st;
   long start, opened, created, sampled, encoded, peak, file_kb = -1;
   size_t dims = 0, max_batch;
@@ -49,8 +52,15 @@ int main(int argc, char **argv) {
   char *end = NULL;
   FILE *f;
 
-  if (argc != 4) {
-    fprintf(stderr, "usage: %s MODEL BACKEND(ref|onednn|cuda|auto) MAX_BATCH\n", argv[0]);
+  if (argc != 4 && argc != 5) {
+    fprintf(stderr, "usage: %s MODEL BACKEND(ref|onednn|cuda|auto) MAX_BATCH [fp32|bf16]\n",
+            argv[0]);
+    return 2;
+  }
+  if (argc == 5 && strcmp(argv[4], "bf16") == 0) {
+    precision = FLOWRT_PRECISION_BF16;
+  } else if (argc == 5 && strcmp(argv[4], "fp32") != 0) {
+    fprintf(stderr, "rss_probe: unknown precision '%s'\n", argv[4]);
     return 2;
   }
   if (strcmp(argv[2], "ref") == 0) {
@@ -95,6 +105,8 @@ int main(int argc, char **argv) {
     return fail("flowrt_session_options_create", st);
   if ((st = flowrt_session_options_set_backend(opt, backend)) != FLOWRT_OK)
     return fail("flowrt_session_options_set_backend", st);
+  if ((st = flowrt_session_options_set_precision(opt, precision)) != FLOWRT_OK)
+    return fail("flowrt_session_options_set_precision", st);
   if ((st = flowrt_session_options_set_max_batch(opt, max_batch)) != FLOWRT_OK)
     return fail("flowrt_session_options_set_max_batch", st);
   if ((st = flowrt_session_create(model, opt, &session)) != FLOWRT_OK)

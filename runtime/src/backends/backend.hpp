@@ -19,7 +19,7 @@ struct BackendOptions {
   size_t max_batch = 16;
   int threads = 0;  // 0: all cores
   int device = 0;
-  flowrt_precision precision = FLOWRT_PRECISION_FP32;  // TF32, BF16, FP16: CUDA only
+  flowrt_precision precision = FLOWRT_PRECISION_FP32;  // TF32, FP16: CUDA; BF16: CUDA, oneDNN
   bool fold = true;  // apply the load-time foldings (off only to test them)
 };
 

@@ -76,9 +76,21 @@ flowrt_backend resolve_auto_backend(int device) {
 
 std::unique_ptr<Backend> create_backend(flowrt_backend kind, const Graph &graph,
                                         const BackendOptions &options) {
-  if (kind == FLOWRT_BACKEND_REF) return create_ref_backend(graph, options);
+  if (kind == FLOWRT_BACKEND_REF) {
+    if (options.precision != FLOWRT_PRECISION_FP32)
+      fail(FLOWRT_UNSUPPORTED, std::string("precision ") + precision_name(options.precision) +
+                                   " is not implemented by the ref backend, which computes in "
+                                   "fp32 (bf16 runs on onednn and cuda; tf32 and fp16 are CUDA "
+                                   "only)");
+    return create_ref_backend(graph, options);
+  }
   if (kind != FLOWRT_BACKEND_ONEDNN && kind != FLOWRT_BACKEND_CUDA)
     invalid_argument("unknown backend " + std::to_string(static_cast<int>(kind)));
+  // Whether bf16 runs on this CPU only the oneDNN backend itself can tell.
+  if (kind == FLOWRT_BACKEND_ONEDNN && options.precision != FLOWRT_PRECISION_FP32 &&
+      options.precision != FLOWRT_PRECISION_BF16)
+    fail(FLOWRT_UNSUPPORTED, std::string("precision ") + precision_name(options.precision) +
+                                 " is CUDA only (the onednn backend computes in fp32 or bf16)");
   if (const LinkedBackend *l = find_linked(kind)) return l->create(graph, options);
   const std::string name = display_name(kind);
   if (!linked_backends().load_plugins)

@@ -26,8 +26,10 @@ BackendProbe probe_backend(flowrt_backend kind, int device = 0);
 // when its plugin loads, else the reference backend.
 flowrt_backend resolve_auto_backend(int device = 0);
 
-// Creates `kind` (not AUTO); throws Error(FLOWRT_UNSUPPORTED) naming why it is unavailable, or
-// the backend's own error (FLOWRT_DEVICE_ERROR without a device).
+// Creates `kind` (not AUTO); throws Error(FLOWRT_UNSUPPORTED) naming why it is unavailable or
+// why it does not implement options.precision (ref: fp32 only; onednn: fp32, and bf16 on CPUs
+// with bf16 units), or the backend's own error (FLOWRT_DEVICE_ERROR without a device). Every
+// caller (sessions, flowbench) is refused the same way.
 std::unique_ptr<Backend> create_backend(flowrt_backend kind, const Graph &graph,
                                         const BackendOptions &options);
 

@@ -32,14 +32,17 @@ std::unique_ptr<Backend> make_backend(const Graph &g, const InferenceOptions &o)
   bo.device = o.device;
   bo.fold = o.fold;
   bo.precision = o.precision;
-  if (o.precision != FLOWRT_PRECISION_FP32 &&
-      (o.backend == FLOWRT_BACKEND_REF || o.backend == FLOWRT_BACKEND_ONEDNN))
-    fail(FLOWRT_UNSUPPORTED,
-         std::string("precision ") + precision_name(o.precision) + " is CUDA only (the " +
-             (o.backend == FLOWRT_BACKEND_REF ? "ref" : "onednn") + " backend computes in fp32)");
+  // create_backend refuses a precision the chosen backend does not implement.
   if (o.backend == FLOWRT_BACKEND_AUTO) {
     const flowrt_backend kind = resolve_auto_backend(o.device);
-    if (kind != FLOWRT_BACKEND_CUDA) bo.precision = FLOWRT_PRECISION_FP32;  // the CPUs' only one
+    if (kind == FLOWRT_BACKEND_ONEDNN && o.precision == FLOWRT_PRECISION_BF16) {
+      try {
+        return create_backend(kind, g, bo);
+      } catch (const Error &e) {  // a CPU without bf16 units: AUTO runs fp32 there
+        if (e.status() != FLOWRT_UNSUPPORTED) throw;
+      }
+    }
+    if (kind != FLOWRT_BACKEND_CUDA) bo.precision = FLOWRT_PRECISION_FP32;
     return create_backend(kind, g, bo);
   }
   return create_backend(o.backend, g, bo);

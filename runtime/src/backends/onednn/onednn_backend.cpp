@@ -12,6 +12,11 @@
 // encode and decode share the nets' copies, and only an invertible 1x1 conv has one matrix per
 // direction (A and A^-1). Nothing plain is kept once the prepared copies exist. Identical
 // primitives (the K steps of a level) are made once (Context::prims).
+//
+// Precision BF16: the nets' convolutions run in bf16 (see onednn_net.hpp); the invertible 1x1
+// convs and their inverses, the actnorms, the coupling arithmetic, the priors' Gaussian math and
+// the log-determinants stay fp32, since a bf16 flow stream is no longer invertible. It is refused
+// on CPUs without bf16 units, where oneDNN emulates bf16 more slowly than fp32.
 #include "backends/onednn/onednn_backend.hpp"
 
 #include <algorithm>
@@ -20,6 +25,7 @@
 
 #include "backends/onednn/onednn_net.hpp"
 #include "backends/onednn/onednn_threads.hpp"
+#include "core/error.hpp"
 #include "layers/coupling.hpp"
 #include "layers/gaussian.hpp"
 
@@ -30,6 +36,21 @@ namespace {
 using dnnl::memory;
 using tag = memory::format_tag;
 constexpr memory::data_type f32 = memory::data_type::f32;
+
+// The data type of the nets' convolutions for a session's precision; refuses the ones this
+// backend does not implement, and bf16 without bf16 units.
+memory::data_type net_type(flowrt_precision p) {
+  if (p == FLOWRT_PRECISION_FP32) return f32;
+  if (p != FLOWRT_PRECISION_BF16)
+    fail(FLOWRT_UNSUPPORTED, std::string("precision ") + precision_name(p) +
+                                 " is CUDA only (the onednn backend computes in fp32 or bf16)");
+  if (!cpu_has_bf16())
+    fail(FLOWRT_UNSUPPORTED,
+         "precision bf16 needs a CPU with bf16 units (oneDNN ISA avx512_core_bf16 or "
+         "avx512_core_amx); oneDNN reports this CPU as " +
+             cpu_isa_name());
+  return memory::data_type::bf16;
+}
 
 struct SqueezeStep {
   SqueezeOrder order;
@@ -134,7 +155,8 @@ class OnednnBackend final : public Backend {
   OnednnBackend(const Graph &g, const BackendOptions &o)
       : Backend(g.dims()),
         max_batch_(std::max<size_t>(o.max_batch, 1)),
-        threads_(resolve_threads(o.threads)) {
+        threads_(resolve_threads(o.threads)),
+        net_dt_(net_type(o.precision)) {
     const Program<float> prog =
         build_program<float>(g, ProgramOptions{o.fold, NetWeights::ViewScaled});
     size_t linears = 0;
@@ -473,7 +495,7 @@ class OnednnBackend final : public Backend {
   }
 
   size_t add_net(const PNet<float> &net, const Shape3 &in) {
-    nets_.push_back(std::make_unique<OnednnNet>(net, in.h, in.w));
+    nets_.push_back(std::make_unique<OnednnNet>(net, in.h, in.w, net_dt_));
     return nets_.size() - 1;
   }
 
@@ -539,6 +561,7 @@ class OnednnBackend final : public Backend {
 
   size_t max_batch_;
   int threads_;
+  memory::data_type net_dt_;
   Context ctx_;
   std::vector<Step> steps_;
   std::vector<Segment> segments_;

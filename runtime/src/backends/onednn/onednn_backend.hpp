@@ -13,9 +13,10 @@ namespace flowrt {
 
 std::unique_ptr<Backend> create_onednn_backend(const Graph &graph, const BackendOptions &options);
 
-// One entry per primitive ("conv brgconv:avx512_core", "matmul gemm:jit", ...) of `backend`
-// (created by create_onednn_backend) at batch size n; creates that batch size's primitives when
-// needed. Empty for any other backend.
+// One entry per primitive ("conv brgconv:avx512_core", "matmul gemm:jit", "reorder jit:uni",
+// ...) of `backend` (created by create_onednn_backend) at batch size n; creates that batch
+// size's primitives when needed. A "reorder" entry runs on every call. Empty for any other
+// backend.
 std::vector<std::string> onednn_primitive_impls(Backend &backend, size_t n);
 
 // The weights a oneDNN backend holds, in bytes: `prepared`, its one copy of each tensor in the

@@ -144,6 +144,18 @@ void copy(const Par &par, size_t floats, const float *src, float *dst) {
             [&](int64_t a, int64_t b) { std::memcpy(dst + a, src + a, sizeof(float) * (b - a)); });
 }
 
+void to_bf16(const Par &par, size_t count, const float *src, uint16_t *dst) {
+  for_range(par, count, [&](int64_t a, int64_t b) {
+    for (int64_t k = a; k < b; ++k) {
+      uint32_t u;
+      std::memcpy(&u, src + k, sizeof u);
+      const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+      const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+      dst[k] = static_cast<uint16_t>(nan ? (u >> 16) | 0x40u : rounded);
+    }
+  });
+}
+
 void channel_affine(const Par &par, const float *scale, const float *shift, const float *inv_scale,
                     int64_t channels, int64_t rows, float *x, bool inverse) {
   for_rows(par, 1, rows, nullptr, [&](int64_t, int64_t r0, int64_t r1) {

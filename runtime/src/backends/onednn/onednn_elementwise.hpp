@@ -38,6 +38,9 @@ void permute(const Par &par, const int32_t *source, int64_t channels, int64_t ro
 void gather_channels(const Par &par, int64_t channels, int64_t first, int64_t count, int64_t rows,
                      const float *src, float *dst);
 void copy(const Par &par, size_t floats, const float *src, float *dst);
+// dst = src rounded to bfloat16 (to nearest, ties to even; NaN stays NaN): the input of a
+// coupling net's bf16 convolutions.
+void to_bf16(const Par &par, size_t count, const float *src, uint16_t *dst);
 
 // ---- per-channel maps -----------------------------------------------------------------------
 // x = scale*x + shift (inverse: (x - shift) * inv_scale), in place; then max(x,0) when relu.

@@ -11,6 +11,7 @@ namespace flowrt::onednn {
 using dnnl::memory;
 using tag = memory::format_tag;
 constexpr memory::data_type f32 = memory::data_type::f32;
+constexpr memory::data_type bf16 = memory::data_type::bf16;
 // The tap formulation pays off below one AVX-512 block of output channels, given enough input
 // channels for the matmul (measured: 256->4 3x3 at 16x16 runs 2.8x faster, 512->12 1.5x).
 constexpr int64_t kTapsBelowOut = 16;
@@ -120,12 +121,22 @@ bool OnednnNet::plain_dst(size_t k) const {
   return k == last_conv || !next || next->form != Conv::Form::Direct || !c.corr.empty();
 }
 
+memory::data_type OnednnNet::dst_type(size_t k) const {
+  const Conv &c = std::get<Conv>(ops_[k]);
+  size_t last_conv = ops_.size();
+  for (size_t j = 0; j < ops_.size(); ++j)
+    if (std::holds_alternative<Conv>(ops_[j])) last_conv = j;
+  const bool conv_next = k + 1 < ops_.size() && std::holds_alternative<Conv>(ops_[k + 1]);
+  // A tap conv's partial products are summed in f32.
+  return k == last_conv || !conv_next || !c.corr.empty() || c.form == Conv::Form::Taps ? f32 : dt_;
+}
+
 OnednnNet::ConvDescs OnednnNet::direct_descs(const Conv &c, size_t k, size_t n) const {
   const memory::dim nb = static_cast<memory::dim>(n);
   ConvDescs d;
-  d.src = memory::desc({nb, c.in, h_, w_}, f32, tag::any);
+  d.src = memory::desc({nb, c.in, h_, w_}, dt_, tag::any);
   d.bias = memory::desc({c.out}, f32, tag::x);
-  d.dst = memory::desc({nb, c.out, h_, w_}, f32, plain_dst(k) ? tag::nhwc : tag::any);
+  d.dst = memory::desc({nb, c.out, h_, w_}, dst_type(k), plain_dst(k) ? tag::nhwc : tag::any);
   d.pad = {c.kh / 2, c.kw / 2};
   d.relu = c.relu && c.corr.empty();  // else the ReLU follows the correction pass
   return d;
@@ -148,7 +159,7 @@ void OnednnNet::choose_forms(size_t max_batch, Context &ctx) {
       if (hit != ctx.probes.end()) {
         stable = hit->second;
       } else {  // primitive descriptors only: the probe creates no primitive
-        const memory::desc any({c->out, c->in, 1, 1}, f32, tag::any);
+        const memory::desc any({c->out, c->in, 1, 1}, dt_, tag::any);
         memory::desc first;
         for (size_t n = 1; n <= max_batch && stable; ++n) {
           const ConvDescs d = direct_descs(*c, k, n);
@@ -170,8 +181,8 @@ void OnednnNet::choose_forms(size_t max_batch, Context &ctx) {
     if (auto *c = std::get_if<Conv>(&op)) c->src.reset();  // the fills keep what they need
 }
 
-OnednnNet::OnednnNet(const PNet<float> &net, int64_t h, int64_t w)
-    : in_ch_(net.in_ch), out_ch_(net.out_ch), h_(h), w_(w) {
+OnednnNet::OnednnNet(const PNet<float> &net, int64_t h, int64_t w, memory::data_type dt)
+    : in_ch_(net.in_ch), out_ch_(net.out_ch), h_(h), w_(w), dt_(dt) {
   for (const PNetOp<float> &op : net.ops) {
     if (auto *a = std::get_if<PChannelAffine<float>>(&op)) {
       ops_.emplace_back(Affine{a->scale, a->shift});
@@ -229,11 +240,36 @@ std::unique_ptr<OnednnNet::Plan> OnednnNet::create(size_t n, Context &ctx, Needs
   plan->n = n;
   const memory::dim nb = static_cast<memory::dim>(n);
   const size_t plane = static_cast<size_t>(h_ * w_);
-  auto nhwc = [&](int64_t ch) { return memory::desc({nb, ch, h_, w_}, f32, tag::nhwc); };
+  auto nhwc = [&](int64_t ch, memory::data_type dt = f32) {
+    return memory::desc({nb, ch, h_, w_}, dt, tag::nhwc);
+  };
   auto other = [](Role r) { return r == Role::T0 ? Role::T1 : Role::T0; };
   Role cur = Role::In;
   memory::desc cur_md = nhwc(in_ch_);
   int64_t ch = in_ch_;
+  // Brings the current activations into the layout `want` a conv reads: f32 (always plain
+  // NHWC) to bf16 by the element-wise rounding, any other change by a oneDNN reorder.
+  auto feed = [&](const memory::desc &want) {
+    if (cur_md == want) return;
+    if (want.data_type() == bf16 && cur_md.data_type() == f32) {
+      Plan::Item cv;
+      cv.kind = Plan::Kind::ToBf16;
+      cv.src = cur;
+      cv.dst = other(cur), cv.dst_md = nhwc(ch, bf16);
+      cv.channels = ch;
+      needs.need(cv.dst, cv.dst_md.get_size());
+      cur = cv.dst, cur_md = cv.dst_md;
+      plan->items.push_back(std::move(cv));
+      if (cur_md == want) return;
+    }
+    Plan::Item re;
+    re.kind = Plan::Kind::Reorder;
+    re.src = cur, re.src_md = cur_md;
+    re.dst = other(cur), re.dst_md = want;
+    needs.need(re.dst, re.dst_md.get_size());
+    cur = re.dst, cur_md = re.dst_md;
+    plan->items.push_back(std::move(re));
+  };
   needs.need(Role::In, n * plane * in_ch_ * sizeof(float));
   size_t last_conv = ops_.size();
   for (size_t k = 0; k < ops_.size(); ++k)
@@ -246,21 +282,14 @@ std::unique_ptr<OnednnNet::Plan> OnednnNet::create(size_t n, Context &ctx, Needs
     const Conv *conv = std::get_if<Conv>(&ops_[k]);
     if (conv && conv->form != Conv::Form::Direct) {
       const Conv *c = conv;
-      if (cur_md != nhwc(c->in)) {  // the matmul reads plain pixel rows
-        Plan::Item re;
-        re.kind = Plan::Kind::Reorder;
-        re.src = cur, re.src_md = cur_md;
-        re.dst = other(cur), re.dst_md = nhwc(c->in);
-        needs.need(re.dst, re.dst_md.get_size());
-        cur = re.dst, cur_md = re.dst_md;
-        plan->items.push_back(std::move(re));
-      }
+      feed(nhwc(c->in, dt_));  // the matmul reads plain pixel rows
       const bool pointwise = c->form == Conv::Form::Pointwise;
+      const memory::data_type out_dt = dst_type(k);
       const memory::dim m = nb * h_ * w_, cols = c->kh * c->kw * c->out;
-      const memory::desc rows({m, c->in}, f32, tag::ab), out_rows({m, cols}, f32, tag::ab);
+      const memory::desc rows({m, c->in}, dt_, tag::ab), out_rows({m, cols}, out_dt, tag::ab);
       const memory::desc bias = pointwise ? memory::desc({1, cols}, f32, tag::ab) : memory::desc();
       const auto e = pd_for_cache(
-          c->weights, memory::desc({c->in, cols}, f32, tag::any), [&](const memory::desc &wd) {
+          c->weights, memory::desc({c->in, cols}, dt_, tag::any), [&](const memory::desc &wd) {
             return ctx.prims.matmul(ctx.eng, rows, wd, bias, out_rows, pointwise && c->relu);
           });
       const auto &pd = e.pd;
@@ -269,7 +298,7 @@ std::unique_ptr<OnednnNet::Plan> OnednnNet::create(size_t n, Context &ctx, Needs
         item.kind = Plan::Kind::Matmul;
         item.src = cur, item.src_md = cur_md;
         item.dst = k == last_conv ? Role::Out : other(cur);
-        item.dst_md = nhwc(c->out);
+        item.dst_md = nhwc(c->out, out_dt);
         needs.need(item.dst, item.dst_md.get_size());
         needs.need(Role::Scratchpad, pd.scratchpad_desc().get_size());
         item.mm_pd = pd;
@@ -303,21 +332,13 @@ std::unique_ptr<OnednnNet::Plan> OnednnNet::create(size_t n, Context &ctx, Needs
     if (const Conv *c = conv) {
       const ConvDescs d = direct_descs(*c, k, n);
       const auto e =
-          pd_for_cache(c->weights, memory::desc({c->out, c->in, c->kh, c->kw}, f32, tag::any),
+          pd_for_cache(c->weights, memory::desc({c->out, c->in, c->kh, c->kw}, dt_, tag::any),
                        [&](const memory::desc &wd) {
                          return ctx.prims.conv(ctx.eng, d.src, wd, d.bias, d.dst, d.pad, d.relu);
                        });
       const auto &pd = e.pd;
       item.prim = e.prim;
-      if (pd.src_desc() != cur_md) {
-        Plan::Item re;
-        re.kind = Plan::Kind::Reorder;
-        re.src = cur, re.src_md = cur_md;
-        re.dst = other(cur), re.dst_md = pd.src_desc();
-        needs.need(re.dst, re.dst_md.get_size());
-        cur = re.dst, cur_md = re.dst_md;
-        plan->items.push_back(std::move(re));
-      }
+      feed(pd.src_desc());
       item.kind = Plan::Kind::Conv;
       item.src = cur, item.src_md = cur_md;
       item.dst = k == last_conv ? Role::Out : other(cur);
@@ -360,6 +381,7 @@ void OnednnNet::bind(Plan &plan, Context &ctx, MemoryCache &mems) {
       it.exec.prim = dnnl::reorder(src, dst);
       it.exec.add(DNNL_ARG_FROM, src);
       it.exec.add(DNNL_ARG_TO, dst);
+      it.reorder_impl = impl_name(it.exec.prim);
     } else if (it.kind == Plan::Kind::TapMatmul || it.kind == Plan::Kind::Matmul) {
       Conv &c = std::get<Conv>(ops_[it.op]);
       const auto &pd = *it.mm_pd;
@@ -399,6 +421,9 @@ void OnednnNet::run(const Plan &plan, Context &ctx, const Par &par) const {
       case Plan::Kind::Reorder:
         it.exec.run(ctx.strm);
         break;
+      case Plan::Kind::ToBf16:
+        to_bf16(par, floats, ctx.buf(it.src).data(), reinterpret_cast<uint16_t *>(x));
+        break;
       case Plan::Kind::TapSum: {
         const Conv &c = std::get<Conv>(ops_[it.op]);
         tap_sum(par, ctx.buf(it.src).data(), plan.n, h_, w_, c.kh, c.kw, c.out, c.bias.data(),
@@ -428,6 +453,7 @@ void OnednnNet::run(const Plan &plan, Context &ctx, const Par &par) const {
 
 void OnednnNet::impl_names(const Plan &plan, std::vector<std::string> &out) {
   for (const Plan::Item &it : plan.items) {
+    if (it.kind == Plan::Kind::Reorder) out.emplace_back("reorder " + it.reorder_impl);
     if (it.pd) out.emplace_back(std::string("conv ") + impl_name(*it.pd));
     if (it.mm_pd)
       out.emplace_back(std::string(it.kind == Plan::Kind::Matmul ? "conv1x1-as-matmul "

@@ -17,6 +17,12 @@
 // size the session can plan (choose_forms probes them), and otherwise as a matmul over the NHWC
 // pixel rows, whose weights layout never depends on the batch. (The matmul alone would do, but
 // it runs ~7% slower than the convolution inside small nets at batch 1: fmnist.)
+//
+// A bf16 net (FLOWRT_PRECISION_BF16) runs its convolutions on bf16 activations and bf16 weights
+// with fp32 accumulation: the prepared copy of each weight tensor is bf16 (made from the fp32
+// values once), hidden layers write bf16 with the ReLU fused, and whatever the element-wise
+// passes read (the net's output, a conv before an unfolded actnorm or a padding correction)
+// stays fp32. The net's fp32 input is rounded to bf16 by an element-wise pass, not a reorder.
 #pragma once
 
 #include <cstdint>
@@ -115,7 +121,8 @@ struct Exec {
 
 class OnednnNet {
  public:
-  OnednnNet(const PNet<float> &net, int64_t h, int64_t w);
+  // dt: the data type of the convolutions' inputs and weights (f32 or bf16).
+  OnednnNet(const PNet<float> &net, int64_t h, int64_t w, dnnl::memory::data_type dt);
   int64_t in_ch() const { return in_ch_; }
   int64_t out_ch() const { return out_ch_; }
 
@@ -153,6 +160,8 @@ class OnednnNet {
   static void make_weights(Conv &c);
   // Whether op k (a conv) writes plain NHWC (for the element-wise passes or a matmul next).
   bool plain_dst(size_t k) const;
+  // The data type op k (a conv) writes: dt_ where only another conv reads it, else f32.
+  dnnl::memory::data_type dst_type(size_t k) const;
   // The arguments of op k's oneDNN convolution (form Direct) at batch size n, but its weights.
   struct ConvDescs {
     dnnl::memory::desc src, bias, dst;
@@ -168,11 +177,12 @@ class OnednnNet {
 
   std::vector<Op> ops_;
   int64_t in_ch_ = 0, out_ch_ = 0, h_ = 0, w_ = 0;
+  dnnl::memory::data_type dt_ = dnnl::memory::data_type::f32;
 };
 
 // The items of one batch size: primitives, reorders and element-wise passes, in order.
 struct OnednnNet::Plan {
-  enum class Kind { Conv, Reorder, Correct, TapMatmul, TapSum, Matmul, Affine, Relu, Copy };
+  enum class Kind { Conv, Reorder, ToBf16, Correct, TapMatmul, TapSum, Matmul, Affine, Relu, Copy };
   struct Item {
     Kind kind = Kind::Copy;
     size_t op = 0;
@@ -183,6 +193,7 @@ struct OnednnNet::Plan {
     dnnl::primitive prim;  // Conv, TapMatmul, Matmul: shared with the items of the same problem
     int64_t channels = 0;
     Exec exec;
+    std::string reorder_impl;  // Reorder: oneDNN's implementation, once bound
   };
   size_t n = 0;
   std::vector<Item> items;
