@@ -60,6 +60,9 @@ class _StorageType:
         # BUILD on a global would otherwise change it for every later load in this process.
         raise CheckpointError(f"the checkpoint tries to set state on torch.{self.torch_name}")
 
+    def __repr__(self):   # in messages
+        return f"torch.{self.torch_name}"
+
 
 _STORAGE_TYPES = {
     "FloatStorage": "<f4", "DoubleStorage": "<f8", "HalfStorage": "<f2",
@@ -74,6 +77,9 @@ class _Storage:
         self.storage_type = storage_type
         self.array = array
 
+    def __repr__(self):
+        return f"<{self.storage_type!r} of {self.array.size} elements>"
+
 
 class CheckpointTensor:
     """A tensor of the checkpoint: its values (a read-only view of its storage), and the torch
@@ -86,6 +92,9 @@ class CheckpointTensor:
     @property
     def shape(self):
         return self.array.shape
+
+    def __repr__(self):
+        return f"<tensor {list(self.shape)} from torch.{self.torch_dtype}>"
 
     def __setstate__(self, state):
         raise CheckpointError("the checkpoint tries to set state on a tensor")
@@ -153,6 +162,9 @@ class _Global:
 
     def __setstate__(self, state):
         raise CheckpointError(f"the checkpoint tries to set state on {self._name}")
+
+    def __repr__(self):
+        return self._name
 
 
 _ALLOWED_GLOBALS = {

@@ -280,6 +280,12 @@ class RefusesHostileFiles(unittest.TestCase):
         torch_zip.write_state_dict(path, {"a": np.arange(3, dtype=np.float32)})
         np.testing.assert_array_equal(load_state_dict(path)["a"].array, [0, 1, 2])
 
+    def test_messages_show_what_the_pickle_holds(self):
+        pid = (b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nctorch\nFloatStorage\n"
+               b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x01tQ.")
+        self.assertRefused(self._pickle(pid), "unknown persistent id ('storage', "
+                           "torch.FloatStorage, torch.FloatStorage, '0', 'cpu', 1)")
+
     def test_expanded_tensor(self):
         self.assertRefused(self._view((1 << 40,), (0,), 1),
                            "has more elements than its storage (1)")
