@@ -10,7 +10,7 @@ import numpy as np
 from flatbuffers.table import Table
 
 from . import fbs
-from .errors import ConversionError
+from .errors import ConversionError, layer_label, one_line
 from .model_ir import (ActNorm, Conv2d, Coupling, ImageSpec, InvConv1x1, Layer, Model,
                        OutputScale, Permute, ReLU, Split, Squeeze, TopPrior)
 from .shapes import trace
@@ -59,7 +59,9 @@ def _tensor(buf: _Buffer, t, what: str):
         raise ConversionError(f"{what}: a tensor lacks its shape or data")
     shape = tuple(int(d) for d in np.frombuffer(buf.data, "<i8", shape_span[1], shape_span[0]))
     if not 1 <= len(shape) <= 4 or any(d < 1 for d in shape):
-        raise ConversionError(f"{what}: tensor shape {list(shape)} is invalid (rank 1..4, dims >= 1)")
+        shown = list(shape) if len(shape) <= 4 else \
+            f"[{', '.join(map(str, shape[:4]))}, ...] of rank {len(shape)}"
+        raise ConversionError(f"{what}: tensor shape {shown} is invalid (rank 1..4, dims >= 1)")
     n = 1
     for d in shape:
         n *= d
@@ -115,7 +117,7 @@ def _net(buf, length, get, what):
 def _layer(buf, fl, index):
     name = fl.Name()
     name = name.decode("utf-8", "replace") if name is not None else ""
-    at = f"layer {index} ({name or 'unnamed'})"
+    at = layer_label(index, name)
     kind = fl.OpType()
     if kind == _LAYER_OP.Squeeze:
         op = Squeeze(_union(fl, fbs.Squeeze.Squeeze).Order())
@@ -184,7 +186,7 @@ def from_bytes(data: bytes) -> Model:
     except ConversionError:
         raise
     except (IndexError, struct.error, ValueError, TypeError, AttributeError, UnicodeError) as e:
-        raise ConversionError(f"malformed .flow file ({type(e).__name__}: {e})") from None
+        raise ConversionError(f"malformed .flow file ({type(e).__name__}: {one_line(e)})") from None
     trace(model)
     return model
 

@@ -38,6 +38,7 @@ _FLOAT_DTYPES = {"FloatStorage", "DoubleStorage", "HalfStorage", "BFloat16Storag
 _DTYPE_NAMES = {"LongStorage": "int64", "IntStorage": "int32", "ShortStorage": "int16",
                 "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool"}
 _LU_BUFFERS = ("u_mask", "l_mask", "l_eye")   # deterministic buffers; checked when present
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -72,9 +73,12 @@ class _Params:
                                   "values, expected floating point")
         if tuple(t.shape) != tuple(shape):
             raise ConversionError(f"'{key}' has shape {list(t.shape)}, expected {list(shape)}")
-        values = t.array.astype(np.float64)
+        with np.errstate(invalid="ignore"):   # widening a signaling NaN; reported below
+            values = t.array.astype(np.float64)
         if not np.all(np.isfinite(values)):
             raise ConversionError(f"'{key}' holds NaN or infinity")
+        if not np.all(np.abs(values) <= _F32_MAX):   # a double storage: .flow stores float32
+            raise ConversionError(f"'{key}' holds values beyond the float32 range")
         return values
 
     def ignore(self, key):
@@ -96,13 +100,14 @@ def _constant_prior(w, b, s, c: int, h: int, width: int):
     padded[:, 0, :] = padded[:, -1, :] = 1.0
     padded[:, :, 0] = padded[:, :, -1] = 1.0
     out = np.empty((w.shape[0], h, width))
-    for o in range(w.shape[0]):
-        acc = np.full((h, width), b[o])
-        for i in range(3):
-            for j in range(3):
-                acc += np.tensordot(w[o, :, i, j], padded[:, i:i + h, j:j + width], axes=1)
-        out[o] = acc
-    return out * np.exp(3.0 * s)[:, None, None]
+    with np.errstate(over="ignore", invalid="ignore"):   # the caller checks the range
+        for o in range(w.shape[0]):
+            acc = np.full((h, width), b[o])
+            for i in range(3):
+                for j in range(3):
+                    acc += np.tensordot(w[o, :, i, j], padded[:, i:i + h, j:j + width], axes=1)
+            out[o] = acc
+        return out * np.exp(3.0 * s)[:, None, None]
 
 
 def _lu_invconv(p: _Params, prefix: str, c: int) -> InvConv1x1:
@@ -234,6 +239,9 @@ def build_model(state: Dict[str, CheckpointTensor], cfg: GlowConfig, source_name
         else:
             _, (pw, pb, ps) = _zero_conv(p, f"blocks.{b}.prior", c, 2 * c)
             out = _constant_prior(pw, pb, ps, c, h, w)
+            if not np.all(np.abs(out) <= _F32_MAX):
+                raise ConversionError(f"the top prior that 'blocks.{b}.prior' gives is beyond the "
+                                      "float32 range")
             layers.append(Layer(f"block{b}/prior",
                                 TopPrior(TOP_PRIOR_KIND.LEARNED, f32(out[:c]), f32(out[c:]))))
 

@@ -7,18 +7,38 @@ persistent ids and rebuilds tensors by calling `torch._utils._rebuild_tensor_v2`
 below resolves the few globals a state dict needs to functions of this module and refuses every
 other global, so a file that tries to call anything else (os.system, eval, ...) fails before
 anything runs.
+
+A damaged or hostile file gives a CheckpointError naming the file, never another exception:
+sizes in the zip directory and lengths in the pickle are checked against what the file holds
+before anything is allocated, and the pickle is walked once without building anything
+(_check_pickle) before the unpickler sees it.
 """
 import io
+import math
+import os
 import pickle
+import pickletools
+import struct
 import zipfile
+import zlib
 from collections import OrderedDict
 
 import numpy as np
 
-from .errors import ConversionError
+from .errors import ConversionError, one_line, shown
 
 
 _MAX_EXPANSION = 100
+# Containers a pickle may nest: a state dict nests 6 deep, and hashing a tuple nested some
+# 100000 deep overflows the C stack.
+_MAX_NESTING = 100
+# The largest product of the other dimensions of a tensor with a zero dimension: numpy refuses
+# shapes whose product overflows, empty or not.
+_MAX_EMPTY_SHAPE = 1 << 40
+# What zipfile raises on a damaged archive besides BadZipFile: undecodable names (ValueError),
+# unsupported features (NotImplementedError), bad deflate data (zlib.error), short reads.
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
+               NotImplementedError, RuntimeError, zlib.error, struct.error, OverflowError)
 
 
 class CheckpointError(ConversionError):
@@ -36,6 +56,13 @@ class _StorageType:
         raise CheckpointError(f"the checkpoint calls torch.{self.torch_name}, which a state_dict "
                               "never does")
 
+    def __setstate__(self, state):
+        # BUILD on a global would otherwise change it for every later load in this process.
+        raise CheckpointError(f"the checkpoint tries to set state on torch.{self.torch_name}")
+
+    def __repr__(self):   # in messages
+        return f"torch.{self.torch_name}"
+
 
 _STORAGE_TYPES = {
     "FloatStorage": "<f4", "DoubleStorage": "<f8", "HalfStorage": "<f2",
@@ -50,9 +77,13 @@ class _Storage:
         self.storage_type = storage_type
         self.array = array
 
+    def __repr__(self):
+        return f"<{self.storage_type!r} of {self.array.size} elements>"
+
 
 class CheckpointTensor:
-    """A tensor of the checkpoint: its values, and the torch dtype it had."""
+    """A tensor of the checkpoint: its values (a read-only view of its storage), and the torch
+    dtype it had."""
 
     def __init__(self, array, torch_dtype):
         self.array = array
@@ -61,6 +92,9 @@ class CheckpointTensor:
     @property
     def shape(self):
         return self.array.shape
+
+    def __repr__(self):
+        return f"<tensor {list(self.shape)} from torch.{self.torch_dtype}>"
 
     def __setstate__(self, state):
         raise CheckpointError("the checkpoint tries to set state on a tensor")
@@ -77,21 +111,29 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
     if not (isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride)
             and all(isinstance(v, int) and v >= 0 for v in size + stride)
             and isinstance(storage_offset, int) and storage_offset >= 0):
-        raise CheckpointError(f"a tensor has an invalid size {size!r} / stride {stride!r}")
+        raise CheckpointError(f"a tensor has an invalid size {shown(size)} / stride "
+                              f"{shown(stride)}")
     base = storage.array
-    count = int(np.prod(size, dtype=np.int64)) if size else 1
+    count = math.prod(size)
     if count > 0:
         last = storage_offset + sum((s - 1) * st for s, st in zip(size, stride))
         if last >= base.size:
             raise CheckpointError(f"a tensor of size {list(size)} reads past the end of its storage "
                                   f"({base.size} elements)")
-    view = np.lib.stride_tricks.as_strided(
-        base[storage_offset:] if count > 0 else base[:0], shape=size,
-        strides=tuple(st * base.itemsize for st in stride), writeable=False)
-    array = np.array(view)
-    if storage.storage_type.torch_name == "BFloat16Storage":
-        array = _bfloat16_to_float32(array)
-    return CheckpointTensor(array, storage.storage_type.torch_name)
+        # Only overlapping (stride 0) views get here; a state dict has none, and refusing them
+        # keeps every tensor within the bytes the file holds.
+        if count > base.size:
+            raise CheckpointError(f"a tensor of size {list(size)} has more elements than its "
+                                  f"storage ({base.size})")
+        strides = tuple(st * base.itemsize if s > 1 else 0 for s, st in zip(size, stride))
+        start = base[storage_offset:]
+    else:
+        if math.prod(s for s in size if s) > _MAX_EMPTY_SHAPE:
+            raise CheckpointError(f"an empty tensor has the impossible size {list(size)}")
+        strides, start = (0,) * len(size), base[:0]
+    # A view, not a copy: many tensors may share one storage.
+    view = np.lib.stride_tricks.as_strided(start, shape=size, strides=strides, writeable=False)
+    return CheckpointTensor(view, storage.storage_type.torch_name)
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
@@ -106,13 +148,99 @@ def _ordered_dict(*args):
     return OrderedDict()
 
 
+class _Global:
+    """An allowed global that is a function: calls it, and refuses BUILD, which would otherwise
+    set attributes (__defaults__...) on the function itself."""
+    __slots__ = ("_name", "_function")
+
+    def __init__(self, name, function):
+        self._name = name
+        self._function = function
+
+    def __call__(self, *args, **kwargs):
+        return self._function(*args, **kwargs)
+
+    def __setstate__(self, state):
+        raise CheckpointError(f"the checkpoint tries to set state on {self._name}")
+
+    def __repr__(self):
+        return self._name
+
+
 _ALLOWED_GLOBALS = {
-    ("collections", "OrderedDict"): _ordered_dict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("collections", "OrderedDict"): _Global("collections.OrderedDict", _ordered_dict),
+    ("torch._utils", "_rebuild_tensor_v2"): _Global("torch._utils._rebuild_tensor_v2",
+                                                    _rebuild_tensor_v2),
+    ("torch._utils", "_rebuild_parameter"): _Global("torch._utils._rebuild_parameter",
+                                                    _rebuild_parameter),
 }
 _ALLOWED_GLOBALS.update({("torch", name): _StorageType(name, dtype)
                          for name, dtype in _STORAGE_TYPES.items()})
+
+
+_MARK = None
+_IN_PLACE = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}
+_MEMO_PUT = {"PUT", "BINPUT", "LONG_BINPUT"}
+_MEMO_GET = {"GET", "BINGET", "LONG_BINGET"}
+
+
+def _check_pickle(data: bytes):
+    """Walks the opcodes of a pickle, tracking only how deep each stack entry nests, and raises
+    ValueError for what the C unpickler would take on trust: a length past the end of the data
+    (pickletools reads each argument from what is there; the unpickler allocates BINBYTES'
+    length before reading it), a memo index beyond the data's size (the unpickler sizes its
+    memo by the largest index), containers nested over _MAX_NESTING deep."""
+    stack, memo = [], {}
+    for op, arg, pos in pickletools.genops(data):
+        name = op.name
+        if name == "MARK":
+            stack.append(_MARK)
+            continue
+        if name == "FRAME":
+            if arg > len(data) - pos:
+                raise ValueError(f"a FRAME of {arg} bytes at position {pos} is longer than the "
+                                 "data")
+            continue
+        if name in _MEMO_PUT or name == "MEMOIZE":
+            index = len(memo) if name == "MEMOIZE" else arg
+            if index > len(data):
+                raise ValueError(f"memo index {index} at position {pos} is beyond the data's size")
+            if not stack or stack[-1] is _MARK:
+                raise ValueError(f"nothing to memoize at position {pos}")
+            memo[index] = stack[-1]
+            continue
+        if name in _MEMO_GET:
+            if arg not in memo:
+                raise ValueError(f"memo index {arg} at position {pos} is read before it is written")
+            stack.append(memo[arg])
+            continue
+        if name == "DUP":
+            if not stack or stack[-1] is _MARK:
+                raise ValueError(f"stack underflow at position {pos}")
+            stack.append(stack[-1])
+            continue
+        before = op.stack_before
+        popped = []
+        if pickletools.markobject in before:
+            if _MARK not in stack:
+                raise ValueError(f"no mark for {name} at position {pos}")
+            k = len(stack) - 1 - stack[::-1].index(_MARK)
+            popped = stack[k + 1:]
+            del stack[k:]
+            below = before.index(pickletools.markobject)
+        else:
+            below = len(before)
+        if len(stack) < below or _MARK in stack[len(stack) - below:]:
+            raise ValueError(f"stack underflow at position {pos}")
+        operands = stack[len(stack) - below:] + popped
+        del stack[len(stack) - below:]
+        if name in _IN_PLACE:   # the container changes, at the bottom of the operands
+            depth = max([operands[0]] + [d + 1 for d in operands[1:]])
+        else:
+            depth = 1 + max(operands, default=-1)
+        if depth > _MAX_NESTING:
+            raise ValueError(f"objects nest more than {_MAX_NESTING} deep at position {pos}")
+        stack.extend([depth] * len(op.stack_after))
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -124,15 +252,16 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         target = _ALLOWED_GLOBALS.get((module, name))
         if target is None:
-            raise CheckpointError(f"the checkpoint refers to the global '{module}.{name}', which a "
-                                  "state_dict never needs; refusing to load it")
+            raise CheckpointError(f"the checkpoint refers to the global "
+                                  f"{shown(f'{module}.{name}')}, which a state_dict never "
+                                  "needs; refusing to load it")
         return target
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
                 and isinstance(pid[1], _StorageType) and isinstance(pid[2], str)
                 and isinstance(pid[4], int) and pid[4] >= 0):
-            raise CheckpointError(f"the checkpoint has an unknown persistent id {pid!r:.80}")
+            raise CheckpointError(f"the checkpoint has an unknown persistent id {shown(pid)}")
         _, storage_type, key, _location, numel = pid
         if key not in self._storages:
             self._storages[key] = _Storage(storage_type, self._load_storage(key, storage_type, numel))
@@ -148,69 +277,102 @@ def _find_prefix(names):
 
 
 def load_state_dict(path: str) -> "OrderedDict[str, CheckpointTensor]":
-    """The state dict stored in a torch zip checkpoint, tensors as CheckpointTensor."""
+    """The state dict stored in a torch zip checkpoint, tensors as CheckpointTensor. Raises
+    CheckpointError, with a message that starts with `path`, on anything else."""
+    try:
+        return _load(path)
+    except ConversionError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+
+
+def _load(path):
     try:
         archive = zipfile.ZipFile(path)
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file") from None
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read ({e.strerror})") from None
+        raise CheckpointError("no such file") from None
     except zipfile.BadZipFile:
         with open(path, "rb") as f:
             head = f.read(2)
         if head[:1] == b"\x80":
-            raise CheckpointError(f"{path}: a legacy (pre-zip) torch.save file; re-save it with "
-                                  "torch >= 1.6 (the default zip format)") from None
-        raise CheckpointError(f"{path}: not a zip archive, or truncated") from None
+            raise CheckpointError("a legacy (pre-zip) torch.save file; re-save it with torch >= "
+                                  "1.6 (the default zip format)") from None
+        raise CheckpointError("not a zip archive, or truncated") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read ({e.strerror})") from None
+    except _ZIP_ERRORS as e:
+        raise CheckpointError(f"a damaged zip archive ({type(e).__name__}: {one_line(e)})") \
+            from None
     with archive:
+        size = os.fstat(archive.fp.fileno()).st_size
         names = archive.namelist()
         prefix = _find_prefix(names)
         byteorder = "little"
         if prefix + "byteorder" in names:
-            byteorder = archive.read(prefix + "byteorder").decode("ascii", "replace").strip()
+            byteorder = _read_member(archive, prefix + "byteorder", size).decode(
+                "ascii", "replace").strip()
         if byteorder != "little":
-            raise CheckpointError(f"{path}: storages are {byteorder}-endian; only little-endian "
-                                  "checkpoints are supported")
+            order = byteorder if byteorder.isalpha() and len(byteorder) <= 20 else shown(byteorder)
+            raise CheckpointError(f"storages are {order}-endian; only little-endian checkpoints "
+                                  "are supported")
 
         def load_storage(key, storage_type, numel):
             member = prefix + "data/" + key
             try:
                 info = archive.getinfo(member)
             except KeyError:
-                raise CheckpointError(f"{path}: storage '{key}' is missing from the archive") from None
+                raise CheckpointError(f"storage {shown(key)} is missing from the archive") from None
             expected = numel * storage_type.dtype.itemsize
-            # torch.save stores members uncompressed; a compressed one may expand without bound.
-            if info.compress_type != zipfile.ZIP_STORED and info.file_size > _MAX_EXPANSION * max(
-                    info.compress_size, 1):
-                raise CheckpointError(f"{path}: storage '{key}' expands {info.file_size} bytes "
-                                      f"from {info.compress_size}: refusing a possible zip bomb")
             if info.file_size != expected:
-                raise CheckpointError(f"{path}: storage '{key}' holds {info.file_size} bytes, "
+                raise CheckpointError(f"storage {shown(key)} holds {info.file_size} bytes, "
                                       f"expected {expected} ({numel} x {storage_type.torch_name})")
-            raw = _read_member(archive, member, path)
-            return np.frombuffer(raw, dtype=storage_type.dtype, count=numel)
+            raw = np.frombuffer(_read_member(archive, member, size), dtype=storage_type.dtype,
+                                count=numel)
+            if storage_type.torch_name == "BFloat16Storage":
+                return _bfloat16_to_float32(raw)
+            return raw
 
-        data = _read_member(archive, prefix + "data.pkl", path)
+        data = _read_member(archive, prefix + "data.pkl", size)
         try:
+            _check_pickle(data)
             state = _RestrictedUnpickler(data, load_storage).load()
         except ConversionError:
             raise
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-                IndexError, KeyError, MemoryError, RecursionError) as e:
-            raise CheckpointError(f"{path}: damaged checkpoint pickle ({type(e).__name__}: {e})") \
-                from None
+                IndexError, KeyError, RecursionError, OverflowError) as e:
+            raise CheckpointError(f"damaged checkpoint pickle ({type(e).__name__}: "
+                                  f"{one_line(e)})") from None
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: the checkpoint holds a {type(state).__name__}, not a "
-                              "state_dict")
+        raise CheckpointError(f"the checkpoint holds a {type(state).__name__}, not a state_dict")
     for key, value in state.items():
         if not isinstance(key, str) or not isinstance(value, CheckpointTensor):
-            raise CheckpointError(f"{path}: entry {key!r:.60} of the state dict is not a tensor")
+            raise CheckpointError(f"entry {shown(key)} of the state dict is not a tensor")
     return state
 
 
-def _read_member(archive, member, path):
+def _read_member(archive, member, archive_size):
+    """The bytes of a member, once its directory entry is known to fit in the file: zipfile
+    allocates what the entry claims before reading."""
+    info = archive.getinfo(member)
+    label = shown(member)
+    if info.flag_bits & 0x1:
+        raise CheckpointError(f"{label} is encrypted")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise CheckpointError(f"{label} uses compression method {info.compress_type}; torch.save "
+                              "stores members uncompressed")
+    if info.header_offset < 0 or info.header_offset + info.compress_size > archive_size:
+        raise CheckpointError(f"{label} claims {info.compress_size} bytes at offset "
+                              f"{info.header_offset}, outside the file ({archive_size} bytes): "
+                              "truncated or damaged")
+    if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
+        raise CheckpointError(f"{label} is stored with {info.compress_size} bytes but claims "
+                              f"{info.file_size}: damaged")
+    # torch.save stores members uncompressed; a compressed one may expand without bound.
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > _MAX_EXPANSION * max(
+            info.compress_size, 1):
+        raise CheckpointError(f"{label} expands {info.file_size} bytes from {info.compress_size}: "
+                              "refusing a possible zip bomb")
     try:
-        return archive.read(member)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot read '{member}' from the archive (truncated or "
-                              f"damaged: {e})") from None
+        return archive.read(info)
+    except _ZIP_ERRORS as e:
+        raise CheckpointError(f"cannot read {label} from the archive (truncated or damaged: "
+                              f"{type(e).__name__}: {one_line(e)})") from None

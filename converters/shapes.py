@@ -9,7 +9,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from .errors import ConversionError
+from .errors import ConversionError, layer_label
 from .model_ir import (ActNorm, AFFINE_FORM, Conv2d, COUPLING_TYPE, Coupling, HALF, INV_CONV_FORM,
                        InvConv1x1, OutputScale, PADDING, PERMUTE_KIND, Permute, PRIOR_LAYOUT, ReLU,
                        SCALE_FUNCTION, SHIFT_SCALE_SPLIT, SQUEEZE_ORDER, Split, Squeeze,
@@ -61,6 +61,8 @@ def net_output_channels(ops, in_channels: int, where: str) -> int:
         if isinstance(op, Conv2d):
             _check_enum(at, "padding", op.padding, PADDING)
             w = op.weight
+            if w is None:
+                _fail(at, "conv weight is missing")
             if w.ndim != 4:
                 _fail(at, f"conv weight has rank {w.ndim}, expected 4 (OIHW)")
             expect_in = c + (1 if op.padding == PADDING.EDGE_CHANNEL else 0)
@@ -124,7 +126,7 @@ def trace(model) -> List[LayerShapes]:
     shape: Shape = img.shape
     result = []
     for index, layer in enumerate(model.layers):
-        where = f"layer {index} ({layer.name or 'unnamed'})"
+        where = layer_label(index, layer.name)
         op = layer.op
         for t in layer_tensors(op):
             if not np.all(np.isfinite(t)):

@@ -120,7 +120,8 @@ class RefusesContradictions(unittest.TestCase):
             os.unlink(self.out)
         proc = run_cli("glow-pytorch", checkpoint, *args, "-o", self.out)
         self.assertEqual(proc.returncode, 2, proc.stderr)
-        self.assertNotIn("Traceback", proc.stderr)
+        self.assertEqual(len(proc.stderr.splitlines()), 1, proc.stderr)   # no warning either
+        self.assertTrue(proc.stderr.startswith("error: "), proc.stderr)
         for fragment in fragments:
             self.assertIn(fragment, proc.stderr)
         self.assertFalse(os.path.exists(self.out))
@@ -217,6 +218,25 @@ class RefusesContradictions(unittest.TestCase):
             s[key] = s[key].copy()
             s[key][3] = np.nan
         self.assertFails(self._rewritten(fx, poison), fx.cli_args(), key, "NaN")
+
+        def signaling_nan(s):   # widening it to float64 raises numpy's invalid-value flag
+            s[key] = s[key].copy()
+            s[key].view(np.uint32)[3] = 0x7F800001
+        self.assertFails(self._rewritten(fx, signaling_nan), fx.cli_args(), key, "NaN")
+
+    def test_values_beyond_float32(self):
+        fx = self.fx["affine_lu_c1_16"]
+        key = "blocks.0.flows.1.actnorm.loc"
+
+        def huge_double(s):
+            s[key] = s[key].astype(np.float64)
+            s[key][0, 1] = 1e300
+        self.assertFails(self._rewritten(fx, huge_double), fx.cli_args(), key,
+                         "beyond the float32 range")
+        # exp(3 * 1000) overflows: the top prior glow-pytorch would compute is infinite.
+        key = "blocks.1.prior.scale"
+        path = self._rewritten(fx, lambda s: s.__setitem__(key, np.full_like(s[key], 1000.0)))
+        self.assertFails(path, fx.cli_args(), "'blocks.1.prior' gives is beyond the float32 range")
 
 
 if __name__ == "__main__":
