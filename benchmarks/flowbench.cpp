@@ -40,7 +40,7 @@ using Clock = std::chrono::steady_clock;
 
 const char *kUsage =
     "usage: flowbench [--model M.flow | --arch tiny|fmnist|cifar|celeba64]\n"
-    "                 [--backend ref,onednn,cuda] [--op sample,encode,decode] [--batch 1,16,64]\n"
+    "                 [--backend ref,onednn,cuda] [--op sample,encode,decode] [--batch 1,4,16,64]\n"
     "                 [--threads N] [--warmup W] [--warmup-time S] [--reps R] [--min-time S]\n"
     "                 [--max-time S] [--seed N] [--json out.json] [--peak] [--check]\n"
     "                 [--precision fp32,bf16,...] [--images FILE] [--check-images N]\n"
@@ -50,7 +50,7 @@ const char *kUsage =
     "    onednn fp32 on --check-images images (default 64; from --images, an IDX or PNG file, or\n"
     "    random), with bounds on bits/dim, the x->z->x round trip and T=0.7 samples; cuda's\n"
     "    reduced precisions against ref, reported.\n"
-    "Defaults: --arch cifar --backend ref,onednn,cuda --op sample,encode --batch 1,16,64\n"
+    "Defaults: --arch cifar --backend ref,onednn,cuda --op sample,encode --batch 1,4,16,64\n"
     "--threads 0 (all cores) --warmup 3 --warmup-time 0.2 --reps 10 --min-time 1 --max-time 60.\n";
 
 struct UsageError {
@@ -61,7 +61,7 @@ struct Options {
   std::string model, arch = "cifar";
   std::vector<std::string> backends = {"ref", "onednn", "cuda"};
   std::vector<std::string> ops = {"sample", "encode"};
-  std::vector<size_t> batches = {1, 16, 64};
+  std::vector<size_t> batches = {1, 4, 16, 64};
   int threads = 0, warmup = 3, reps = 10;
   double warmup_time = 0.2, min_time = 1.0, max_time = 60.0;
   uint64_t seed = 1;
