@@ -117,29 +117,6 @@ struct MatmulRun {
   }
 };
 
-// Sets OpenMP's thread count for the scope (the caller's is restored).
-class ThreadCount {
- public:
-  explicit ThreadCount(int threads) {
-#ifdef _OPENMP
-    prev_ = omp_get_max_threads();
-    omp_set_num_threads(threads);
-#else
-    (void)threads;
-#endif
-  }
-  ~ThreadCount() {
-#ifdef _OPENMP
-    omp_set_num_threads(prev_);
-#endif
-  }
-  ThreadCount(const ThreadCount &) = delete;
-  ThreadCount &operator=(const ThreadCount &) = delete;
-
- private:
-  int prev_ = 1;
-};
-
 struct Plan {
   std::vector<std::unique_ptr<OnednnNet::Plan>> nets;
   struct Linear {

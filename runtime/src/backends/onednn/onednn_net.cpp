@@ -114,21 +114,15 @@ void OnednnNet::make_weights(Conv &c) {
 
 bool OnednnNet::plain_dst(size_t k) const {
   const Conv &c = std::get<Conv>(ops_[k]);
-  size_t last_conv = ops_.size();
-  for (size_t j = 0; j < ops_.size(); ++j)
-    if (std::holds_alternative<Conv>(ops_[j])) last_conv = j;
   const Conv *next = k + 1 < ops_.size() ? std::get_if<Conv>(&ops_[k + 1]) : nullptr;
-  return k == last_conv || !next || next->form != Conv::Form::Direct || !c.corr.empty();
+  return k == last_conv_ || !next || next->form != Conv::Form::Direct || !c.corr.empty();
 }
 
 memory::data_type OnednnNet::dst_type(size_t k) const {
   const Conv &c = std::get<Conv>(ops_[k]);
-  size_t last_conv = ops_.size();
-  for (size_t j = 0; j < ops_.size(); ++j)
-    if (std::holds_alternative<Conv>(ops_[j])) last_conv = j;
   const bool conv_next = k + 1 < ops_.size() && std::holds_alternative<Conv>(ops_[k + 1]);
   // A tap conv's partial products are summed in f32.
-  return k == last_conv || !conv_next || !c.corr.empty() || c.form == Conv::Form::Taps ? f32 : dt_;
+  return k == last_conv_ || !conv_next || !c.corr.empty() || c.form == Conv::Form::Taps ? f32 : dt_;
 }
 
 OnednnNet::ConvDescs OnednnNet::direct_descs(const Conv &c, size_t k, size_t n) const {
@@ -233,6 +227,9 @@ OnednnNet::OnednnNet(const PNet<float> &net, int64_t h, int64_t w, memory::data_
     }
     ops_.emplace_back(std::move(c));
   }
+  last_conv_ = ops_.size();
+  for (size_t k = 0; k < ops_.size(); ++k)
+    if (std::holds_alternative<Conv>(ops_[k])) last_conv_ = k;
 }
 
 std::unique_ptr<OnednnNet::Plan> OnednnNet::create(size_t n, Context &ctx, Needs &needs) {
@@ -271,9 +268,6 @@ std::unique_ptr<OnednnNet::Plan> OnednnNet::create(size_t n, Context &ctx, Needs
     plan->items.push_back(std::move(re));
   };
   needs.need(Role::In, n * plane * in_ch_ * sizeof(float));
-  size_t last_conv = ops_.size();
-  for (size_t k = 0; k < ops_.size(); ++k)
-    if (std::holds_alternative<Conv>(ops_[k])) last_conv = k;
 
   for (size_t k = 0; k < ops_.size(); ++k) {
     Plan::Item item;
@@ -297,7 +291,7 @@ std::unique_ptr<OnednnNet::Plan> OnednnNet::create(size_t n, Context &ctx, Needs
       if (pointwise) {
         item.kind = Plan::Kind::Matmul;
         item.src = cur, item.src_md = cur_md;
-        item.dst = k == last_conv ? Role::Out : other(cur);
+        item.dst = k == last_conv_ ? Role::Out : other(cur);
         item.dst_md = nhwc(c->out, out_dt);
         needs.need(item.dst, item.dst_md.get_size());
         needs.need(Role::Scratchpad, pd.scratchpad_desc().get_size());
@@ -319,7 +313,7 @@ std::unique_ptr<OnednnNet::Plan> OnednnNet::create(size_t n, Context &ctx, Needs
       sum.op = k;
       sum.src = taps_role;
       // The sum may overwrite the matmul's input, never the taps it reads.
-      sum.dst = k == last_conv                          ? Role::Out
+      sum.dst = k == last_conv_                         ? Role::Out
                 : (cur == Role::In || cur == Role::Out) ? other(taps_role)
                                                         : cur;
       sum.dst_md = nhwc(c->out);
@@ -341,7 +335,7 @@ std::unique_ptr<OnednnNet::Plan> OnednnNet::create(size_t n, Context &ctx, Needs
       feed(pd.src_desc());
       item.kind = Plan::Kind::Conv;
       item.src = cur, item.src_md = cur_md;
-      item.dst = k == last_conv ? Role::Out : other(cur);
+      item.dst = k == last_conv_ ? Role::Out : other(cur);
       item.dst_md = pd.dst_desc();
       needs.need(item.dst, item.dst_md.get_size());
       needs.need(Role::Scratchpad, pd.scratchpad_desc().get_size());

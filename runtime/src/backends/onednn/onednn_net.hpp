@@ -176,6 +176,7 @@ class OnednnNet {
   using Op = std::variant<Conv, Affine, Relu>;
 
   std::vector<Op> ops_;
+  size_t last_conv_ = 0;  // the op whose output is the net's (always fp32, plain)
   int64_t in_ch_ = 0, out_ch_ = 0, h_ = 0, w_ = 0;
   dnnl::memory::data_type dt_ = dnnl::memory::data_type::f32;
 };

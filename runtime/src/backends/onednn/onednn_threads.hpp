@@ -20,15 +20,36 @@ namespace flowrt::onednn {
 
 using flowrt::resolve_threads;
 
+// OpenMP's thread count for the scope (the caller's is restored): oneDNN fixes a primitive's
+// thread partition when it creates it and sizes its team when it executes it.
+class ThreadCount {
+ public:
+  explicit ThreadCount(int threads) {
+#ifdef _OPENMP
+    prev_ = omp_get_max_threads();
+    omp_set_num_threads(threads);
+#else
+    (void)threads;
+#endif
+  }
+  ~ThreadCount() {
+#ifdef _OPENMP
+    omp_set_num_threads(prev_);
+#endif
+  }
+  ThreadCount(const ThreadCount &) = delete;
+  ThreadCount &operator=(const ThreadCount &) = delete;
+
+ private:
+  int prev_ = 1;
+};
+
 class ComputeScope {
  public:
   // `saved` holds one MXCSR per thread (at least `threads` entries), owned by the backend so
   // that entering a scope never allocates.
-  ComputeScope(int threads, std::vector<unsigned> &saved) : threads_(threads), saved_(saved) {
-#ifdef _OPENMP
-    prev_threads_ = omp_get_max_threads();
-    omp_set_num_threads(threads_);
-#endif
+  ComputeScope(int threads, std::vector<unsigned> &saved)
+      : team_(threads), threads_(threads), saved_(saved) {
 #ifdef FLOWRT_HAVE_MXCSR
     constexpr unsigned kFtzDaz = 0x8040;
 #pragma omp parallel num_threads(threads_)
@@ -44,9 +65,6 @@ class ComputeScope {
 #pragma omp parallel num_threads(threads_)
     _mm_setcsr(saved_[thread_id()]);
 #endif
-#ifdef _OPENMP
-    omp_set_num_threads(prev_threads_);
-#endif
   }
   ComputeScope(const ComputeScope &) = delete;
   ComputeScope &operator=(const ComputeScope &) = delete;
@@ -59,9 +77,9 @@ class ComputeScope {
     return 0;
 #endif
   }
+  ThreadCount team_;  // restores the caller's count after the MXCSRs
   int threads_;
   std::vector<unsigned> &saved_;
-  int prev_threads_ = 1;
 };
 
 }  // namespace flowrt::onednn
