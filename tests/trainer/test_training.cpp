@@ -271,17 +271,40 @@ TEST_CASE("trainer intervals: checkpoints, sample grids and log lines each keep 
   CHECK(steps == std::vector<std::string>{"5", "10", "13"});
 }
 
-TEST_CASE("trainer disk full: the write fails by name, earlier files stay, the run resumes") {
-  // A filesystem of its own that can be filled: a small tmpfs (needs root; skipped otherwise).
-  const std::string mnt = temp_dir("full");
-  if (::mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=8m") != 0) {
-    MESSAGE("skipped: cannot mount a tmpfs here (" << std::strerror(errno) << ")");
-    return;
+namespace {
+
+// A filesystem of its own that can be filled: a small tmpfs on `dir` (needs root; the test is
+// skipped otherwise), unmounted at the end.
+struct SmallDisk {
+  SmallDisk(const std::string &d, const std::string &size) : dir(d) {
+    mounted = ::mount("tmpfs", dir.c_str(), "tmpfs", 0, ("size=" + size).c_str()) == 0;
+    if (!mounted) MESSAGE("skipped: cannot mount a tmpfs here (" << std::strerror(errno) << ")");
   }
-  struct Unmount {
-    std::string dir;
-    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
-  } unmount{mnt};
+  ~SmallDisk() {
+    if (mounted) ::umount2(dir.c_str(), MNT_DETACH);
+  }
+  SmallDisk(const SmallDisk &) = delete;
+  SmallDisk &operator=(const SmallDisk &) = delete;
+  std::string dir;
+  bool mounted = false;
+};
+
+// Writes `path` in blocks of `block` bytes until the filesystem is full.
+void fill_disk(const std::string &path, size_t block) {
+  std::FILE *f = std::fopen(path.c_str(), "wb");
+  REQUIRE(f != nullptr);
+  const std::vector<char> bytes(block, 'x');
+  while (std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size() && std::fflush(f) == 0) {
+  }
+  std::fclose(f);
+}
+
+}  // namespace
+
+TEST_CASE("trainer disk full: the write fails by name, earlier files stay, the run resumes") {
+  const std::string mnt = temp_dir("full");
+  const SmallDisk disk(mnt, "8m");
+  if (!disk.mounted) return;
   const std::string data = png_folder(24);
   RunConfig c = tiny_run(data, mnt + "/run");
   c.steps = 12, c.log_every = 3, c.eval_every = 6, c.checkpoint_every = 3, c.keep_checkpoints = 10;
@@ -293,16 +316,9 @@ TEST_CASE("trainer disk full: the write fails by name, earlier files stay, the r
   REQUIRE(!ckpt6_bytes.empty());
   // Fill the disk, then give back less than a checkpoint needs (the metrics still fit).
   const std::string filler = mnt + "/filler";
-  {
-    std::FILE *f = std::fopen(filler.c_str(), "wb");
-    REQUIRE(f != nullptr);
-    std::vector<char> block(1 << 16, 'x');
-    while (std::fwrite(block.data(), 1, block.size(), f) == block.size() && std::fflush(f) == 0) {
-    }
-    std::fclose(f);
-    REQUIRE(::truncate(filler.c_str(),
-                       fs::file_size(filler) - static_cast<off_t>(ckpt6_bytes.size() / 2)) == 0);
-  }
+  fill_disk(filler, 1 << 16);
+  REQUIRE(::truncate(filler.c_str(),
+                     fs::file_size(filler) - static_cast<off_t>(ckpt6_bytes.size() / 2)) == 0);
   bool failed = false;
   try {
     TrainRun::resume(c.out, quiet)->run();
@@ -335,14 +351,8 @@ TEST_CASE("trainer disk full: the write fails by name, earlier files stay, the r
 
 TEST_CASE("disk full: a model export and a PNG fail by name and leave the old files intact") {
   const std::string mnt = temp_dir("full-export");
-  if (::mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=4m") != 0) {
-    MESSAGE("skipped: cannot mount a tmpfs here (" << std::strerror(errno) << ")");
-    return;
-  }
-  struct Unmount {
-    std::string dir;
-    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
-  } unmount{mnt};
+  const SmallDisk disk(mnt, "4m");
+  if (!disk.mounted) return;
   const std::string data = png_folder(12);
   RunConfig c = tiny_run(data, temp_dir("export-src"));
   TrainRun run(c);
@@ -353,14 +363,7 @@ TEST_CASE("disk full: a model export and a PNG fail by name and leave the old fi
   for (size_t k = 0; k < image.pixels.size(); ++k) image.pixels[k] = static_cast<uint8_t>(k * 7);
   write_png(png, image);
   const std::vector<uint8_t> model_before = file_bytes(model), png_before = file_bytes(png);
-  {  // Fill the disk to the last block.
-    std::FILE *f = std::fopen((mnt + "/filler").c_str(), "wb");
-    REQUIRE(f != nullptr);
-    std::vector<char> block(1 << 12, 'x');
-    while (std::fwrite(block.data(), 1, block.size(), f) == block.size() && std::fflush(f) == 0) {
-    }
-    std::fclose(f);
-  }
+  fill_disk(mnt + "/filler", 1 << 12);  // to the last block
   for (const std::string &path : {model, png}) {
     INFO(path);
     bool failed = false;
