@@ -8,18 +8,10 @@
 #include <vector>
 
 #include "format/flow_file.hpp"
+#include "fuzz/corpus_files.hpp"
 #include "test_support.hpp"
 
-namespace {
-
-void write_file(const std::string &path, const std::vector<uint8_t> &bytes) {
-  std::ofstream f(path, std::ios::binary);
-  f.write(reinterpret_cast<const char *>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  if (!f) throw std::runtime_error("cannot write " + path);
-  std::printf("%s: %zu bytes\n", path.c_str(), bytes.size());
-}
-
-}  // namespace
+using flowrt::fuzz::write_seed_file;
 
 int main(int argc, char **argv) {
   if (argc != 2) {
@@ -65,23 +57,23 @@ int main(int argc, char **argv) {
     g.metadata = {{"dataset", "fuzz-seed"}};
     std::vector<uint8_t> bytes = write_flow(g);
     if (i == 0) base = bytes;
-    write_file(dir + "/" + valid[i].first + ".flow", bytes);
+    write_seed_file(dir + "/" + valid[i].first + ".flow", bytes);
   }
   std::vector<uint8_t> b = base;
   b.resize(base.size() / 2);
-  write_file(dir + "/corrupt_truncated.flow", b);
+  write_seed_file(dir + "/corrupt_truncated.flow", b);
   b = base;
   b[4] = 'W';
-  write_file(dir + "/corrupt_identifier.flow", b);
+  write_seed_file(dir + "/corrupt_identifier.flow", b);
   test::Rng rng(2024);
   for (int k = 0; k < 3; ++k) {
     b = base;
     for (int f = 0; f < 4; ++f)
       b[rng.next() % b.size()] ^= static_cast<uint8_t>(1u << (rng.next() % 8));
-    write_file(dir + "/corrupt_bitflips_" + std::to_string(k) + ".flow", b);
+    write_seed_file(dir + "/corrupt_bitflips_" + std::to_string(k) + ".flow", b);
   }
   b = base;
   for (size_t k = b.size() / 3; k < b.size() / 3 + 64; ++k) b[k] = 0;
-  write_file(dir + "/corrupt_zeroed.flow", b);
+  write_seed_file(dir + "/corrupt_zeroed.flow", b);
   return 0;
 }

@@ -11,37 +11,28 @@
 #include <string>
 #include <vector>
 
+#include "fuzz/corpus_files.hpp"
 #include "fuzz/reader_entries.hpp"
 #include "test_support.hpp"
 
 namespace {
 
 using Bytes = std::vector<uint8_t>;
-
-void write_file(const std::string &path, const Bytes &bytes) {
-  std::ofstream f(path, std::ios::binary);
-  f.write(reinterpret_cast<const char *>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  if (!f) throw std::runtime_error("cannot write " + path);
-  std::printf("%s: %zu bytes\n", path.c_str(), bytes.size());
-}
-
-Bytes read_file(const std::string &path) {
-  std::ifstream f(path, std::ios::binary);
-  return Bytes(std::istreambuf_iterator<char>(f), {});
-}
+using flowrt::fuzz::read_seed_file;
+using flowrt::fuzz::write_seed_file;
 
 // `mode` then `body`, and its damaged copies: cut in half, and four bits flipped.
 void write_seed(const std::string &dir, const std::string &name, uint8_t mode, const Bytes &body,
                 flowrt::test::Rng &rng) {
   Bytes b{mode};
   b.insert(b.end(), body.begin(), body.end());
-  write_file(dir + "/" + name, b);
+  write_seed_file(dir + "/" + name, b);
   Bytes cut(b.begin(), b.begin() + static_cast<std::ptrdiff_t>(b.size() / 2 + 1));
-  write_file(dir + "/truncated_" + name, cut);
+  write_seed_file(dir + "/truncated_" + name, cut);
   Bytes flipped = b;
   for (int k = 0; k < 4 && flipped.size() > 1; ++k)
     flipped[1 + rng.next() % (flipped.size() - 1)] ^= static_cast<uint8_t>(1u << (rng.next() % 8));
-  write_file(dir + "/bitflips_" + name, flipped);
+  write_seed_file(dir + "/bitflips_" + name, flipped);
 }
 
 Bytes be32(uint32_t v) {
@@ -91,7 +82,7 @@ int main(int argc, char **argv) {
     ImageBatch b{1, c, h, w, Bytes(static_cast<size_t>(c * h * w))};
     for (uint8_t &p : b.pixels) p = static_cast<uint8_t>(rng.next());
     write_png(tmp, b);
-    Bytes bytes = read_file(tmp);
+    Bytes bytes = read_seed_file(tmp);
     std::remove(tmp.c_str());
     return bytes;
   };
@@ -125,13 +116,13 @@ int main(int argc, char **argv) {
   c.adam_t = 40;
   const std::string tmp_ckpt = root + "/.seed.ckpt";
   train::write_checkpoint(tmp_ckpt, c);
-  const Bytes file = read_file(tmp_ckpt);
+  const Bytes file = read_seed_file(tmp_ckpt);
   std::remove(tmp_ckpt.c_str());
   write_seed(ck, "small_model_file", 1, file, rng);
   write_seed(ck, "small_model_payload", 0, Bytes(file.begin() + 24, file.end() - 8), rng);
   c.ema.clear();
   train::write_checkpoint(tmp_ckpt, c);
-  const Bytes no_ema = read_file(tmp_ckpt);
+  const Bytes no_ema = read_seed_file(tmp_ckpt);
   std::remove(tmp_ckpt.c_str());
   write_seed(ck, "no_ema_payload", 0, Bytes(no_ema.begin() + 24, no_ema.end() - 8), rng);
   return 0;
