@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "flowrt.h"
+#include "probe_session.h"
 
 static int fail(const char *what, flowrt_status st) {
   fprintf(stderr, "precision_probe: %s failed: %s: %s\n", what, flowrt_status_string(st),
@@ -29,7 +30,7 @@ static int run(flowrt_session *s, size_t n, unsigned char *pixels, double *bpd) 
 
 int main(int argc, char **argv) {
   flowrt_model *model = NULL;
-  flowrt_session_options *opt = NULL;
+  const char *failed = NULL;
   flowrt_session *session = NULL;
   flowrt_precision precision;
   flowrt_status st;
@@ -43,11 +44,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: %s MODEL PRECISION(fp32|bf16) BATCH\n", argv[0]);
     return 2;
   }
-  if (strcmp(argv[2], "fp32") == 0) {
-    precision = FLOWRT_PRECISION_FP32;
-  } else if (strcmp(argv[2], "bf16") == 0) {
-    precision = FLOWRT_PRECISION_BF16;
-  } else {
+  if (!probe_precision(argv[2], &precision)) {
     fprintf(stderr, "precision_probe: unknown precision '%s'\n", argv[2]);
     return 2;
   }
@@ -65,23 +62,15 @@ int main(int argc, char **argv) {
     fprintf(stderr, "precision_probe: out of memory\n");
     return 1;
   }
-  if ((st = flowrt_session_options_create(&opt)) != FLOWRT_OK)
-    return fail("flowrt_session_options_create", st);
-  if ((st = flowrt_session_options_set_backend(opt, FLOWRT_BACKEND_ONEDNN)) != FLOWRT_OK)
-    return fail("flowrt_session_options_set_backend", st);
-  if ((st = flowrt_session_options_set_precision(opt, precision)) != FLOWRT_OK)
-    return fail("flowrt_session_options_set_precision", st);
-  if ((st = flowrt_session_options_set_max_batch(opt, n)) != FLOWRT_OK)
-    return fail("flowrt_session_options_set_max_batch", st);
-  if ((st = flowrt_session_create(model, opt, &session)) != FLOWRT_OK)
-    return fail("flowrt_session_create", st);
+  if ((st = probe_session(model, FLOWRT_BACKEND_ONEDNN, precision, n, 0, &session, &failed)) !=
+      FLOWRT_OK)
+    return fail(failed, st);
   if ((rc = run(session, n, pixels, bpd)) != 0) return rc;
   printf("precision_probe: steady state\n");
   fflush(stdout);
   if ((rc = run(session, n, pixels, bpd)) != 0) return rc;
   printf("precision_probe: done, bits/dim[0] %.4f\n", bpd[0]);
   flowrt_session_free(session);
-  flowrt_session_options_free(opt);
   flowrt_model_free(model);
   free(pixels);
   free(bpd);

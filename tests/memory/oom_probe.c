@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "flowrt.h"
+#include "probe_session.h"
 
 static long vm_peak_kb(void) {
   FILE *f = fopen("/proc/self/status", "r");
@@ -26,17 +27,11 @@ static long vm_peak_kb(void) {
   return kb;
 }
 
+/* A 1-thread fp32 session at max batch `batch`. */
 static flowrt_status make_session(const flowrt_model *m, flowrt_backend b, size_t batch,
                                   flowrt_session **s) {
-  flowrt_session_options *o = NULL;
-  flowrt_status st = flowrt_session_options_create(&o);
-  if (st != FLOWRT_OK) return st;
-  flowrt_session_options_set_backend(o, b);
-  flowrt_session_options_set_threads(o, 1);
-  st = flowrt_session_options_set_max_batch(o, batch);
-  if (st == FLOWRT_OK) st = flowrt_session_create(m, o, s);
-  flowrt_session_options_free(o);
-  return st;
+  const char *failed = NULL;
+  return probe_session(m, b, FLOWRT_PRECISION_FP32, batch, 1, s, &failed);
 }
 
 int main(int argc, char **argv) {
@@ -50,7 +45,7 @@ int main(int argc, char **argv) {
 
   if ((argc == 2 || argc == 4) && strcmp(argv[1], "vm") == 0) {
     if (argc == 4) {
-      if (strcmp(argv[3], "onednn") == 0) backend = FLOWRT_BACKEND_ONEDNN;
+      if (!probe_backend(argv[3], &backend)) return 2;
       if ((st = flowrt_model_open(argv[2], &m)) != FLOWRT_OK ||
           (st = make_session(m, backend, 1, &s)) != FLOWRT_OK ||
           (st = flowrt_sample(s, 1, 0.7f, 1, pixels)) != FLOWRT_OK) {
@@ -75,7 +70,10 @@ int main(int argc, char **argv) {
             argv[0]);
     return 2;
   }
-  if (strcmp(argv[3], "onednn") == 0) backend = FLOWRT_BACKEND_ONEDNN;
+  if (!probe_backend(argv[3], &backend)) {
+    fprintf(stderr, "oom_probe: unknown backend '%s'\n", argv[3]);
+    return 2;
+  }
   big = (size_t)strtoul(argv[4], NULL, 10);
   if ((st = flowrt_model_open(argv[2], &m)) != FLOWRT_OK) {
     printf("open: %s: %s\n", flowrt_status_string(st), flowrt_last_error());

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "flowrt.h"
+#include "probe_session.h"
 
 /* The value of `key` ("VmRSS:", "VmHWM:") in /proc/self/status, in kB; -1 if unreadable. */
 static long status_kb(const char *key) {
@@ -40,7 +41,7 @@ static int fail(const char *what, flowrt_status st) {
 
 int main(int argc, char **argv) {
   flowrt_model *model = NULL;
-  flowrt_session_options *opt = NULL;
+  const char *failed = NULL;
   flowrt_session *session = NULL;
   flowrt_backend backend;
   flowrt_precision precision = FLOWRT_PRECISION_FP32;
@@ -57,21 +58,11 @@ int main(int argc, char **argv) {
             argv[0]);
     return 2;
   }
-  if (argc == 5 && strcmp(argv[4], "bf16") == 0) {
-    precision = FLOWRT_PRECISION_BF16;
-  } else if (argc == 5 && strcmp(argv[4], "fp32") != 0) {
+  if (argc == 5 && !probe_precision(argv[4], &precision)) {
     fprintf(stderr, "rss_probe: unknown precision '%s'\n", argv[4]);
     return 2;
   }
-  if (strcmp(argv[2], "ref") == 0) {
-    backend = FLOWRT_BACKEND_REF;
-  } else if (strcmp(argv[2], "onednn") == 0) {
-    backend = FLOWRT_BACKEND_ONEDNN;
-  } else if (strcmp(argv[2], "cuda") == 0) {
-    backend = FLOWRT_BACKEND_CUDA;
-  } else if (strcmp(argv[2], "auto") == 0) {
-    backend = FLOWRT_BACKEND_AUTO;
-  } else {
+  if (!probe_backend(argv[2], &backend)) {
     fprintf(stderr, "rss_probe: unknown backend '%s'\n", argv[2]);
     return 2;
   }
@@ -101,16 +92,8 @@ int main(int argc, char **argv) {
   memset(pixels, 0, max_batch * dims);
   memset(bpd, 0, max_batch * sizeof(double));
 
-  if ((st = flowrt_session_options_create(&opt)) != FLOWRT_OK)
-    return fail("flowrt_session_options_create", st);
-  if ((st = flowrt_session_options_set_backend(opt, backend)) != FLOWRT_OK)
-    return fail("flowrt_session_options_set_backend", st);
-  if ((st = flowrt_session_options_set_precision(opt, precision)) != FLOWRT_OK)
-    return fail("flowrt_session_options_set_precision", st);
-  if ((st = flowrt_session_options_set_max_batch(opt, max_batch)) != FLOWRT_OK)
-    return fail("flowrt_session_options_set_max_batch", st);
-  if ((st = flowrt_session_create(model, opt, &session)) != FLOWRT_OK)
-    return fail("flowrt_session_create", st);
+  if ((st = probe_session(model, backend, precision, max_batch, 0, &session, &failed)) != FLOWRT_OK)
+    return fail(failed, st);
   created = status_kb("VmRSS:");
   if ((st = flowrt_sample(session, max_batch, 0.7f, 1, pixels)) != FLOWRT_OK)
     return fail("flowrt_sample", st);
@@ -125,7 +108,6 @@ int main(int argc, char **argv) {
   printf("backend=%s max_batch=%lu bits_per_dim[0]=%.6f\n",
          flowrt_backend_name(flowrt_session_backend(session)), (unsigned long)max_batch, bpd[0]);
   flowrt_session_free(session);
-  flowrt_session_options_free(opt);
   flowrt_model_free(model);
   free(pixels);
   free(bpd);
