@@ -31,6 +31,7 @@ namespace rt = flowrt::cuda;  // the runtime's forward kernels
 namespace tk = train::cuda;   // the trainer's kernels
 using rt::check;
 using rt::DeviceBuffer;
+using rt::Stream;
 
 // A device array that grows on demand (contents are not kept when it grows).
 template <typename T>
@@ -71,21 +72,6 @@ class Pinned {
  private:
   T *p_ = nullptr;
   size_t n_ = 0;
-};
-
-class Stream {
- public:
-  Stream() { check(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking), "cudaStreamCreate"); }
-  Stream(const Stream &) = delete;
-  Stream &operator=(const Stream &) = delete;
-  ~Stream() {
-    cudaStreamSynchronize(s_);
-    cudaStreamDestroy(s_);
-  }
-  cudaStream_t get() const { return s_; }
-
- private:
-  cudaStream_t s_ = nullptr;
 };
 
 // Row-major GEMMs on cuBLAS (column-major): C = op(A) op(B) is C^T = op(B)^T op(A)^T.

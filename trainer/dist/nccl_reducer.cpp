@@ -14,6 +14,8 @@
 #ifdef FLOWRT_HAVE_NCCL
 #include <cuda_runtime.h>
 #include <nccl.h>
+
+#include "backends/cuda/cuda_check.hpp"
 #endif
 
 namespace flowrt::train {
@@ -57,12 +59,6 @@ void check_nccl(ncclResult_t r, const char *what) {
   if (r != ncclSuccess)
     fail(FLOWRT_DEVICE_ERROR, std::string("NCCL ") + what + ": " + ncclGetErrorString(r));
 }
-void check_cuda(cudaError_t e, const char *what) {
-  if (e != cudaSuccess)
-    fail(FLOWRT_DEVICE_ERROR, std::string("CUDA: ") + what + ": " + cudaGetErrorName(e) + " (" +
-                                  cudaGetErrorString(e) + ")");
-}
-
 // One NCCL communicator for the process, kept as long as its reducer.
 struct NcclComm {
   ncclComm_t comm = nullptr;
@@ -72,43 +68,6 @@ struct NcclComm {
   ~NcclComm() {
     if (comm) ncclCommDestroy(comm);
   }
-};
-
-// Non-blocking: it must not wait for the legacy default stream.
-class CudaStream {
- public:
-  CudaStream() {
-    check_cuda(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking), "cudaStreamCreate");
-  }
-  CudaStream(const CudaStream &) = delete;
-  CudaStream &operator=(const CudaStream &) = delete;
-  ~CudaStream() {
-    cudaStreamSynchronize(s_);  // no collective may outlive its buffers or communicator
-    cudaStreamDestroy(s_);
-  }
-  cudaStream_t get() const { return s_; }
-
- private:
-  cudaStream_t s_ = nullptr;
-};
-
-class CudaEvent {
- public:
-  CudaEvent() {
-    check_cuda(cudaEventCreateWithFlags(&e_, cudaEventDisableTiming), "cudaEventCreate");
-  }
-  CudaEvent(const CudaEvent &) = delete;
-  CudaEvent &operator=(const CudaEvent &) = delete;
-  ~CudaEvent() { cudaEventDestroy(e_); }
-  // What `waiter` enqueues from now on runs after what `signaller` has enqueued so far. The
-  // wait takes the event as recorded now, so recording it again later is safe.
-  void order(cudaStream_t signaller, cudaStream_t waiter) {
-    check_cuda(cudaEventRecord(e_, signaller), "cudaEventRecord");
-    check_cuda(cudaStreamWaitEvent(waiter, e_, 0), "cudaStreamWaitEvent");
-  }
-
- private:
-  cudaEvent_t e_ = nullptr;
 };
 
 class NcclReducer final : public TrainCompute<float>::DeviceReducer {
@@ -172,8 +131,8 @@ class NcclReducer final : public TrainCompute<float>::DeviceReducer {
   // Declared first, destroyed last: after the stream has drained.
   std::unique_ptr<NcclComm> comm_;
   NcclReduceOptions options_;
-  CudaStream nccl_;
-  CudaEvent ready_, done_;
+  flowrt::cuda::Stream nccl_;
+  flowrt::cuda::Event ready_, done_;
   std::optional<GradBuckets> buckets_;
   const GradBuckets::Launch launch_ = [this](GradRange b, bool last) { launch(b, last); };
   float *grads_ = nullptr;

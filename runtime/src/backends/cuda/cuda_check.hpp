@@ -1,5 +1,5 @@
 // Turning CUDA runtime and cuBLAS failures into flowrt::Error(FLOWRT_DEVICE_ERROR) with the call
-// and the error name, and RAII for device memory.
+// and the error name, and RAII for device memory, streams and events.
 #pragma once
 
 #include <cublas_v2.h>
@@ -22,6 +22,41 @@ inline void check(cublasStatus_t s, const char *what) {
     fail(FLOWRT_DEVICE_ERROR,
          std::string("cuBLAS: ") + what + ": status " + std::to_string(int(s)));
 }
+
+// A non-blocking stream (it never waits for the legacy default stream), drained before it goes,
+// so that no work outlives the buffers it uses.
+class Stream {
+ public:
+  Stream() { check(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking), "cudaStreamCreate"); }
+  Stream(const Stream &) = delete;
+  Stream &operator=(const Stream &) = delete;
+  ~Stream() {
+    cudaStreamSynchronize(s_);
+    cudaStreamDestroy(s_);
+  }
+  cudaStream_t get() const { return s_; }
+
+ private:
+  cudaStream_t s_ = nullptr;
+};
+
+// An event for ordering streams (no timing).
+class Event {
+ public:
+  Event() { check(cudaEventCreateWithFlags(&e_, cudaEventDisableTiming), "cudaEventCreate"); }
+  Event(const Event &) = delete;
+  Event &operator=(const Event &) = delete;
+  ~Event() { cudaEventDestroy(e_); }
+  // What `waiter` enqueues from now on runs after what `signaller` has enqueued so far. The
+  // wait takes the event as recorded now, so recording it again later is safe.
+  void order(cudaStream_t signaller, cudaStream_t waiter) {
+    check(cudaEventRecord(e_, signaller), "cudaEventRecord");
+    check(cudaStreamWaitEvent(waiter, e_, 0), "cudaStreamWaitEvent");
+  }
+
+ private:
+  cudaEvent_t e_ = nullptr;
+};
 
 // A device allocation of `n` elements of T, freed on destruction.
 template <typename T>
