@@ -36,11 +36,34 @@ class _Emitter:
     def int_(self, v: int):
         self.out += pickle.BININT + struct.pack("<i", v)
 
-    def int_tuple(self, values):
+    def int_tuple(self, values, long=False):
+        """BININTs, or with `long` LONG1s (for what BININT cannot hold)."""
         self.out += pickle.MARK
         for v in values:
-            self.int_(v)
+            if long:
+                self.out += pickle.LONG1 + b"\x09" + v.to_bytes(9, "little", signed=True)
+            else:
+                self.int_(v)
         self.out += pickle.TUPLE
+
+    def tensor(self, name, storage, key, numel, offset, size, stride, long=False):
+        """`name`: a tensor rebuilt as torch saves it, a view of storage `key` (`numel` elements
+        of the class `storage`) at `offset` with that size and stride."""
+        self.string(name)
+        self.global_("torch._utils", "_rebuild_tensor_v2")
+        self.out += pickle.MARK + pickle.MARK
+        self.string("storage")
+        self.global_("torch", storage)
+        self.string(key)
+        self.string("cpu")
+        self.int_(numel)
+        self.out += pickle.TUPLE + pickle.BINPERSID
+        self.int_(offset)
+        self.int_tuple(size, long)
+        self.int_tuple(stride, long)
+        self.out += pickle.NEWFALSE
+        self.empty_ordered_dict()
+        self.out += pickle.TUPLE + pickle.REDUCE
 
     def empty_ordered_dict(self):
         self.global_("collections", "OrderedDict")
@@ -60,24 +83,7 @@ def state_dict_pickle(tensors: dict, shapes: dict = None) -> (bytes, dict):
         storages[key] = array.astype(array.dtype.newbyteorder("<")).tobytes()
         size = tuple(shapes.get(name, array.shape)) if shapes else array.shape
         strides = tuple(int(np.prod(size[i + 1:])) for i in range(len(size)))
-        e.string(name)
-        e.global_("torch._utils", "_rebuild_tensor_v2")
-        e.op(pickle.MARK)
-        e.op(pickle.MARK)
-        e.string("storage")
-        e.global_("torch", _STORAGE_NAMES[array.dtype])
-        e.string(key)
-        e.string("cpu")
-        e.int_(array.size)
-        e.op(pickle.TUPLE)
-        e.op(pickle.BINPERSID)
-        e.int_(0)
-        e.int_tuple(size)
-        e.int_tuple(strides)
-        e.op(pickle.NEWFALSE)
-        e.empty_ordered_dict()
-        e.op(pickle.TUPLE)
-        e.op(pickle.REDUCE)
+        e.tensor(name, _STORAGE_NAMES[array.dtype], key, array.size, 0, size, strides)
     e.op(pickle.SETITEMS)
     e.op(pickle.STOP)
     return bytes(e.out), storages
