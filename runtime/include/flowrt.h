@@ -222,6 +222,46 @@ FLOWRT_API flowrt_status flowrt_decode_noise(flowrt_session *session, size_t n, 
                                              float temperature, const int32_t *labels, float *x,
                                              uint8_t *pixels);
 
+/* ---- Latents and likelihood terms ----------------------------------------------------------
+ * These walk the flow once per image and report what encode only sums up. They run on the
+ * session's threads on the portable reference path whatever the session's backend (the first
+ * call allocates its scratch for the session's maximum batch; later calls allocate nothing), so
+ * they are slower than flowrt_encode on oneDNN or CUDA and use float throughout. labels may be
+ * NULL (unconditional models). x is the network's continuous input (flowrt_pixels_to_x). */
+
+/* Pixels (n*C*H*W bytes, top n_bits bits read) -> x at the bin centres (n*C*H*W floats), the
+ * input flowrt_encode computes from pixels. */
+FLOWRT_API flowrt_status flowrt_pixels_to_x(const flowrt_model *model, size_t n,
+                                            const uint8_t *pixels, float *x);
+
+/* The standardised latents of every level: eps = (z - mean) / std with each level's prior (the
+ * split priors conditioned on the levels above, the top prior with the class offsets of
+ * labels[i]); a split without a prior net has eps = z. eps: n*latent_dim floats in the layout of
+ * z. The exact inverse of flowrt_decode_noise at temperature 1: decode_noise(encode_noise(x), 1)
+ * reproduces x up to float rounding, hence the image's pixels exactly. */
+FLOWRT_API flowrt_status flowrt_encode_noise(flowrt_session *session, size_t n, const float *x,
+                                             const int32_t *labels, float *eps);
+
+/* Per image and level (n*levels doubles each, image-major; level 0 = the first split, levels-1 =
+ * the top, as flowrt_model_latent_shape): log_prior[i*levels+l] = log p(z_l | prior) in nats and
+ * log_det[i*levels+l] = the log|det| of the flow steps between the previous split and level l's
+ * split (the top level: those after the last split). For every image
+ *   sum_l (log_prior + log_det) = log p(x)   (flowrt_encode_ex's log_p, to float rounding).
+ * Either output may be NULL. */
+FLOWRT_API flowrt_status flowrt_level_terms(flowrt_session *session, size_t n, const float *x,
+                                            const int32_t *labels, double *log_prior,
+                                            double *log_det);
+
+/* The negative log-likelihood of each image spread over its pixel grid: nll[i*H*W + r*W + c]
+ * (n*H*W doubles, nats). A step working on a grid made by s squeezes (each level's grid is
+ * 2^s x 2^s pixels per position) attributes what it adds at grid position (u, v) evenly to the
+ * pixels of block (u, v): each latent element's -log p under its prior, each coupling's
+ * -log|scale| at that position (summed over its channels), and the position's share of an
+ * actnorm's or 1x1 convolution's -log|det| (which is the same at every position). Hence
+ *   sum over the H*W entries of image i = -log p(x_i)   (to float rounding). */
+FLOWRT_API flowrt_status flowrt_nll_map(flowrt_session *session, size_t n, const float *x,
+                                        const int32_t *labels, double *nll);
+
 /* Fills eps (n*latent_dim floats) with the standard normals flowrt_sample uses for (seed,
  * images first_image .. first_image+n-1). */
 FLOWRT_API flowrt_status flowrt_model_noise(const flowrt_model *model, size_t n, uint64_t seed,
