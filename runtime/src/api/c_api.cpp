@@ -398,6 +398,53 @@ flowrt_status flowrt_decode_noise(flowrt_session *session, size_t n, const float
   });
 }
 
+flowrt_status flowrt_pixels_to_x(const flowrt_model *model, size_t n, const uint8_t *pixels,
+                                 float *x) {
+  return guarded([&] {
+    require(model, "model");
+    if (n == 0) return;
+    require(pixels, "pixels");
+    require(x, "x");
+    const uint64_t total =
+        flowrt::checked_mul(n, static_cast<uint64_t>(model->graph->dims()), "pixels");
+    flowrt::checked_mul(total, sizeof(float), "x");
+    const int nb = model->graph->image.n_bits;
+    for (uint64_t k = 0; k < total; ++k) x[k] = flowrt::pixel_to_x(pixels[k], nb);
+  });
+}
+
+flowrt_status flowrt_encode_noise(flowrt_session *session, size_t n, const float *x,
+                                  const int32_t *labels, float *eps) {
+  return guarded([&] {
+    flowrt::InferenceSession &s = use(session);
+    flowrt::InferenceSession::Use busy(s);
+    if (n > 0) require(eps, "eps");
+    s.analyze(n, x, labels, eps, nullptr, nullptr, nullptr);
+  });
+}
+
+flowrt_status flowrt_level_terms(flowrt_session *session, size_t n, const float *x,
+                                 const int32_t *labels, double *log_prior, double *log_det) {
+  return guarded([&] {
+    flowrt::InferenceSession &s = use(session);
+    flowrt::InferenceSession::Use busy(s);
+    flowrt::checked_mul(n, static_cast<uint64_t>(s.levels()) * sizeof(double), "level terms");
+    s.analyze(n, x, labels, nullptr, log_prior, log_det, nullptr);
+  });
+}
+
+flowrt_status flowrt_nll_map(flowrt_session *session, size_t n, const float *x,
+                             const int32_t *labels, double *nll) {
+  return guarded([&] {
+    flowrt::InferenceSession &s = use(session);
+    flowrt::InferenceSession::Use busy(s);
+    if (n > 0) require(nll, "nll");
+    const flowrt::ImageSpec &im = s.graph().image;
+    flowrt::checked_mul(n, static_cast<uint64_t>(im.height * im.width) * sizeof(double), "nll");
+    s.analyze(n, x, labels, nullptr, nullptr, nullptr, nll);
+  });
+}
+
 flowrt_status flowrt_model_noise(const flowrt_model *model, size_t n, uint64_t seed,
                                  uint64_t first_image, float *eps) {
   return guarded([&] {

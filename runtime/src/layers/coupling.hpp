@@ -42,9 +42,11 @@ inline T scale_of(ScaleFunction fn, T a) {
   return fn == ScaleFunction::Exp ? std::exp(a) : T(1) / (T(1) + std::exp(-a));
 }
 
+// pos_log_scale (plane doubles, may be null): each position's log s summed over the channels is
+// added to it (forward sign), for likelihood maps.
 template <typename T>
 double coupling_apply(const PCoupling<T> &c, const T *h, int64_t cb, int64_t plane, T *xb,
-                      bool inverse) {
+                      bool inverse, double *pos_log_scale = nullptr) {
   if (c.type == CouplingType::Additive) {
     for (int64_t k = 0; k < cb * plane; ++k) xb[k] = inverse ? xb[k] - h[k] : xb[k] + h[k];
     return 0.0;
@@ -60,7 +62,9 @@ double coupling_apply(const PCoupling<T> &c, const T *h, int64_t cb, int64_t pla
     for (int64_t p = 0; p < plane; ++p) {
       const T a = raw[p] + c.scale_bias;
       const T s = scale_of(c.scale_fn, a);
-      acc += static_cast<double>(log_scale_of(c.scale_fn, a));
+      const double log_s = static_cast<double>(log_scale_of(c.scale_fn, a));
+      acc += log_s;
+      if (pos_log_scale) pos_log_scale[p] += log_s;
       if (c.form == AffineForm::ShiftThenScale)
         x[p] = inverse ? x[p] / s - t[p] : (x[p] + t[p]) * s;
       else

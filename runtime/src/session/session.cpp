@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "backends/backend_registry.hpp"
+#include "backends/ref/ref_executor.hpp"
 #include "core/checked_math.hpp"
 #include "core/error.hpp"
 
@@ -57,7 +58,11 @@ InferenceSession::Use::Use(InferenceSession &s) : s_(s) {
 }
 
 InferenceSession::InferenceSession(std::shared_ptr<const Graph> graph, const InferenceOptions &o)
-    : graph_(std::move(graph)), max_batch_(o.max_batch), dims_(graph_->dims()) {
+    : graph_(std::move(graph)),
+      threads_(o.threads),
+      fold_(o.fold),
+      max_batch_(o.max_batch),
+      dims_(graph_->dims()) {
   if (o.max_batch < 1 || o.max_batch > 65536)
     invalid_argument("max_batch " + std::to_string(o.max_batch) + " is out of range [1, 65536]");
   if (o.threads < 0 || o.threads > 4096)
@@ -70,6 +75,8 @@ InferenceSession::InferenceSession(std::shared_ptr<const Graph> graph, const Inf
   eps_stage_.resize(floats);
   log_p_stage_.resize(o.max_batch);
 }
+
+InferenceSession::~InferenceSession() = default;
 
 void InferenceSession::check_batch(size_t n, const void *input, const char *name) const {
   if (n > 0 && !input) invalid_argument(std::string(name) + " is NULL");
@@ -185,6 +192,33 @@ void InferenceSession::sample(size_t n, float temperature, uint64_t seed, const 
     backend_->sample(m, seed, done, temperature, labels ? labels + done : nullptr,
                      eps_stage_.data(), xo);
     if (pixels) to_pixels(m, xo, pixels + off);
+    done += m;
+  }
+}
+
+}  // namespace flowrt
+
+namespace flowrt {
+
+void InferenceSession::analyze(size_t n, const float *x, const int32_t *labels, float *eps,
+                               double *level_log_prior, double *level_log_det, double *nll_map) {
+  check_batch(n, x, "x");
+  check_labels(n, labels);
+  check_finite(n, x, "x");
+  if (n == 0) return;
+  if (!analysis_)
+    analysis_ = std::make_unique<RefExecutor<float>>(*graph_, max_batch_, threads_,
+                                                     ProgramOptions{fold_, NetWeights::View});
+  const size_t levels = static_cast<size_t>(analysis_->levels());
+  const size_t px = static_cast<size_t>(graph_->image.height * graph_->image.width);
+  for (size_t done = 0; done < n;) {
+    const size_t m = std::min(max_batch_, n - done);
+    RefExecutor<float>::Detail d;
+    if (eps) d.eps = eps + done * dims_;
+    if (level_log_prior) d.level_log_prior = level_log_prior + done * levels;
+    if (level_log_det) d.level_log_det = level_log_det + done * levels;
+    if (nll_map) d.nll_map = nll_map + done * px;
+    analysis_->encode_detail(m, x + done * dims_, labels ? labels + done : nullptr, d);
     done += m;
   }
 }

@@ -13,6 +13,9 @@
 
 namespace flowrt {
 
+template <typename T>
+class RefExecutor;
+
 struct InferenceOptions {
   flowrt_backend backend = FLOWRT_BACKEND_AUTO;
   int threads = 0;
@@ -25,6 +28,7 @@ struct InferenceOptions {
 class InferenceSession {
  public:
   InferenceSession(std::shared_ptr<const Graph> graph, const InferenceOptions &options);
+  ~InferenceSession();
   flowrt_backend backend() const { return backend_->kind(); }
   const Graph &graph() const { return *graph_; }
   size_t max_batch() const { return max_batch_; }
@@ -39,6 +43,12 @@ class InferenceSession {
                     uint8_t *pixels);
   void sample(size_t n, float temperature, uint64_t seed, const int32_t *labels, float *x,
               uint8_t *pixels);
+  // The terms of encode one by one (flowrt.h: encode_noise, level_terms, nll_map), on the
+  // reference path whatever the backend; every output may be null. The first call creates that
+  // path (its scratch for the maximum batch; the nets' weights are read in place).
+  void analyze(size_t n, const float *x, const int32_t *labels, float *eps, double *level_log_prior,
+               double *level_log_det, double *nll_map);
+  int levels() const { return graph_->levels(); }
 
   // Marks the session busy for the duration of a call (one thread at a time).
   class Use {
@@ -61,6 +71,9 @@ class InferenceSession {
 
   std::shared_ptr<const Graph> graph_;
   std::unique_ptr<Backend> backend_;
+  std::unique_ptr<RefExecutor<float>> analysis_;  // created by the first analyze()
+  int threads_;
+  bool fold_;
   size_t max_batch_;
   int64_t dims_;
   std::vector<float> x_stage_, z_stage_, eps_stage_;

@@ -43,7 +43,11 @@ class RefExecutor {
       s.b.resize(prog_.dims);
       s.net_a.resize(std::max<int64_t>(prog_.max_net_elems, 1));
       s.net_b.resize(std::max<int64_t>(prog_.max_net_elems, 1));
+      s.z.resize(prog_.dims);
+      s.pos.resize(prog_.dims);
     }
+    for (const PStep<T> &step : prog_.steps)
+      if (std::holds_alternative<PSplit<T>>(step.op)) ++levels_;
   }
 
   const Program<T> &program() const { return prog_; }
@@ -61,6 +65,36 @@ class RefExecutor {
     }
   }
 
+  // What a detailed encode reports, image-major; every pointer may be null: eps (D floats per
+  // image, the standardised latents), the per-level log-prior and log-det (levels() doubles
+  // per image) and the per-pixel negative log-likelihood (H*W doubles per image, nats).
+  struct Detail {
+    T *eps = nullptr;
+    double *level_log_prior = nullptr, *level_log_det = nullptr, *nll_map = nullptr;
+  };
+  int levels() const {
+    return levels_;
+  }
+
+  // encode's walk reporting its terms one by one (see flowrt.h: flowrt_encode_noise,
+  // flowrt_level_terms, flowrt_nll_map).
+  void encode_detail(size_t n, const T *x, const int32_t *labels, const Detail &out) {
+    const int64_t d = prog_.dims, px = prog_.image.height * prog_.image.width;
+    const int inner = n > 1 ? 1 : threads_;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_) if (n > 1 && threads_ > 1)
+    for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) {
+      Detail one;
+      if (out.eps) one.eps = out.eps + i * d;
+      if (out.level_log_prior) one.level_log_prior = out.level_log_prior + i * levels_;
+      if (out.level_log_det) one.level_log_det = out.level_log_det + i * levels_;
+      if (out.nll_map) one.nll_map = out.nll_map + i * px;
+      Scratch &s = scratch_[i];
+      double lp = 0, ld = 0;
+      encode_one(x + i * d, labels ? labels[i] : -1, one.eps ? one.eps : s.z.data(), &lp, &ld, s,
+                 inner, &one);
+    }
+  }
+
   // noise = false: `src` holds latents z; noise = true: standard normals eps.
   void decode(size_t n, const T *src, bool noise, T temperature, const int32_t *labels, T *x) {
     const int64_t d = prog_.dims;
@@ -74,7 +108,44 @@ class RefExecutor {
  private:
   struct Scratch {
     std::vector<T> a, b, net_a, net_b;
+    std::vector<T> z;         // z of a detailed encode that does not ask for eps
+    std::vector<double> pos;  // per grid position terms of a detailed encode
   };
+
+  // Adds sign * pos[u, v] (a grid of `grid` positions) evenly over the pixel block each grid
+  // position came from.
+  void spread(const double *pos, const Shape3 &grid, double sign, double *map) const {
+    const int64_t ih = prog_.image.height, iw = prog_.image.width;
+    const int64_t bh = ih / grid.h, bw = iw / grid.w;
+    const double f = sign / static_cast<double>(bh * bw);
+    for (int64_t u = 0; u < grid.h; ++u)
+      for (int64_t v = 0; v < grid.w; ++v) {
+        const double val = f * pos[u * grid.w + v];
+        for (int64_t r = u * bh; r < (u + 1) * bh; ++r)
+          for (int64_t c = v * bw; c < (v + 1) * bw; ++c) map[r * iw + c] += val;
+      }
+  }
+  // An input-independent log|det| `logdet`: its share of -logdet on every pixel.
+  void spread_constant(double logdet, double *map) const {
+    const int64_t px = prog_.image.height * prog_.image.width;
+    for (int64_t k = 0; k < px; ++k) map[k] -= logdet / static_cast<double>(px);
+  }
+  // Turns latent z (n elements, in place) into eps = (z - mean) / std, adding each element's
+  // log-density to pos[position] when pos is given.
+  // log-density to pos[position] when pos is given; returns their sum.
+  static double standardise(T *z, const T *mean, const T *log_std, int64_t n, T mean_offset,
+                            T log_std_offset, double *pos) {
+    double acc = 0;
+    for (int64_t k = 0; k < n; ++k) {
+      const double ls = static_cast<double>(log_std[k]) + log_std_offset;
+      const double e = (static_cast<double>(z[k]) - mean[k] - mean_offset) * std::exp(-ls);
+      const double t = -layers::kHalfLog2Pi - ls - 0.5 * e * e;
+      acc += t;
+      if (pos) pos[k] += t;
+      z[k] = static_cast<T>(e);
+    }
+    return acc;
+  }
 
   static const ProgramOptions &checked(const ProgramOptions &o) {
     if (o.net_weights == NetWeights::ViewScaled)
@@ -93,11 +164,24 @@ class RefExecutor {
     }
   }
 
+  // With `detail`, z is where the standardised latents go (they are computed in place of z).
   void encode_one(const T *x, int32_t label, T *z, double *log_p, double *log_det, Scratch &s,
-                  int threads) const {
+                  int threads, const Detail *detail = nullptr) const {
     T *cur = s.a.data(), *tmp = s.b.data();
     std::memcpy(cur, x, sizeof(T) * prog_.dims);
     double ld = 0, lp = 0;
+    double level_ld = 0;  // log|det| since the last split
+    int level = 0;
+    double *map = detail ? detail->nll_map : nullptr;
+    double *pos = map ? s.pos.data() : nullptr;
+    if (map) std::fill(map, map + prog_.image.height * prog_.image.width, 0.0);
+    // The end of a level: its log-prior `level_lp` and the log-det gathered since the last one.
+    auto end_level = [&](double level_lp) {
+      if (detail && detail->level_log_prior) detail->level_log_prior[level] = level_lp;
+      if (detail && detail->level_log_det) detail->level_log_det[level] = level_ld;
+      level_ld = 0;
+      ++level;
+    };
     for (const PStep<T> &step : prog_.steps) {
       const Shape3 &in = step.in;
       const int64_t plane = in.plane();
@@ -107,10 +191,14 @@ class RefExecutor {
       } else if (auto *af = std::get_if<PAffine<T>>(&step.op)) {
         layers::channel_affine(af->scale.data(), af->shift.data(), in.c, plane, cur, false);
         ld += step.logdet;
+        level_ld += step.logdet;
+        if (map) spread_constant(step.logdet, map);
       } else if (auto *li = std::get_if<PLinear<T>>(&step.op)) {
         layers::linear1x1(li->a.data(), li->c.data(), in.c, plane, cur, tmp);
         std::swap(cur, tmp);
         ld += step.logdet;
+        level_ld += step.logdet;
+        if (map) spread_constant(step.logdet, map);
       } else if (auto *pm = std::get_if<PPermute>(&step.op)) {
         layers::permute_channels(pm->source.data(), in.c, plane, cur, tmp, false);
         std::swap(cur, tmp);
@@ -120,23 +208,42 @@ class RefExecutor {
         T *xb = cur + (cp->conditioning == Half::First ? cb * plane : 0);
         const T *h =
             layers::run_net(cp->net, xa, in.h, in.w, s.net_a.data(), s.net_b.data(), threads);
-        ld += layers::coupling_apply(*cp, h, cb, plane, xb, false);
+        if (pos) std::fill(pos, pos + plane, 0.0);
+        const double c_ld = layers::coupling_apply(*cp, h, cb, plane, xb, false, pos);
+        ld += c_ld;
+        level_ld += c_ld;
+        if (map) spread(pos, in, -1.0, map);
       } else if (auto *sp = std::get_if<PSplit<T>>(&step.op)) {
         const int64_t cz = in.c / 2, n = cz * plane;
         T *leave = cur + (sp->leaving == Half::First ? 0 : n);
         T *keep = cur + (sp->leaving == Half::First ? n : 0);
         std::memcpy(z + step.latent_offset, leave, sizeof(T) * n);
-        lp += split_log_prob(*sp, keep, leave, cz, in, s, threads);
+        const double s_lp =
+            detail ? split_standardise(*sp, keep, z + step.latent_offset, cz, in, s, threads, pos)
+                   : split_log_prob(*sp, keep, leave, cz, in, s, threads);
+        lp += s_lp;
+        if (map) spread(pos, in, -1.0, map);
+        end_level(s_lp);
         if (sp->leaving == Half::First) std::memmove(cur, keep, sizeof(T) * n);
       } else if (auto *tp = std::get_if<PTop<T>>(&step.op)) {
         const int64_t n = in.numel();
+        double t_lp = 0;
+        if (pos) std::fill(pos, pos + plane, 0.0);
         std::memcpy(z + step.latent_offset, cur, sizeof(T) * n);
         for (int64_t c = 0; c < in.c; ++c) {
           T mo, lo;
           top_offsets(*tp, c, label, in.c, &mo, &lo);
-          lp += layers::gaussian_log_prob(cur + c * plane, tp->mean.data() + c * plane,
-                                          tp->log_std.data() + c * plane, plane, mo, lo);
+          if (detail) {
+            t_lp += standardise(z + step.latent_offset + c * plane, tp->mean.data() + c * plane,
+                                tp->log_std.data() + c * plane, plane, mo, lo, pos);
+            continue;
+          }
+          t_lp += layers::gaussian_log_prob(cur + c * plane, tp->mean.data() + c * plane,
+                                            tp->log_std.data() + c * plane, plane, mo, lo);
         }
+        lp += t_lp;
+        if (map) spread(pos, in, -1.0, map);
+        end_level(t_lp);
       }
     }
     *log_det = ld;
@@ -159,6 +266,42 @@ class RefExecutor {
       int64_t mc = 0, lc = 0;
       layers::prior_channels(sp.layout, j, cz, &mc, &lc);
       acc += layers::gaussian_log_prob(leave + j * plane, o + mc * plane, o + lc * plane, plane);
+    }
+    return acc;
+  }
+
+  // split_log_prob for a detailed encode: turns the leaving latent z (cz planes) into eps in
+  // place, gathers each position's log-density into pos (if given) and returns their sum.
+  double split_standardise(const PSplit<T> &sp, const T *keep, T *z, int64_t cz, const Shape3 &in,
+                           Scratch &s, int threads, double *pos) const {
+    const int64_t plane = in.plane();
+    double acc = 0;
+    if (pos) std::fill(pos, pos + plane, 0.0);
+    if (sp.prior.empty()) {
+      for (int64_t j = 0; j < cz; ++j)
+        for (int64_t p = 0; p < plane; ++p) {
+          const double v = static_cast<double>(z[j * plane + p]);
+          const double t = -layers::kHalfLog2Pi - 0.5 * v * v;
+          acc += t;
+          if (pos) pos[p] += t;
+        }
+      return acc;
+    }
+    const T *o =
+        layers::run_net(sp.prior, keep, in.h, in.w, s.net_a.data(), s.net_b.data(), threads);
+    for (int64_t j = 0; j < cz; ++j) {
+      int64_t mc = 0, lc = 0;
+      layers::prior_channels(sp.layout, j, cz, &mc, &lc);
+      const T *mean = o + mc * plane, *log_std = o + lc * plane;
+      T *zj = z + j * plane;
+      for (int64_t p = 0; p < plane; ++p) {
+        const double ls = static_cast<double>(log_std[p]);
+        const double e = (static_cast<double>(zj[p]) - mean[p]) * std::exp(-ls);
+        const double t = -layers::kHalfLog2Pi - ls - 0.5 * e * e;
+        acc += t;
+        if (pos) pos[p] += t;
+        zj[p] = static_cast<T>(e);
+      }
     }
     return acc;
   }
@@ -233,6 +376,7 @@ class RefExecutor {
 
   Program<T> prog_;
   int threads_;
+  int levels_ = 1;  // splits + the top
   std::vector<Scratch> scratch_;
 };
 
