@@ -1,9 +1,12 @@
 """Shared helpers of the converter tests: paths, the glow-pytorch fixtures, the command line,
-and a walk over the tensors of a .flow buffer."""
+libflowrt sessions (the flowrt Python module) and a walk over the tensors of a .flow buffer."""
+import contextlib
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import unittest
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +80,43 @@ def fixtures():
     if not out:
         raise RuntimeError(f"no fixtures under {FIXTURES}")
     return out
+
+
+def libflowrt():
+    """The flowrt Python module of this tree (python/flowrt) on the libflowrt that FLOWRT_LIB
+    names; raises SkipTest, with the reason, when FLOWRT_LIB is not set."""
+    path = os.environ.get("FLOWRT_LIB")
+    if not path:
+        raise unittest.SkipTest("FLOWRT_LIB is not set: libflowrt comparisons skipped (set it to "
+                                "the path of libflowrt.so)")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"FLOWRT_LIB={path} does not exist")
+    flowrt = sys.modules.get(_FLOWRT_ALIAS)
+    if flowrt is None:
+        # Imported under another name: the top-level name `flowrt` is the FlatBuffers package
+        # generated from the schema (converters/_generated/flowrt, see converters/fbs.py).
+        package = os.path.join(REPO, "python", "flowrt")
+        spec = importlib.util.spec_from_file_location(
+            _FLOWRT_ALIAS, os.path.join(package, "__init__.py"),
+            submodule_search_locations=[package])
+        flowrt = importlib.util.module_from_spec(spec)
+        sys.modules[_FLOWRT_ALIAS] = flowrt
+        spec.loader.exec_module(flowrt)
+    flowrt.load_library(path)
+    return flowrt
+
+
+_FLOWRT_ALIAS = "_flowrt_python"
+
+
+@contextlib.contextmanager
+def ref_session(flow_bytes: bytes, threads: int = 1):
+    """A flowrt.Session on the REF backend for a model given as .flow bytes (both freed on exit);
+    SkipTest when FLOWRT_LIB is not set."""
+    flowrt = libflowrt()
+    with flowrt.Model.from_bytes(flow_bytes) as model, \
+            flowrt.Session(model, backend="ref", threads=threads) as session:
+        yield session
 
 
 def run_cli(*args):
