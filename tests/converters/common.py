@@ -1,7 +1,6 @@
 """Shared helpers of the converter tests: paths, the glow-pytorch fixtures, the command line,
 libflowrt sessions (the flowrt Python module) and a walk over the tensors of a .flow buffer."""
 import contextlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -91,22 +90,18 @@ def libflowrt():
                                 "the path of libflowrt.so)")
     if not os.path.exists(path):
         raise FileNotFoundError(f"FLOWRT_LIB={path} does not exist")
-    flowrt = sys.modules.get(_FLOWRT_ALIAS)
-    if flowrt is None:
-        # Imported under another name: the top-level name `flowrt` is the FlatBuffers package
-        # generated from the schema (converters/_generated/flowrt, see converters/fbs.py).
-        package = os.path.join(REPO, "python", "flowrt")
-        spec = importlib.util.spec_from_file_location(
-            _FLOWRT_ALIAS, os.path.join(package, "__init__.py"),
-            submodule_search_locations=[package])
-        flowrt = importlib.util.module_from_spec(spec)
-        sys.modules[_FLOWRT_ALIAS] = flowrt
-        spec.loader.exec_module(flowrt)
+    if getattr(sys.modules.get("flowrt"), "placeholder_for_fb", False):
+        del sys.modules["flowrt"]  # the converters' stand-in parent of flowrt.fb (fbs.py)
+    sys.path.insert(0, os.path.join(REPO, "python"))
+    try:
+        import flowrt  # the module of this tree, beside the converters' flowrt.fb (fbs.py)
+    finally:
+        sys.path.pop(0)
+    if not hasattr(flowrt, "load_library"):
+        raise ImportError("another module named flowrt was imported before python/flowrt: "
+                          f"{getattr(flowrt, '__file__', flowrt)}")
     flowrt.load_library(path)
     return flowrt
-
-
-_FLOWRT_ALIAS = "_flowrt_python"
 
 
 @contextlib.contextmanager
