@@ -180,10 +180,12 @@ int manipulate_project(const CliArgs &args, Model &model, const NpyArray &dirs) 
 }  // namespace
 
 int cmd_attributes(int argc, char **argv) {
-  if (argc < 3 || std::string(argv[2]) != "build")
-    invalid_argument(
-        "usage: flowrt attributes build M.flow --images IDX_OR_DIR --labels LABELS_IDX "
-        "[--limit N] -o dirs.npy");
+  const char *usage =
+      "usage: flowrt attributes build M.flow --images IDX_OR_DIR --labels LABELS_IDX [--limit N] "
+      "-o dirs.npy";
+  if (argc < 3) invalid_argument(usage);
+  if (std::string(argv[2]) != "build")
+    invalid_argument("unknown attributes command '" + std::string(argv[2]) + "' (build); " + usage);
   return attributes_build(argc, argv);
 }
 

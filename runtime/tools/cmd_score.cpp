@@ -88,7 +88,7 @@ void print_row(const std::string &level, const std::string &shape, const Stat *c
     if (cols[k].n == 0)
       std::snprintf(cell, sizeof cell, "-");
     else if (wide && cols[k].n > 1)
-      std::snprintf(cell, sizeof cell, "%.6g +- %.3g", cols[k].mean(), cols[k].std());
+      std::snprintf(cell, sizeof cell, "%.6f +- %.3g", cols[k].mean(), cols[k].std());
     else
       std::snprintf(cell, sizeof cell, "%.6f", cols[k].mean());
     std::printf(wide ? " %24s" : " %15s", cell);
@@ -192,10 +192,6 @@ int print_level_terms(Common &c, const std::vector<double> &bpd, bool per_image)
 // -log2 P(x) spread over the pixel grid by flowrt_nll_map plus the C * n_bits bits of its bins,
 // so that the map's mean divided by C is the image's bits/dim.
 void write_heatmaps(Common &c, const std::vector<double> &bpd, const std::string &dir) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec)
-    fail(FLOWRT_IO_ERROR, "--heatmap: cannot create directory '" + dir + "': " + ec.message());
   const size_t hw = static_cast<size_t>(c.model.height()) * c.model.width();
   const double bins_bits = static_cast<double>(c.model.channels()) * c.model.n_bits();
   std::set<std::string> used;
@@ -229,6 +225,13 @@ void write_heatmaps(Common &c, const std::vector<double> &bpd, const std::string
 
 int cmd_score(int argc, char **argv) {
   CliArgs args(argc, argv, 2, options({"--heatmap"}), {"--per-image", "--per-level"});
+  if (args.has("--heatmap")) {  // before any work, so that a bad directory fails at once
+    std::error_code ec;
+    std::filesystem::create_directories(args.get("--heatmap"), ec);
+    if (ec)
+      fail(FLOWRT_IO_ERROR,
+           "--heatmap: cannot create directory '" + args.get("--heatmap") + "': " + ec.message());
+  }
   Common c = open_common(args, kScoreUsage);
   const size_t n = static_cast<size_t>(c.inputs.images.n);
   std::vector<double> bpd = c.session.encode(n, c.inputs.images.pixels.data());

@@ -117,9 +117,10 @@ class HeaderParser {
 uint64_t element_count(const std::vector<int64_t> &shape, const std::string &name) {
   uint64_t n = 1;
   for (int64_t d : shape) {
-    // Each d <= 2^40 and n <= 2^40 before the product: it fits in 64 bits.
-    n *= static_cast<uint64_t>(d);
-    if (n > kMaxElements) bad(name, "shape " + shape_text(shape) + " holds over 2^40 values");
+    const uint64_t u = static_cast<uint64_t>(d);
+    if (u != 0 && n > kMaxElements / u)  // checked before the product, which cannot overflow
+      bad(name, "shape " + shape_text(shape) + " holds over 2^40 values");
+    n *= u;
   }
   return n;
 }
