@@ -63,19 +63,19 @@ void for_each_x(const Common &c, Fn &&fn) {
   }
 }
 
+// Mean and sample standard deviation (Welford's update, stable for a small spread about a large
+// mean: log-dets vary little between images).
 struct Stat {
-  double sum = 0, sum2 = 0;
+  double mean_ = 0, m2 = 0;
   size_t n = 0;
   void add(double v) {
-    sum += v;
-    sum2 += v * v;
     ++n;
+    const double delta = v - mean_;
+    mean_ += delta / static_cast<double>(n);
+    m2 += delta * (v - mean_);
   }
-  double mean() const { return n ? sum / n : 0; }
-  double std() const {  // sample standard deviation
-    if (n < 2) return 0;
-    return std::sqrt(std::max(0.0, (sum2 - sum * sum / n) / (n - 1)));
-  }
+  double mean() const { return mean_; }
+  double std() const { return n < 2 ? 0 : std::sqrt(m2 / static_cast<double>(n - 1)); }
 };
 
 // One table row: a label, a latent shape, then one cell per Stat ("-" when empty). `wide`: the
@@ -116,8 +116,8 @@ int print_level_terms(Common &c, const std::vector<double> &bpd, bool per_image)
   });
 
   std::printf(
-      "\nper-level terms (D = %.0f dims; bits/dim = -nats / (D ln 2); log P(x) = sum of the "
-      "nats, bins: %d bits per dim of quantisation)\n",
+      "\nper-level terms, in nats: log P(x) = sum over levels of (log p(z_l) + log-det) + D log "
+      "2^-n_bits (the bins); bits/dim = -nats / (D ln 2), D = %.0f, n_bits = %d\n",
       D, nb);
   double worst = 0;
   const size_t groups = per_image ? n : 1;

@@ -40,7 +40,7 @@ const char *kUsage =
     "  backends                         which backends run here, from which plugin, or why not\n"
     "\n"
     "common options: --backend auto|ref|onednn|cuda  --threads N  --batch N (max batch)\n"
-    "                --limit N (first N images of an IDX file)\n";
+    "                --limit N (first N images of each IDX file or directory)\n";
 
 }  // namespace
 
