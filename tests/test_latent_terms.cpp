@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "flowrt.h"
+#include "flowrt.hpp"
 #include "format/flow_file.hpp"
 #include "test_support.hpp"
 
@@ -26,8 +27,8 @@ struct ModelFree {
 struct SessionFree {
   void operator()(flowrt_session *s) const { flowrt_session_free(s); }
 };
-using Model = std::unique_ptr<flowrt_model, ModelFree>;
-using Session = std::unique_ptr<flowrt_session, SessionFree>;
+using ModelPtr = std::unique_ptr<flowrt_model, ModelFree>;
+using SessionPtr = std::unique_ptr<flowrt_session, SessionFree>;
 
 Graph latent_graph(int classes, CouplingType coupling, int64_t size = 8, int levels = 2) {
   GlowConfig cfg;
@@ -43,15 +44,15 @@ Graph latent_graph(int classes, CouplingType coupling, int64_t size = 8, int lev
   return build_glow(cfg);
 }
 
-Model model_of(const Graph &g) {
+ModelPtr model_of(const Graph &g) {
   const std::vector<uint8_t> bytes = write_flow(g);
   flowrt_model *m = nullptr;
   REQUIRE_MESSAGE(flowrt_model_from_memory(bytes.data(), bytes.size(), &m) == FLOWRT_OK,
                   flowrt_last_error());
-  return Model(m);
+  return ModelPtr(m);
 }
 
-Session session_of(const flowrt_model *m, flowrt_backend backend, size_t max_batch) {
+SessionPtr session_of(const flowrt_model *m, flowrt_backend backend, size_t max_batch) {
   flowrt_session_options *o = nullptr;
   REQUIRE(flowrt_session_options_create(&o) == FLOWRT_OK);
   REQUIRE(flowrt_session_options_set_backend(o, backend) == FLOWRT_OK);
@@ -60,7 +61,7 @@ Session session_of(const flowrt_model *m, flowrt_backend backend, size_t max_bat
   const flowrt_status st = flowrt_session_create(m, o, &s);
   flowrt_session_options_free(o);
   REQUIRE_MESSAGE(st == FLOWRT_OK, flowrt_last_error());
-  return Session(s);
+  return SessionPtr(s);
 }
 
 std::vector<flowrt_backend> cpu_backends() {
@@ -98,13 +99,13 @@ std::vector<Level> levels_of(const flowrt_model *m) {
 TEST_SUITE("latent_terms") {
   TEST_CASE("pixels_to_x is the bin centre encode uses") {
     const Graph g = latent_graph(0, CouplingType::Affine);
-    Model m = model_of(g);
+    ModelPtr m = model_of(g);
     const size_t d = static_cast<size_t>(g.dims());
     const std::vector<uint8_t> px = random_pixels(2 * d, 3);
     std::vector<float> x(2 * d);
     REQUIRE(flowrt_pixels_to_x(m.get(), 2, px.data(), x.data()) == FLOWRT_OK);
     for (size_t k = 0; k < x.size(); ++k) CHECK(x[k] == doctest::Approx((px[k] + 0.5) / 256 - 0.5));
-    Session s = session_of(m.get(), FLOWRT_BACKEND_REF, 4);
+    SessionPtr s = session_of(m.get(), FLOWRT_BACKEND_REF, 4);
     std::vector<double> from_px(2), from_x(2);
     REQUIRE(flowrt_encode(s.get(), 2, px.data(), nullptr, from_px.data()) == FLOWRT_OK);
     REQUIRE(flowrt_encode_float(s.get(), 2, x.data(), nullptr, from_x.data()) == FLOWRT_OK);
@@ -114,7 +115,7 @@ TEST_SUITE("latent_terms") {
   TEST_CASE("encode_noise and the level log-priors equal the format's definition") {
     for (int classes : {0, 3}) {
       const Graph g = latent_graph(classes, CouplingType::Affine);
-      Model m = model_of(g);
+      ModelPtr m = model_of(g);
       const size_t d = static_cast<size_t>(g.dims()), n = 5;
       const std::vector<Level> lv = levels_of(m.get());
       std::vector<float> x(n * d);
@@ -125,7 +126,7 @@ TEST_SUITE("latent_terms") {
       const int32_t *lab = classes ? labels.data() : nullptr;
       for (flowrt_backend backend : cpu_backends()) {
         INFO("backend " << flowrt_backend_name(backend) << ", classes " << classes);
-        Session s = session_of(m.get(), backend, 2);  // chunks of 2
+        SessionPtr s = session_of(m.get(), backend, 2);  // chunks of 2
         std::vector<float> eps(n * d);
         std::vector<double> lp(n * lv.size());
         REQUIRE_MESSAGE(flowrt_encode_noise(s.get(), n, x.data(), lab, eps.data()) == FLOWRT_OK,
@@ -157,7 +158,7 @@ TEST_SUITE("latent_terms") {
   TEST_CASE("decode_noise at temperature 1 inverts encode_noise to the pixel") {
     for (int classes : {0, 3}) {
       const Graph g = latent_graph(classes, CouplingType::Affine, 16, 3);
-      Model m = model_of(g);
+      ModelPtr m = model_of(g);
       const size_t d = static_cast<size_t>(g.dims()), n = 6;
       std::vector<int32_t> labels(n, 2);
       const int32_t *lab = classes ? labels.data() : nullptr;
@@ -167,7 +168,7 @@ TEST_SUITE("latent_terms") {
       REQUIRE(flowrt_pixels_to_x(m.get(), n, px.data(), x.data()) == FLOWRT_OK);
       for (flowrt_backend backend : cpu_backends()) {
         INFO("backend " << flowrt_backend_name(backend) << ", classes " << classes);
-        Session s = session_of(m.get(), backend, 4);
+        SessionPtr s = session_of(m.get(), backend, 4);
         REQUIRE(flowrt_encode_noise(s.get(), n, x.data(), lab, eps.data()) == FLOWRT_OK);
         REQUIRE(flowrt_decode_noise(s.get(), n, eps.data(), 1.0f, lab, back.data(), out.data()) ==
                 FLOWRT_OK);
@@ -183,7 +184,7 @@ TEST_SUITE("latent_terms") {
   TEST_CASE("the level terms add up to log p(x) and log|det|") {
     for (CouplingType coupling : {CouplingType::Affine, CouplingType::Additive}) {
       const Graph g = latent_graph(3, coupling, 16, 3);
-      Model m = model_of(g);
+      ModelPtr m = model_of(g);
       const size_t d = static_cast<size_t>(g.dims()), n = 4;
       const size_t levels = levels_of(m.get()).size();
       REQUIRE(levels == 3);
@@ -193,7 +194,7 @@ TEST_SUITE("latent_terms") {
       std::vector<int32_t> labels{0, 1, 2, 1};
       for (flowrt_backend backend : cpu_backends()) {
         INFO("backend " << flowrt_backend_name(backend));
-        Session s = session_of(m.get(), backend, 3);
+        SessionPtr s = session_of(m.get(), backend, 3);
         std::vector<double> lp(n * levels), ld(n * levels), log_p(n), log_det(n);
         REQUIRE(flowrt_level_terms(s.get(), n, x.data(), labels.data(), lp.data(), ld.data()) ==
                 FLOWRT_OK);
@@ -220,13 +221,13 @@ TEST_SUITE("latent_terms") {
     // element's -log density spread over its block plus a uniform share of -log|det|; both come
     // from the naive encoder here.
     const Graph g = latent_graph(0, CouplingType::Additive, 16, 3);
-    Model m = model_of(g);
+    ModelPtr m = model_of(g);
     const size_t d = static_cast<size_t>(g.dims()), n = 3, px_count = 16 * 16;
     const std::vector<Level> lv = levels_of(m.get());
     std::vector<float> x(n * d);
     const std::vector<uint8_t> px = random_pixels(n * d, 9);
     REQUIRE(flowrt_pixels_to_x(m.get(), n, px.data(), x.data()) == FLOWRT_OK);
-    Session s = session_of(m.get(), FLOWRT_BACKEND_REF, 2);
+    SessionPtr s = session_of(m.get(), FLOWRT_BACKEND_REF, 2);
     std::vector<double> map(n * px_count), log_p(n), log_det(n);
     REQUIRE(flowrt_nll_map(s.get(), n, x.data(), nullptr, map.data()) == FLOWRT_OK);
     REQUIRE(flowrt_encode_ex(s.get(), n, x.data(), nullptr, nullptr, log_p.data(), log_det.data(),
@@ -258,14 +259,14 @@ TEST_SUITE("latent_terms") {
 
   TEST_CASE("affine couplings' log-scales land on the map: it still sums to -log p(x)") {
     const Graph g = latent_graph(3, CouplingType::Affine, 16, 3);
-    Model m = model_of(g);
+    ModelPtr m = model_of(g);
     const size_t d = static_cast<size_t>(g.dims()), n = 2, px_count = 256;
     std::vector<float> x(n * d);
     const std::vector<uint8_t> px = random_pixels(n * d, 13);
     REQUIRE(flowrt_pixels_to_x(m.get(), n, px.data(), x.data()) == FLOWRT_OK);
     std::vector<int32_t> labels{2, 0};
     for (flowrt_backend backend : cpu_backends()) {
-      Session s = session_of(m.get(), backend, 1);
+      SessionPtr s = session_of(m.get(), backend, 1);
       std::vector<double> map(n * px_count), log_p(n);
       REQUIRE(flowrt_nll_map(s.get(), n, x.data(), labels.data(), map.data()) == FLOWRT_OK);
       REQUIRE(flowrt_encode_ex(s.get(), n, x.data(), labels.data(), nullptr, log_p.data(), nullptr,
@@ -284,11 +285,35 @@ TEST_SUITE("latent_terms") {
     }
   }
 
+  TEST_CASE("the C++ wrapper: encode_noise, decode_noise, level_terms and nll_map") {
+    const Graph g = latent_graph(0, CouplingType::Affine, 16, 3);
+    const std::vector<uint8_t> bytes = write_flow(g);
+    const flowrt::Model m = flowrt::Model::from_memory(bytes.data(), bytes.size());
+    flowrt::Session s(m, flowrt::SessionOptions().backend(FLOWRT_BACKEND_REF).max_batch(2));
+    const size_t d = static_cast<size_t>(g.dims()), n = 3;
+    const std::vector<uint8_t> px = random_pixels(n * d, 31);
+    std::vector<float> x(n * d);
+    REQUIRE(flowrt_pixels_to_x(m.get(), n, px.data(), x.data()) == FLOWRT_OK);
+    const std::vector<float> eps = s.encode_noise(n, x.data());
+    CHECK(s.decode_noise(n, eps.data(), 1.0f) == px);
+    const flowrt::Session::LevelTerms t = s.level_terms(n, x.data());
+    REQUIRE(t.levels == 3);
+    const std::vector<double> map = s.nll_map(n, x.data());
+    REQUIRE(map.size() == n * 256);
+    for (size_t i = 0; i < n; ++i) {
+      double terms = 0, nll = 0;
+      for (int l = 0; l < 3; ++l) terms += t.log_prior[i * 3 + l] + t.log_det[i * 3 + l];
+      for (size_t k = 0; k < 256; ++k) nll += map[i * 256 + k];
+      CHECK(std::abs(terms + nll) <= 1e-9 * std::abs(terms));
+    }
+    CHECK_THROWS_AS(s.nll_map(1, nullptr), flowrt::Exception);
+  }
+
   TEST_CASE("bad arguments: a message naming what is wrong") {
     const Graph g = latent_graph(3, CouplingType::Affine);
-    Model m = model_of(g);
+    ModelPtr m = model_of(g);
     const size_t d = static_cast<size_t>(g.dims());
-    Session s = session_of(m.get(), FLOWRT_BACKEND_REF, 2);
+    SessionPtr s = session_of(m.get(), FLOWRT_BACKEND_REF, 2);
     std::vector<float> x(d, 0.1f), eps(d);
     std::vector<double> terms(2), map(64);
     CHECK(flowrt_encode_noise(s.get(), 1, x.data(), nullptr, nullptr) == FLOWRT_INVALID_ARGUMENT);

@@ -146,6 +146,10 @@ class Session {
  public:
   Session(const Model &model, const SessionOptions &options = SessionOptions())
       : dims_(model.latent_dim()) {
+    int c = 0, h = 0, w = 0;
+    check(flowrt_model_image_shape(model.get(), &c, &h, &w));
+    check(flowrt_model_levels(model.get(), &levels_));
+    pixels_per_image_ = static_cast<size_t>(h) * static_cast<size_t>(w);
     flowrt_session *s = nullptr;
     check(flowrt_session_create(model.get(), options.get(), &s));
     h_ = Handle(s);
@@ -177,10 +181,44 @@ class Session {
     if (pixels) pixels->resize(n * dims_);
     check(flowrt_decode(get(), n, z, x ? x->data() : nullptr, pixels ? pixels->data() : nullptr));
   }
+  // The standardised latents of n inputs x (flowrt_encode_noise); labels may be null.
+  std::vector<float> encode_noise(size_t n, const float *x, const int32_t *labels = nullptr) {
+    std::vector<float> eps(n * dims_);
+    check(flowrt_encode_noise(get(), n, x, labels, eps.data()));
+    return eps;
+  }
+  // Decodes standard normals at `temperature` into pixels (flowrt_decode_noise).
+  std::vector<uint8_t> decode_noise(size_t n, const float *eps, float temperature,
+                                    const int32_t *labels = nullptr) {
+    std::vector<uint8_t> px(n * dims_);
+    check(flowrt_decode_noise(get(), n, eps, temperature, labels, nullptr, px.data()));
+    return px;
+  }
+  // Per image and level: log p(z_l | prior) and the level's log|det| (flowrt_level_terms).
+  struct LevelTerms {
+    int levels = 0;
+    std::vector<double> log_prior, log_det;  // n * levels, image-major
+  };
+  LevelTerms level_terms(size_t n, const float *x, const int32_t *labels = nullptr) {
+    LevelTerms t;
+    t.levels = levels_;
+    t.log_prior.resize(n * static_cast<size_t>(levels_));
+    t.log_det.resize(n * static_cast<size_t>(levels_));
+    check(flowrt_level_terms(get(), n, x, labels, t.log_prior.data(), t.log_det.data()));
+    return t;
+  }
+  // Per image, -log p spread over its H*W pixels in nats (flowrt_nll_map).
+  std::vector<double> nll_map(size_t n, const float *x, const int32_t *labels = nullptr) {
+    std::vector<double> map(n * pixels_per_image_);
+    check(flowrt_nll_map(get(), n, x, labels, map.data()));
+    return map;
+  }
 
  private:
   using Handle = detail::Handle<flowrt_session, flowrt_session_free>;
   size_t dims_;
+  int levels_ = 0;
+  size_t pixels_per_image_ = 0;
   Handle h_;
 };
 

@@ -57,6 +57,7 @@ void conv2d_output_channel(const PConv<T> &c, int64_t o, const T *in, int64_t h,
 // already processed in parallel).
 template <typename T>
 void conv2d(const PConv<T> &c, const T *in, int64_t h, int64_t w, T *out, int threads) {
+  (void)threads;  // unused without OpenMP
 #pragma omp parallel for schedule(static) num_threads(threads > 1 ? threads : 1) if (threads > 1)
   for (int64_t o = 0; o < c.out_ch; ++o) conv2d_output_channel(c, o, in, h, w, out);
 }
