@@ -76,7 +76,7 @@ int cmd_interpolate(int argc, char **argv) {
   std::vector<float> ends;
   if (in_eps) {
     const std::vector<float> x = pixels_to_x(model, 2, ab.data());
-    ends = encode_noise(model, session, 2, x.data());
+    ends = session.encode_noise(2, x.data());
   } else {
     session.encode(2, ab.data(), &ends);
   }
@@ -95,7 +95,7 @@ int cmd_interpolate(int argc, char **argv) {
   }
   ImageBatch strip{static_cast<int64_t>(n), model.channels(), model.height(), model.width(), {}};
   if (in_eps)
-    strip.pixels = decode_noise(model, session, n, frames.data(), 1.0f);
+    strip.pixels = session.decode_noise(n, frames.data(), 1.0f);
   else
     session.decode(n, frames.data(), nullptr, &strip.pixels);
   const double ms =

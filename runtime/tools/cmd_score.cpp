@@ -109,10 +109,9 @@ int print_level_terms(Common &c, const std::vector<double> &bpd, bool per_image)
   lp.reserve(n * L);
   ld.reserve(n * L);
   for_each_x(c, [&](size_t, size_t count, const float *x) {
-    std::vector<double> p, d;
-    level_terms(c.model, c.session, count, x, &p, &d);
-    lp.insert(lp.end(), p.begin(), p.end());
-    ld.insert(ld.end(), d.begin(), d.end());
+    const Session::LevelTerms t = c.session.level_terms(count, x);
+    lp.insert(lp.end(), t.log_prior.begin(), t.log_prior.end());
+    ld.insert(ld.end(), t.log_det.begin(), t.log_det.end());
   });
 
   std::printf(
@@ -196,7 +195,7 @@ void write_heatmaps(Common &c, const std::vector<double> &bpd, const std::string
   const double bins_bits = static_cast<double>(c.model.channels()) * c.model.n_bits();
   std::set<std::string> used;
   for_each_x(c, [&](size_t first, size_t count, const float *x) {
-    const std::vector<double> nll = nll_map(c.model, c.session, count, x);
+    const std::vector<double> nll = c.session.nll_map(count, x);
     std::vector<double> bits(hw);
     for (size_t i = 0; i < count; ++i) {
       const size_t img = first + i;

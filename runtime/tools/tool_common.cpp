@@ -117,34 +117,6 @@ std::vector<float> pixels_to_x(const Model &model, size_t n, const uint8_t *pixe
   return x;
 }
 
-std::vector<float> encode_noise(const Model &model, Session &session, size_t n, const float *x) {
-  std::vector<float> eps(n * model.latent_dim());
-  check(flowrt_encode_noise(session.get(), n, x, nullptr, eps.data()));
-  return eps;
-}
-
-std::vector<uint8_t> decode_noise(const Model &model, Session &session, size_t n, const float *eps,
-                                  float temperature) {
-  std::vector<uint8_t> px(n * model.image_size());
-  check(flowrt_decode_noise(session.get(), n, eps, temperature, nullptr, nullptr, px.data()));
-  return px;
-}
-
-void level_terms(const Model &model, Session &session, size_t n, const float *x,
-                 std::vector<double> *log_prior, std::vector<double> *log_det) {
-  const size_t levels = latent_levels(model).size();
-  if (log_prior) log_prior->resize(n * levels);
-  if (log_det) log_det->resize(n * levels);
-  check(flowrt_level_terms(session.get(), n, x, nullptr, log_prior ? log_prior->data() : nullptr,
-                           log_det ? log_det->data() : nullptr));
-}
-
-std::vector<double> nll_map(const Model &model, Session &session, size_t n, const float *x) {
-  std::vector<double> nll(n * static_cast<size_t>(model.height()) * model.width());
-  check(flowrt_nll_map(session.get(), n, x, nullptr, nll.data()));
-  return nll;
-}
-
 std::vector<LatentLevel> latent_levels(const Model &model) {
   int levels = 0;
   check(flowrt_model_levels(model.get(), &levels));

@@ -1,6 +1,5 @@
 // What the `flowrt` subcommands share: reading input images fitted to a model, session options
-// from the common command-line options, and vector-returning forms of the C API's latent and
-// likelihood-term functions (flowrt.h, "Latents and likelihood terms").
+// from the common command-line options, and small helpers around the C API.
 #pragma once
 
 #include <cstdint>
@@ -38,16 +37,9 @@ std::vector<uint8_t> quantised(const Model &model, const uint8_t *pixels, size_t
 // How many of `count` pixels differ.
 size_t count_differences(const uint8_t *a, const uint8_t *b, size_t count);
 
-// The C API's latent and likelihood-term functions (flowrt.h) for n images, unconditional.
+// x at the pixels' bin centres (flowrt_pixels_to_x): what the latent and likelihood-term
+// functions of flowrt.h take.
 std::vector<float> pixels_to_x(const Model &model, size_t n, const uint8_t *pixels);
-std::vector<float> encode_noise(const Model &model, Session &session, size_t n, const float *x);
-std::vector<uint8_t> decode_noise(const Model &model, Session &session, size_t n, const float *eps,
-                                  float temperature);
-// log p(z_l | prior) and log|det| per image and level (n*levels each, image-major), nats.
-void level_terms(const Model &model, Session &session, size_t n, const float *x,
-                 std::vector<double> *log_prior, std::vector<double> *log_det);
-// -log p(x) spread over the pixel grid: n*H*W nats.
-std::vector<double> nll_map(const Model &model, Session &session, size_t n, const float *x);
 
 struct LatentLevel {
   int c = 0, h = 0, w = 0;
