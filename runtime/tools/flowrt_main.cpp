@@ -1,4 +1,4 @@
-// flowrt: inspect, create, sample from and score .flow models.
+// flowrt: inspect, create, sample from, score, interpolate and manipulate .flow models.
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -21,12 +21,26 @@ const char *kUsage =
     "                                   a freshly initialised Glow model\n"
     "  sample M.flow [-n 64] [-t 0.7] [--seed 1] [--cols C] [--backend B] -o grid.png\n"
     "                                   a grid of samples as a PNG\n"
-    "  score M.flow INPUT...            bits/dim per image and mean (PNG files or an IDX file)\n"
+    "  score M.flow INPUT... [--per-level] [--heatmap DIR]\n"
+    "                                   bits/dim per image and mean (PNG files, IDX files or\n"
+    "                                   directories of PNGs); --per-level: each level's prior and\n"
+    "                                   log-det terms; --heatmap: DIR/<name>_nll.png NLL maps\n"
     "  reconstruct M.flow INPUT...      encode -> decode round-trip error\n"
+    "  interpolate M.flow A.png B.png [--steps 8] [--slerp] [-t T] -o strip.png\n"
+    "                                   frames from A to B: linear in z, or in the standardised\n"
+    "                                   latents eps with --slerp (spherical) or -t (interior\n"
+    "                                   frames' eps times T)\n"
+    "  attributes build M.flow --images IDX_OR_DIR --labels LABELS_IDX [--limit N] -o dirs.npy\n"
+    "                                   per label: mean z of its images - mean z of the rest\n"
+    "  manipulate M.flow IMG --dirs dirs.npy --label K [--alpha -1,-0.5,0,0.5,1] -o strip.png\n"
+    "                                   decodes z + alpha * d_K for each alpha\n"
+    "  manipulate M.flow INPUT... --dirs dirs.npy --project\n"
+    "                                   each image's coordinate <z, d_k> / |d_k| on each "
+    "direction\n"
     "  backends                         which backends run here, from which plugin, or why not\n"
     "\n"
     "common options: --backend auto|ref|onednn|cuda  --threads N  --batch N (max batch)\n"
-    "                --limit N (first N images of an IDX file)\n";
+    "                --limit N (first N images of each IDX file or directory)\n";
 
 }  // namespace
 
@@ -47,6 +61,9 @@ int main(int argc, char **argv) {
     if (cmd == "sample") return flowrt::cmd_sample(argc, argv);
     if (cmd == "score") return flowrt::cmd_score(argc, argv);
     if (cmd == "reconstruct") return flowrt::cmd_reconstruct(argc, argv);
+    if (cmd == "interpolate") return flowrt::cmd_interpolate(argc, argv);
+    if (cmd == "attributes") return flowrt::cmd_attributes(argc, argv);
+    if (cmd == "manipulate") return flowrt::cmd_manipulate(argc, argv);
     std::fprintf(stderr, "flowrt: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
     return 2;
   } catch (const flowrt::Error &e) {
