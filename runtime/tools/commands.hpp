@@ -14,6 +14,7 @@ int cmd_init(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_reconstruct(int argc, char **argv);
+int cmd_ood(int argc, char **argv);
 
 flowrt_backend parse_backend(const std::string &name);
 

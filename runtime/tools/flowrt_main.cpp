@@ -23,6 +23,10 @@ const char *kUsage =
     "                                   a grid of samples as a PNG\n"
     "  score M.flow INPUT...            bits/dim per image and mean (PNG files or an IDX file)\n"
     "  reconstruct M.flow INPUT...      encode -> decode round-trip error\n"
+    "  ood M.flow --in A --out B [--train T] [--batch-size K] [--background M2.flow]\n"
+    "      [--complexity png] [--json F] [--plot F.svg] [--seed S]\n"
+    "                                   OOD detection: AUROC, AUPR, FPR@95%TPR of bits/dim,\n"
+    "                                   typicality, likelihood ratio, complexity-corrected\n"
     "  backends                         which backends run here, from which plugin, or why not\n"
     "\n"
     "common options: --backend auto|ref|onednn|cuda  --threads N  --batch N (max batch)\n"
@@ -47,6 +51,7 @@ int main(int argc, char **argv) {
     if (cmd == "sample") return flowrt::cmd_sample(argc, argv);
     if (cmd == "score") return flowrt::cmd_score(argc, argv);
     if (cmd == "reconstruct") return flowrt::cmd_reconstruct(argc, argv);
+    if (cmd == "ood") return flowrt::cmd_ood(argc, argv);
     std::fprintf(stderr, "flowrt: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
     return 2;
   } catch (const flowrt::Error &e) {
