@@ -269,7 +269,10 @@ std::string fmt(const char *f, double v) {
 std::string svg_plot(const std::vector<std::pair<std::string, const std::vector<double> *>> &hists,
                      const std::vector<Score> &scores, const std::string &title) {
   const char *colours[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"};
-  const double W = 1040, H = 440, pw = 420, ph = 320, top = 60;
+  // Legends go below the panels, one line per curve.
+  const double legend_lines = static_cast<double>(std::max(hists.size(), scores.size()));
+  const double W = 1040, pw = 420, ph = 320, top = 60, legend_y = top + ph + 60;
+  const double H = legend_y + 16 * legend_lines + 8;
   const double lx = 70, rx = 590;  // panel origins (left edge)
   std::string s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + num(W) + "\" height=\"" +
                   num(H) + "\" font-family=\"sans-serif\" font-size=\"12\">\n" +
@@ -334,7 +337,7 @@ std::string svg_plot(const std::vector<std::pair<std::string, const std::vector<
     const std::string col = colours[k % 6];
     s += "<polyline fill=\"none\" stroke=\"" + col + "\" stroke-width=\"1.5\" points=\"" + pts +
          "\"/>\n";
-    s += "<text x=\"" + num(lx + 10) + "\" y=\"" + num(top + 16 + 16 * k) + "\" fill=\"" + col +
+    s += "<text x=\"" + num(lx) + "\" y=\"" + num(legend_y + 16 * k) + "\" fill=\"" + col +
          "\">" + xml(hists[k].first) + " (n=" + std::to_string(hists[k].second->size()) + ")</text>\n";
   }
   frame(rx, "false positive rate (in-distribution flagged)", "true positive rate (OOD flagged)");
@@ -359,8 +362,8 @@ std::string svg_plot(const std::vector<std::pair<std::string, const std::vector<
     const std::string col = colours[k % 6];
     s += "<polyline fill=\"none\" stroke=\"" + col + "\" stroke-width=\"1.5\" points=\"" + pts +
          "\"/>\n";
-    s += "<text x=\"" + num(rx + pw - 8) + "\" y=\"" + num(top + ph - 12 - 16 * (scores.size() - 1 - k)) +
-         "\" text-anchor=\"end\" fill=\"" + col + "\">" + xml(scores[k].name) + ": AUROC " +
+    s += "<text x=\"" + num(rx) + "\" y=\"" + num(legend_y + 16 * k) + "\" fill=\"" + col + "\">" +
+         xml(scores[k].name) + ": AUROC " +
          fmt("%.3f", scores[k].m.auroc) + "</text>\n";
   }
   return s + "</svg>\n";
@@ -587,9 +590,14 @@ int cmd_ood(int argc, char **argv) {
     atomic_write_file(json_path, j.data(), j.size());
   }
   if (args.has("--plot")) {
+    // Legends name the files without their directories (the JSON has the full paths).
+    const auto base = [](const std::string &p) {
+      const size_t slash = p.find_last_of('/');
+      return slash == std::string::npos || slash + 1 == p.size() ? p : p.substr(slash + 1);
+    };
     std::vector<std::pair<std::string, const std::vector<double> *>> hists = {
-        {"in: " + in_set.path, &per[0].bpd}, {"out: " + out_set.path, &per[1].bpd}};
-    if (train_set) hists.push_back({"train: " + train_set->path, &per[2].bpd});
+        {"in: " + base(in_set.path), &per[0].bpd}, {"out: " + base(out_set.path), &per[1].bpd}};
+    if (train_set) hists.push_back({"train: " + base(train_set->path), &per[2].bpd});
     const std::string svg = svg_plot(hists, scores, "flowrt ood: " + model_path);
     atomic_write_file(plot, svg.data(), svg.size());
   }
