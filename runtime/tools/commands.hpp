@@ -17,6 +17,7 @@ int cmd_reconstruct(int argc, char **argv);
 int cmd_interpolate(int argc, char **argv);
 int cmd_attributes(int argc, char **argv);
 int cmd_manipulate(int argc, char **argv);
+int cmd_ood(int argc, char **argv);
 
 flowrt_backend parse_backend(const std::string &name);
 

@@ -37,6 +37,10 @@ const char *kUsage =
     "  manipulate M.flow INPUT... --dirs dirs.npy --project\n"
     "                                   each image's coordinate <z, d_k> / |d_k| on each "
     "direction\n"
+    "  ood M.flow --in A --out B [--train T] [--batch-size K] [--background M2.flow]\n"
+    "      [--complexity png] [--json F] [--plot F.svg] [--seed S]\n"
+    "                                   OOD detection: AUROC, AUPR, FPR@95%TPR of bits/dim,\n"
+    "                                   typicality, likelihood ratio, complexity-corrected\n"
     "  backends                         which backends run here, from which plugin, or why not\n"
     "\n"
     "common options: --backend auto|ref|onednn|cuda  --threads N  --batch N (max batch)\n"
@@ -64,6 +68,7 @@ int main(int argc, char **argv) {
     if (cmd == "interpolate") return flowrt::cmd_interpolate(argc, argv);
     if (cmd == "attributes") return flowrt::cmd_attributes(argc, argv);
     if (cmd == "manipulate") return flowrt::cmd_manipulate(argc, argv);
+    if (cmd == "ood") return flowrt::cmd_ood(argc, argv);
     std::fprintf(stderr, "flowrt: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
     return 2;
   } catch (const flowrt::Error &e) {
