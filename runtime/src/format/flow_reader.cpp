@@ -12,6 +12,12 @@
 namespace flowrt {
 namespace {
 
+// A .flow file is little-endian (FlatBuffers): tensors are viewed in place as floats and shapes
+// copied as int64 (here and in flow_writer.cpp), which is right on x86-64 and aarch64 alike; a
+// big-endian target would need byte swaps in both.
+static_assert(FLATBUFFERS_LITTLEENDIAN,
+              "the .flow reader and writer assume a little-endian target");
+
 constexpr int kFormatMajor = 1;
 
 struct Reader {

@@ -114,8 +114,14 @@ std::vector<uint8_t> write_flow(const Graph &g) {
   for (const Layer &l : g.layers) layers.push_back(write_layer(b, l));
   auto layers_vec = b.CreateVector(layers);
   std::vector<Offset<fb::KeyValue>> md;
-  for (const auto &kv : g.metadata)
-    md.push_back(fb::CreateKeyValue(b, b.CreateString(kv.first), b.CreateString(kv.second)));
+  for (const auto &kv : g.metadata) {
+    // One statement each: the order a call's arguments are evaluated in is the compiler's (GCC
+    // built the value first on x86-64, the key first on aarch64) and it decides the bytes.
+    // Value first, as in the files GCC on x86-64 has written.
+    auto value = b.CreateString(kv.second);
+    auto key = b.CreateString(kv.first);
+    md.push_back(fb::CreateKeyValue(b, key, value));
+  }
   auto md_vec = b.CreateVector(md);
   auto image = fb::CreateImageSpec(
       b, static_cast<uint32_t>(g.image.channels), static_cast<uint32_t>(g.image.height),
