@@ -17,9 +17,19 @@ jobs=${FLOWRT_JOBS:-2}
 out=build-wasm/web
 python=/usr/bin/python3
 
-need=(emscripten flatbuffers-compiler libflatbuffers-dev cmake make)
+# What the WebAssembly build and the native library beside it need (not the whole toolchain
+# of scripts/deps.sh).
+need=(build-essential cmake pkg-config emscripten flatbuffers-compiler libflatbuffers-dev
+  libpng-dev zlib1g-dev python3)
 [ "$mode" = test ] && need+=(chromium python3-websocket python3-numpy)
-scripts/deps.sh "${need[@]}"
+scripts/deps.sh --only "${need[@]}"
+
+# The native library (and flowrt command) the page is compared with, without the test suite.
+native_build() {
+  cmake -S . -B build-wasm/native -DCMAKE_BUILD_TYPE=Release -DFLOWRT_BUILD_TESTS=OFF \
+    -DFLOWRT_BUILD_BENCHMARKS=OFF -DFLOWRT_BUILD_TRAINER=OFF -DFLOWRT_WITH_CUDA=OFF > /dev/null
+  cmake --build build-wasm/native -j"$jobs" --target flowrt flowrt_cli > /dev/null
+}
 
 # The FlatBuffers headers alone: the WebAssembly compiler must not see the host's /usr/include.
 mkdir -p build-wasm/include
@@ -47,10 +57,9 @@ if [ -z "$model" ]; then
   if [ -f runs/quickstart/model.flow ]; then
     model=runs/quickstart/model.flow
   else
-    cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > /dev/null
-    cmake --build build -j"$jobs" --target flowrt_cli > /dev/null
+    native_build
     model=build-wasm/init.flow
-    build/bin/flowrt init --image 1x32x32 --levels 3 --depth 8 --width 256 --seed 1 -o "$model" > /dev/null
+    build-wasm/native/bin/flowrt init --image 1x32x32 --levels 3 --depth 8 --width 256 --seed 1 -o "$model" > /dev/null
   fi
 fi
 cp "$model" "$out/model.flow"
@@ -64,9 +73,9 @@ case $mode in
     exec "$python" -m http.server "$port" --bind 127.0.0.1 --directory "$out"
     ;;
   test)
-    cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > /dev/null
-    cmake --build build -j"$jobs" --target flowrt > /dev/null
-    "$python" examples/web/web_test.py --dir "$out" --port "$port" --library build/lib/libflowrt.so \
+    native_build
+    "$python" examples/web/web_test.py --dir "$out" --port "$port" \
+      --library build-wasm/native/lib/libflowrt.so \
       --model "$out/model.flow" --screenshot "$out/screenshot.png"
     ;;
   *)
