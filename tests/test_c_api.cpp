@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "api/handles.hpp"
+#include "c_api_handles.hpp"
 #include "flowrt.h"
 #include "format/flow_file.hpp"
 #include "session/session.hpp"
@@ -184,18 +185,9 @@ Allocations allocations_during(F &&f) {
   return {g_allocations.load(), g_onednn_allocations.load()};
 }
 
-struct ModelFree {
-  void operator()(flowrt_model *m) const { flowrt_model_free(m); }
-};
-struct SessionFree {
-  void operator()(flowrt_session *s) const { flowrt_session_free(s); }
-};
-struct OptionsFree {
-  void operator()(flowrt_session_options *o) const { flowrt_session_options_free(o); }
-};
-using ModelPtr = std::unique_ptr<flowrt_model, ModelFree>;
-using SessionPtr = std::unique_ptr<flowrt_session, SessionFree>;
-using OptionsPtr = std::unique_ptr<flowrt_session_options, OptionsFree>;
+using test::ModelPtr;
+using test::OptionsPtr;
+using test::SessionPtr;
 
 std::string last_error() {
   return flowrt_last_error();

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "c_api_handles.hpp"
 #include "flowrt.h"
 #include "flowrt.hpp"
 #include "format/flow_file.hpp"
@@ -21,14 +22,8 @@ using flowrt::test::Rng;
 
 namespace {
 
-struct ModelFree {
-  void operator()(flowrt_model *m) const { flowrt_model_free(m); }
-};
-struct SessionFree {
-  void operator()(flowrt_session *s) const { flowrt_session_free(s); }
-};
-using ModelPtr = std::unique_ptr<flowrt_model, ModelFree>;
-using SessionPtr = std::unique_ptr<flowrt_session, SessionFree>;
+using test::ModelPtr;
+using test::SessionPtr;
 
 Graph latent_graph(int classes, CouplingType coupling, int64_t size = 8, int levels = 2) {
   GlowConfig cfg;
