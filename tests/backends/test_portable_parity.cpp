@@ -276,6 +276,38 @@ TEST_CASE("portable: padding modes, net actnorms and unfolded programs") {
   check_parity(build_glow(small_config(41)), 2, false);
 }
 
+TEST_CASE("portable: other kernel shapes, kernels wider than the image, element-wise first ops") {
+  // 8x8 RGB, 2 levels: the second level is 2x2, narrower than a 5x5 or 7x1 kernel.
+  const int64_t shapes[][2] = {{5, 5}, {1, 3}, {3, 1}, {7, 1}, {3, 5}};
+  for (const auto &shape : shapes) {
+    const int64_t kh = shape[0], kw = shape[1];
+    CAPTURE(kh);
+    CAPTURE(kw);
+    uint32_t tseed = 200;
+    Graph g = edited(small_config(45), [&](Layer &l, size_t i) {
+      auto *cp = std::get_if<CouplingLayer>(&l.op);
+      auto *sp = std::get_if<SplitLayer>(&l.op);
+      Net *net = cp ? &cp->net : sp ? &sp->prior : nullptr;
+      if (!net) return;
+      for (NetOp &op : net->ops) {
+        auto *conv = std::get_if<Conv2dOp>(&op);
+        if (!conv || conv->kernel_h() != 3) continue;
+        const int64_t o = conv->out_channels(), in = conv->weight.dim(1);
+        conv->weight = random_tensor({o, in, kh, kw}, tseed++, 0.1f);
+      }
+      if (cp && i % 2) {  // an actnorm before the first conv: element-wise on the net's input
+        const int64_t ch = net->in_channels;
+        net->ops.insert(
+            net->ops.begin(),
+            NetActNormOp{random_tensor({ch}, tseed++, 0.1f),
+                         Tensor::from_vector({ch}, random_floats(ch, tseed++, 0.5f, 1.5f))});
+      }
+    });
+    check_parity(g, 3);
+    check_parity(g, 2, false);
+  }
+}
+
 TEST_CASE("portable: class-conditional top prior and fewer bits") {
   GlowConfig c = small_config(50);
   c.n_classes = 3;

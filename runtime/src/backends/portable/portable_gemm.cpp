@@ -79,6 +79,7 @@ FLOWRT_INLINE int64_t panel_width(int64_t q, int64_t cols, int nr) {
 template <int W>
 struct VecOf {
   typedef float type __attribute__((vector_size(W * sizeof(float))));
+  typedef int32_t mask __attribute__((vector_size(W * sizeof(float))));
 };
 
 // C[MR x W*NV] (row stride ldc) = bias + A B, or += A B without bias; A: a[k * MR + r], B row k:
@@ -88,6 +89,7 @@ FLOWRT_INLINE void micro_kernel(int64_t kc, const float *__restrict a, const flo
                                 const int64_t *__restrict off, float *__restrict c, int64_t ldc,
                                 const float *bias, bool relu) {
   using V = typename VecOf<W>::type;
+  using M = typename VecOf<W>::mask;
   V acc[MR][NV];
   if (bias) {
     FLOWRT_UNROLL for (int i = 0; i < MR; ++i) {
@@ -113,7 +115,8 @@ FLOWRT_INLINE void micro_kernel(int64_t kc, const float *__restrict a, const flo
   if (relu) {
     FLOWRT_UNROLL for (int i = 0; i < MR; ++i) {
       FLOWRT_UNROLL for (int j = 0; j < NV; ++j) {
-        for (int l = 0; l < W; ++l) acc[i][j][l] = acc[i][j][l] > 0.f ? acc[i][j][l] : 0.f;
+        // x > 0 ? x : 0 lane by lane (NaN too gives 0, as in the reference)
+        acc[i][j] = (V)((M)acc[i][j] & (M)(acc[i][j] > V{}));
       }
     }
   }
@@ -317,15 +320,19 @@ PackedConv pack_conv(const PConv<float> &c, const Kernels &kernels) {
 
 namespace {
 
-// The k x k path's planes: for a block of `images` images of h x w, plane (kx, ci, j) holds image
-// j's channel ci shifted by kx - kw/2 columns, with kh/2 rows of padding above and below.
+// The k x k path. K blocks hold whole input channels (about kKc rows), and each block's channels
+// are copied into planes just before its products, so that they are read from L2: plane
+// (kx, ci, j) of a block holds image j's channel ci shifted by kx - kw/2 columns, with kh/2 rows
+// of padding above and below.
 struct Planes {
+  int64_t channels;  // input channels per K block
   int64_t rows, image_pitch, channel_pitch, shift_pitch, floats;
   Planes(const PackedConv &c, int64_t images, int64_t h, int64_t w)
-      : rows(h + 2 * (c.kh / 2)),
+      : channels(std::min(c.k_channels, std::max<int64_t>(1, kKc / (c.kh * c.kw)))),
+        rows(h + 2 * (c.kh / 2)),
         image_pitch(rows * w),
         channel_pitch(images * image_pitch),
-        shift_pitch(c.k_channels * channel_pitch),
+        shift_pitch(channels * channel_pitch),
         floats(c.kw * shift_pitch + 2 * 64) {}  // slack: the last panel of an image reads past it
 };
 
@@ -334,31 +341,40 @@ int64_t block_images(int64_t m, int64_t plane) {
   return std::min(m, std::max<int64_t>(1, kNc / plane));
 }
 
-// Writes plane (kx, ci, j) for items first..last-1 of (kx, ci, j).
-void make_planes(const PackedConv &c, const ConvInput &in, int64_t j0, int64_t images, int64_t h,
-                 int64_t w, const Planes &pl, float *dst, int64_t first, int64_t last) {
-  const int64_t ph = c.kh / 2, pw = c.kw / 2;
-  const float outside = c.padding == PaddingMode::Constant ? c.pad_value : 0.f;
+// Writes items first..last-1 of (kx, channel ci0 + c of `channels`, image j0 + j of `images`).
+void make_planes(const PackedConv &cv, const ConvInput &in, int64_t j0, int64_t images, int64_t ci0,
+                 int64_t channels, int64_t h, int64_t w, const Planes &pl, float *dst,
+                 int64_t first, int64_t last) {
+  const int64_t ph = cv.kh / 2, pw = cv.kw / 2;
+  const float outside = cv.padding == PaddingMode::Constant ? cv.pad_value : 0.f;
   for (int64_t item = first; item < last; ++item) {
-    const int64_t kx = item / (c.k_channels * images), ci = item / images % c.k_channels,
-                  j = item % images;
-    float *d = dst + kx * pl.shift_pitch + ci * pl.channel_pitch + j * pl.image_pitch;
+    const int64_t kx = item / (channels * images), c = item / images % channels, j = item % images,
+                  ci = ci0 + c;
+    float *d = dst + kx * pl.shift_pitch + c * pl.channel_pitch + j * pl.image_pitch;
     const int64_t dx = kx - pw;  // source column = x + dx
-    const int64_t x0 = std::max<int64_t>(0, -dx), x1 = std::min(w, w - dx);  // in the image
-    const bool edge = ci >= c.in_ch;  // Glow's edge channel: 1 outside the image, 0 inside
+    // Columns [x0, x1) read inside the image (none when the kernel is wider than it).
+    const int64_t x0 = std::clamp<int64_t>(-dx, 0, w), x1 = std::clamp<int64_t>(w - dx, x0, w);
+    const bool edge = ci >= cv.in_ch;  // Glow's edge channel: 1 outside the image, 0 inside
     const float out = edge ? 1.f : outside;
     std::fill(d, d + ph * w, out);
     std::fill(d + (ph + h) * w, d + pl.rows * w, out);
-    const float *src = edge ? nullptr : in.image[j0 + j] + ci * in.channel_stride;
-    for (int64_t y = 0; y < h; ++y) {
-      float *row = d + (y + ph) * w;
-      std::fill(row, row + x0, out);
-      if (edge)
-        std::fill(row + x0, row + x1, 0.f);
-      else
-        std::memcpy(row + x0, src + y * w + x0 + dx, sizeof(float) * (x1 - x0));
-      std::fill(row + x1, row + w, out);
+    float *body = d + ph * w;
+    if (edge) {
+      std::fill(body, body + h * w, 0.f);
+    } else {
+      // The shifted image in one copy: body[p] = src[p + dx]; then the columns whose source
+      // falls outside the image (the neighbouring rows' pixels, or past the ends) are fixed.
+      const float *src = in.image[j0 + j] + ci * in.channel_stride;
+      const int64_t from = std::clamp<int64_t>(-dx, 0, h * w);
+      const int64_t to = std::clamp<int64_t>(h * w - dx, from, h * w);
+      std::memcpy(body + from, src + from + dx, sizeof(float) * (to - from));
     }
+    if (x0 > 0 || x1 < w)
+      for (int64_t y = 0; y < h; ++y) {
+        float *row = body + y * w;
+        for (int64_t x = 0; x < x0; ++x) row[x] = out;
+        for (int64_t x = x1; x < w; ++x) row[x] = out;
+      }
   }
 }
 
@@ -373,8 +389,9 @@ void GemmWorkspace::reserve(const Kernels &kr, const PackedConv &c, int64_t m, i
       for (int64_t k = 0; k < kKc; ++k) packed_offsets_[k] = k * kr.nr;
     }
   } else {
-    buf_.reserve(static_cast<size_t>(Planes(c, block_images(m, h * w), h, w).floats));
-    offsets_.resize(std::max<size_t>(offsets_.size(), kKc));
+    const Planes pl(c, block_images(m, h * w), h, w);
+    buf_.reserve(static_cast<size_t>(pl.floats));
+    offsets_.resize(std::max<size_t>(offsets_.size(), pl.channels * c.kh * c.kw));
   }
 }
 
@@ -422,15 +439,16 @@ void conv_gemm(const Kernels &kr, const PackedConv &cv, const ConvInput &in, int
   for (int64_t j0 = 0; j0 < m; j0 += per_block) {
     const int64_t images = std::min(per_block, m - j0);
     const Planes pl(cv, images, h, w);
-    share(cv.kw * cv.k_channels * images,
-          [&](int64_t f, int64_t l) { make_planes(cv, in, j0, images, h, w, pl, buf, f, l); });
-    for (int64_t pc = 0; pc < k_total; pc += kKc) {
-      const int64_t kc = std::min(kKc, k_total - pc);
-      share(kc, [&](int64_t f, int64_t l) {
-        for (int64_t k = f; k < l; ++k) {
-          const int64_t ci = (pc + k) / taps, tap = (pc + k) % taps;
-          offsets[k] = tap % cv.kw * pl.shift_pitch + ci * pl.channel_pitch + tap / cv.kw * w;
-        }
+#pragma omp single
+    for (int64_t c = 0, k = 0; c < pl.channels; ++c)  // B row (c, ky, kx) of a block
+      for (int64_t ky = 0; ky < cv.kh; ++ky)
+        for (int64_t kx = 0; kx < cv.kw; ++kx, ++k)
+          offsets[k] = kx * pl.shift_pitch + c * pl.channel_pitch + ky * w;
+    for (int64_t ci0 = 0; ci0 < cv.k_channels; ci0 += pl.channels) {
+      const int64_t channels = std::min(pl.channels, cv.k_channels - ci0);
+      const int64_t pc = ci0 * taps, kc = channels * taps;
+      share(cv.kw * channels * images, [&](int64_t f, int64_t l) {
+        make_planes(cv, in, j0, images, ci0, channels, h, w, pl, buf, f, l);
       });
       const TileArgs ta{cv.a.data() + pc * cv.mr,
                         k_total * cv.mr,
