@@ -55,8 +55,11 @@ class PortableNets {
   static constexpr bool kBatched = true;
   static constexpr bool kScaledViews = true;  // pack_conv applies PConv::weight_at's scales
 
-  PortableNets(const Program<float> &prog, size_t max_batch, int)
-      : kernels_(choose_kernels()), chunk_bytes_(chunk_bytes()), max_batch_(max_batch) {
+  PortableNets(const Program<float> &prog, size_t max_batch, int threads)
+      : kernels_(choose_kernels()),
+        chunk_bytes_(chunk_bytes()),
+        max_batch_(max_batch),
+        threads_(threads) {
     for (const PStep<float> &step : prog.steps) {
       if (auto *cp = std::get_if<PCoupling<float>>(&step.op)) add(cp->net);
       if (auto *sp = std::get_if<PSplit<float>>(&step.op)) add(sp->prior);
@@ -77,7 +80,7 @@ class PortableNets {
     act_[1].reserve(static_cast<size_t>(net.max_ch * n));
     for (const PNetOp<float> &op : net.ops)
       if (auto *c = std::get_if<PConv<float>>(&op))
-        workspace_.reserve(kernels_, packed(*c), static_cast<int64_t>(m), h, w);
+        workspace_.reserve(kernels_, packed(*c), static_cast<int64_t>(m), h, w, threads_);
   }
 
   // See RefNets::run; the outputs are channel-major over the group: out[j] = buffer + j * H * W,
@@ -159,6 +162,7 @@ class PortableNets {
 
   const Kernels &kernels_;
   size_t chunk_bytes_, max_batch_;
+  int threads_;
   std::vector<PackedConv> convs_;
   std::unordered_map<const PConv<float> *, size_t> index_;
   FloatBuffer act_[2];

@@ -42,17 +42,17 @@ void FloatBuffer::reserve(size_t floats) {
 }
 
 struct TileArgs {
-  const float *a;          // the packed weights at the block's first K row
-  int64_t a_stride;        // floats between A panels (K * mr)
-  int64_t a_panels, rows;  // A panels, and C rows (O)
-  const float *b;          // B: a packed block, or the shifted planes of a block of images
-  const int64_t *off;      // B row k of a panel: its base + off[k]
-  int64_t kc;              // K rows of the block
-  int64_t b_panels;
-  // Packed: `cols` pixels in panels of nr floats per row. Per image (k x k): b_panels / images
-  // panels per image of `plane` pixels, images `image_pitch` floats apart.
-  bool per_image;
-  int64_t cols, plane, image_pitch;
+  const float *a;            // the packed weights at the block's first K row
+  int64_t a_stride;          // floats between A panels (K * mr)
+  int64_t a_first;           // the first A panel of these tiles
+  int64_t rows;              // C rows (O)
+  const float *b;            // B: a packed block, or the shifted planes of a block of images
+  const int64_t *off;        // B row k of a panel: its base + off[k]
+  int64_t kc;                // K rows of the block
+  int64_t b_first, b_count;  // the B panels of these tiles
+  // Packed: a block of `cols` pixels in panels of nr, rows nr floats apart. Per image (k x k):
+  // `per_image` panels per image of `plane` pixels, images `image_pitch` floats apart.
+  int64_t per_image, cols, plane, image_pitch;
   float *c;  // C at the block's first column
   int64_t ldc;
   const float *bias;  // the first K block: C = bias + A B; later ones accumulate onto C
@@ -166,18 +166,17 @@ FLOWRT_INLINE void tile(int64_t kc, const float *a, const float *b, const int64_
     for (int64_t j = 0; j < cols; ++j) c[i * ldc + j] = t[i * NR + j];
 }
 
-// Tiles in A-panel-major order: an A micro-panel (mr x kc) stays in L1 while the block's B
-// panels stream past it.
+// Tiles first..last-1 of (A panel, B panel) in A-panel-major order: an A micro-panel (mr x kc)
+// stays in L1 while the B panels stream past it.
 template <int W, int MR, int NV>
 FLOWRT_INLINE void tiles_impl(const TileArgs &t, int64_t first, int64_t last) {
   constexpr int NR = W * NV;
-  const int64_t per_image = t.per_image ? t.b_panels / (t.cols / t.plane) : 0;
   for (int64_t idx = first; idx < last; ++idx) {
-    const int64_t p = idx / t.b_panels, q = idx % t.b_panels;
+    const int64_t p = t.a_first + idx / t.b_count, q = t.b_first + idx % t.b_count;
     int64_t width, cols, col;
     const float *b;
     if (t.per_image) {
-      const int64_t j = q / per_image, r = q % per_image;
+      const int64_t j = q / t.per_image, r = q % t.per_image;
       width = panel_width(r, t.plane, NR);
       cols = std::min(width, t.plane - r * NR);
       col = j * t.plane + r * NR;
@@ -262,20 +261,6 @@ const Kernels kBaseline{"baseline", baseline_mr, baseline_nr, baseline_tiles, ba
 const Kernels kAvx2{"avx2", avx2_mr, avx2_nr, avx2_tiles, avx2_pack};
 const Kernels kAvx512{"avx512f", avx512_mr, avx512_nr, avx512_tiles, avx512_pack};
 #endif
-
-// Splits `total` items evenly over the threads of the enclosing parallel region (all of them to
-// the caller outside one), runs f on this thread's share, then waits for the others.
-template <typename F>
-void share(int64_t total, F &&f) {
-#ifdef _OPENMP
-  const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
-#else
-  const int64_t nt = 1, id = 0;
-#endif
-  const int64_t first = total * id / nt, last = total * (id + 1) / nt;
-  if (first < last) f(first, last);
-#pragma omp barrier
-}
 
 }  // namespace
 
@@ -380,93 +365,142 @@ void make_planes(const PackedConv &cv, const ConvInput &in, int64_t j0, int64_t 
 
 }  // namespace
 
-void GemmWorkspace::reserve(const Kernels &kr, const PackedConv &c, int64_t m, int64_t h,
-                            int64_t w) {
-  if (c.pointwise()) {
-    buf_.reserve(static_cast<size_t>(kKc * ((kNc + kr.nr - 1) / kr.nr) * kr.nr));
-    if (packed_offsets_.size() < static_cast<size_t>(kKc)) {
-      packed_offsets_.resize(kKc);
-      for (int64_t k = 0; k < kKc; ++k) packed_offsets_[k] = k * kr.nr;
+void GemmWorkspace::reserve(const Kernels &kr, const PackedConv &c, int64_t m, int64_t h, int64_t w,
+                            int threads) {
+  if (threads_.size() < static_cast<size_t>(std::max(threads, 1)))
+    threads_.resize(static_cast<size_t>(std::max(threads, 1)));
+  for (PerThread &t : threads_) {
+    if (c.pointwise()) {
+      t.buf.reserve(static_cast<size_t>(kKc * ((kNc + kr.nr - 1) / kr.nr) * kr.nr));
+      if (t.offsets.size() < static_cast<size_t>(kKc)) t.offsets.resize(kKc);
+    } else {
+      const Planes pl(c, block_images(m, h * w), h, w);
+      t.buf.reserve(static_cast<size_t>(pl.floats));
+      t.offsets.resize(std::max<size_t>(t.offsets.size(), pl.channels * c.kh * c.kw));
     }
-  } else {
-    const Planes pl(c, block_images(m, h * w), h, w);
-    buf_.reserve(static_cast<size_t>(pl.floats));
-    offsets_.resize(std::max<size_t>(offsets_.size(), pl.channels * c.kh * c.kw));
   }
 }
 
-void conv_gemm(const Kernels &kr, const PackedConv &cv, const ConvInput &in, int64_t m, int64_t h,
-               int64_t w, float *out, int64_t ldc, GemmWorkspace &ws, int threads) {
-  const int64_t plane = h * w, n_total = m * plane, k_total = cv.k, nr = kr.nr;
-  float *buf = ws.buf_.data();
-  int64_t *offsets = ws.offsets_.data();
-  const int64_t *packed_offsets = ws.packed_offsets_.data();
-  (void)threads;
-  if (cv.pointwise()) {
-#pragma omp parallel num_threads(threads) if (threads > 1)
-    for (int64_t jc = 0; jc < n_total; jc += kNc) {
-      const int64_t cols = std::min(kNc, n_total - jc);
-      const int64_t b_panels = (cols + nr - 1) / nr;
-      for (int64_t pc = 0; pc < k_total; pc += kKc) {
-        const int64_t kc = std::min(kKc, k_total - pc);
-        const PackArgs pa{&in, plane, jc, cols, pc, kc, kr.nr, buf};
-        share(b_panels, [&](int64_t f, int64_t l) { kr.pack(pa, f, l); });
-        const TileArgs ta{cv.a.data() + pc * cv.mr,
-                          k_total * cv.mr,
-                          cv.panels,
-                          cv.out_ch,
-                          buf,
-                          packed_offsets,
-                          kc,
-                          b_panels,
-                          false,
-                          cols,
-                          plane,
-                          0,
-                          out + jc,
-                          ldc,
-                          pc == 0 ? cv.bias.data() : nullptr,
-                          cv.relu && pc + kc == k_total};
-        share(cv.panels * b_panels, [&](int64_t f, int64_t l) { kr.tiles(ta, f, l); });
-      }
+size_t GemmWorkspace::bytes() const {
+  size_t b = 0;
+  for (const PerThread &t : threads_) b += t.buf.bytes() + t.offsets.capacity() * sizeof(int64_t);
+  return b;
+}
+
+namespace {
+
+// A 1x1 convolution's B panels u0..u1-1 (nr pixels each, over all images) and A panels a0..a1-1.
+void gemm_pointwise(const Kernels &kr, const PackedConv &cv, const ConvInput &in, int64_t plane,
+                    int64_t n_total, float *out, int64_t ldc, GemmWorkspace::PerThread &ws,
+                    int64_t u0, int64_t u1, int64_t a0, int64_t a1) {
+  const int64_t nr = kr.nr, c0 = u0 * nr, c1 = std::min(u1 * nr, n_total);
+  for (int64_t k = 0; k < kKc; ++k) ws.offsets[k] = k * nr;  // packed rows
+  for (int64_t jc = c0; jc < c1; jc += kNc) {
+    const int64_t cols = std::min(kNc, c1 - jc), b_panels = (cols + nr - 1) / nr;
+    for (int64_t pc = 0; pc < cv.k; pc += kKc) {
+      const int64_t kc = std::min(kKc, cv.k - pc);
+      kr.pack(PackArgs{&in, plane, jc, cols, pc, kc, kr.nr, ws.buf.data()}, 0, b_panels);
+      const TileArgs ta{cv.a.data() + pc * cv.mr,
+                        cv.k * cv.mr,
+                        a0,
+                        cv.out_ch,
+                        ws.buf.data(),
+                        ws.offsets.data(),
+                        kc,
+                        0,
+                        b_panels,
+                        0,
+                        cols,
+                        plane,
+                        0,
+                        out + jc,
+                        ldc,
+                        pc == 0 ? cv.bias.data() : nullptr,
+                        cv.relu && pc + kc == cv.k};
+      kr.tiles(ta, 0, (a1 - a0) * b_panels);
     }
-    return;
   }
-  const int64_t per_block = block_images(m, plane);
-  const int64_t per_image = (plane + nr - 1) / nr;  // B panels of an image
-  const int64_t taps = cv.kh * cv.kw;
-#pragma omp parallel num_threads(threads) if (threads > 1)
-  for (int64_t j0 = 0; j0 < m; j0 += per_block) {
-    const int64_t images = std::min(per_block, m - j0);
+}
+
+// A k x k convolution's B panels u0..u1-1 (per_image panels per image) and A panels a0..a1-1.
+void gemm_taps(const Kernels &kr, const PackedConv &cv, const ConvInput &in, int64_t m, int64_t h,
+               int64_t w, float *out, int64_t ldc, GemmWorkspace::PerThread &ws, int64_t u0,
+               int64_t u1, int64_t a0, int64_t a1) {
+  const int64_t plane = h * w, nr = kr.nr, per_image = (plane + nr - 1) / nr;
+  const int64_t per_block = block_images(m, plane), taps = cv.kh * cv.kw;
+  int64_t offsets_for = -1;  // the images per block the offsets were computed for
+  const int64_t j_end = std::min(m, (u1 + per_image - 1) / per_image);  // past this thread's last
+  for (int64_t j0 = u0 / per_image; j0 < j_end; j0 += per_block) {
+    const int64_t images = std::min(per_block, j_end - j0);
     const Planes pl(cv, images, h, w);
-#pragma omp single
-    for (int64_t c = 0, k = 0; c < pl.channels; ++c)  // B row (c, ky, kx) of a block
-      for (int64_t ky = 0; ky < cv.kh; ++ky)
-        for (int64_t kx = 0; kx < cv.kw; ++kx, ++k)
-          offsets[k] = kx * pl.shift_pitch + c * pl.channel_pitch + ky * w;
+    if (offsets_for != images) {
+      for (int64_t c = 0, k = 0; c < pl.channels; ++c)  // B row (c, ky, kx) of a K block
+        for (int64_t ky = 0; ky < cv.kh; ++ky)
+          for (int64_t kx = 0; kx < cv.kw; ++kx, ++k)
+            ws.offsets[k] = kx * pl.shift_pitch + c * pl.channel_pitch + ky * w;
+      offsets_for = images;
+    }
+    // This thread's panels among the block's images.
+    const int64_t q0 = std::max(u0, j0 * per_image) - j0 * per_image;
+    const int64_t q1 = std::min(u1, (j0 + images) * per_image) - j0 * per_image;
     for (int64_t ci0 = 0; ci0 < cv.k_channels; ci0 += pl.channels) {
       const int64_t channels = std::min(pl.channels, cv.k_channels - ci0);
       const int64_t pc = ci0 * taps, kc = channels * taps;
-      share(cv.kw * channels * images, [&](int64_t f, int64_t l) {
-        make_planes(cv, in, j0, images, ci0, channels, h, w, pl, buf, f, l);
-      });
+      make_planes(cv, in, j0, images, ci0, channels, h, w, pl, ws.buf.data(), 0,
+                  cv.kw * channels * images);
       const TileArgs ta{cv.a.data() + pc * cv.mr,
-                        k_total * cv.mr,
-                        cv.panels,
+                        cv.k * cv.mr,
+                        a0,
                         cv.out_ch,
-                        buf,
-                        offsets,
+                        ws.buf.data(),
+                        ws.offsets.data(),
                         kc,
-                        images * per_image,
-                        true,
+                        q0,
+                        q1 - q0,
+                        per_image,
                         images * plane,
                         plane,
                         pl.image_pitch,
                         out + j0 * plane,
                         ldc,
                         pc == 0 ? cv.bias.data() : nullptr,
-                        cv.relu && pc + kc == k_total};
-      share(cv.panels * images * per_image, [&](int64_t f, int64_t l) { kr.tiles(ta, f, l); });
+                        cv.relu && pc + kc == cv.k};
+      kr.tiles(ta, 0, (a1 - a0) * (q1 - q0));
+    }
+  }
+}
+
+}  // namespace
+
+void conv_gemm(const Kernels &kr, const PackedConv &cv, const ConvInput &in, int64_t m, int64_t h,
+               int64_t w, float *out, int64_t ldc, GemmWorkspace &ws, int threads) {
+  const int64_t plane = h * w, n_total = m * plane, nr = kr.nr;
+  // B panels: over all pixels (1x1), or per image (k x k).
+  const int64_t units = cv.pointwise() ? (n_total + nr - 1) / nr : m * ((plane + nr - 1) / nr);
+  const int team = std::max(1, std::min<int>(threads, static_cast<int>(ws.threads_.size())));
+  // Threads take disjoint parts of C, each with its own workspace, so that a convolution waits
+  // for its threads once, at its end: columns (B panels) when there are enough of them, else
+  // rows (A panels; each thread then packs or copies all of B for itself).
+  const bool by_columns = units >= 2 * team;
+  (void)team;
+#pragma omp parallel num_threads(team) if (team > 1)
+  {
+#ifdef _OPENMP
+    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+    const int64_t t = 0, nt = 1;
+#endif
+    int64_t u0 = 0, u1 = units, a0 = 0, a1 = cv.panels;
+    if (by_columns)
+      u0 = units * t / nt, u1 = units * (t + 1) / nt;
+    else
+      a0 = cv.panels * t / nt, a1 = cv.panels * (t + 1) / nt;
+    GemmWorkspace::PerThread &mine = ws.threads_[static_cast<size_t>(t)];
+    if (u0 < u1 && a0 < a1) {
+      if (cv.pointwise())
+        gemm_pointwise(kr, cv, in, plane, n_total, out, ldc, mine, u0, u1, a0, a1);
+      else
+        gemm_taps(kr, cv, in, m, h, w, out, ldc, mine, u0, u1, a0, a1);
     }
   }
 }

@@ -66,7 +66,7 @@ struct PackArgs;
 struct Kernels {
   const char *name;  // "avx512f", "avx2", "baseline"
   int mr, nr;
-  // C tiles first..last-1 of a block (tile t: A panel t / b_panels, B panel t % b_panels).
+  // C tiles first..last-1 of a block (A-panel-major over TileArgs' A and B panels).
   void (*tiles)(const TileArgs &args, int64_t first, int64_t last);
   // Packed B panels first..last-1 of a 1x1 convolution's block.
   void (*pack)(const PackArgs &args, int64_t first, int64_t last);
@@ -100,25 +100,29 @@ struct ConvInput {
   int64_t channel_stride = 0;
 };
 
-// What conv_gemm needs besides its input and output, sized at session creation.
+// What conv_gemm needs besides its input and output, for each of its threads (a packed B block,
+// or the shifted planes of a K block, and B's row offsets), sized at session creation.
 class GemmWorkspace {
  public:
-  // Room for `conv` on m images of h x w.
-  void reserve(const Kernels &kernels, const PackedConv &conv, int64_t m, int64_t h, int64_t w);
-  size_t bytes() const {
-    return buf_.bytes() + (offsets_.capacity() + packed_offsets_.capacity()) * sizeof(int64_t);
-  }
+  // Room for `conv` on m images of h x w, on up to `threads` threads.
+  void reserve(const Kernels &kernels, const PackedConv &conv, int64_t m, int64_t h, int64_t w,
+               int threads);
+  size_t bytes() const;
+
+  struct PerThread {
+    FloatBuffer buf;
+    std::vector<int64_t> offsets;
+  };
 
  private:
   friend void conv_gemm(const Kernels &, const PackedConv &, const ConvInput &, int64_t, int64_t,
                         int64_t, float *, int64_t, GemmWorkspace &, int);
-  FloatBuffer buf_;                      // a packed B block, or the shifted planes of a block
-  std::vector<int64_t> offsets_;         // a k x k block's B row offsets
-  std::vector<int64_t> packed_offsets_;  // k * nr: a packed block's
+  std::vector<PerThread> threads_;
 };
 
 // out[o * ldc + j * h * w + p] = conv(input)[j][o][p] for the m images of h x w: bias, padding,
-// edge channel and ReLU as PConv says. threads > 1: OpenMP threads share each block.
+// edge channel and ReLU as PConv says. threads > 1: OpenMP threads (at most the workspace's)
+// compute disjoint parts of C.
 void conv_gemm(const Kernels &kernels, const PackedConv &conv, const ConvInput &in, int64_t m,
                int64_t h, int64_t w, float *out, int64_t ldc, GemmWorkspace &ws, int threads);
 
