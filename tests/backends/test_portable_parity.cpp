@@ -277,8 +277,9 @@ TEST_CASE("portable: padding modes, net actnorms and unfolded programs") {
 }
 
 TEST_CASE("portable: other kernel shapes, kernels wider than the image, element-wise first ops") {
-  // 8x8 RGB, 2 levels: the second level is 2x2, narrower than a 5x5 or 7x1 kernel.
-  const int64_t shapes[][2] = {{5, 5}, {1, 3}, {3, 1}, {7, 1}, {3, 5}};
+  // 8x8 RGB, 2 levels: the second level is 2x2, narrower than a 5x5 or 7x1 kernel; a 7x7
+  // kernel reaches 3 columns beyond it (the reference's own padding loops once ran past the row).
+  const int64_t shapes[][2] = {{5, 5}, {1, 3}, {3, 1}, {7, 1}, {3, 5}, {7, 7}};
   for (const auto &shape : shapes) {
     const int64_t kh = shape[0], kw = shape[1];
     CAPTURE(kh);
