@@ -21,6 +21,7 @@
 #include "backends/portable/portable_gemm.hpp"
 #include "core/error.hpp"
 #include "format/flow_file.hpp"
+#include "layers/conv2d.hpp"
 #include "model/finalize.hpp"
 #include "model/glow_builder.hpp"
 #include "model/program.hpp"
@@ -406,6 +407,72 @@ TEST_CASE("portable: every set of kernels this CPU runs matches the reference") 
   } catch (const Error &e) {
     CHECK(e.status() == FLOWRT_UNSUPPORTED);
     CHECK(std::string(e.what()).find("avx9000") != std::string::npos);
+  }
+}
+
+TEST_CASE("portable: conv_gemm matches layers::conv2d on random convolutions, every kernel set") {
+  // Output counts 1..40 reach every panel height and partial panels, images of 1..9 pixels a
+  // side partial and narrow B panels and kernels wider than the image, 1..5 images B panels
+  // that span images (1x1) or not (k x k).
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(-1, 1);
+  for (const portable::Kernels *kr : portable::available_kernels())
+    for (int trial = 0; trial < 60; ++trial) {
+      const int64_t in = 1 + rng() % 20, out = 1 + rng() % 40, k = (rng() % 3) * 2 + 1;
+      const int64_t kh = k, kw = rng() % 2 ? k : 1 + (rng() % 2) * 2;
+      const int64_t h = 1 + rng() % 9, w = 1 + rng() % 9, m = 1 + rng() % 5;
+      const int mode = static_cast<int>(rng() % 3);
+      PConv<float> c;
+      c.out_ch = out, c.in_ch = in, c.kh = kh, c.kw = kw;
+      c.padding = mode == 0   ? PaddingMode::Zeros
+                  : mode == 1 ? PaddingMode::Constant
+                              : PaddingMode::EdgeChannel;
+      c.in_total = in + (mode == 2);
+      c.pad_value = mode == 1 ? 0.7f : 0.f;
+      c.relu = rng() % 2;
+      std::vector<float> wt(out * c.in_total * kh * kw), b(out);
+      for (float &v : wt) v = u(rng);
+      for (float &v : b) v = u(rng);
+      c.weight = wt;
+      c.bias = b;
+      const int64_t plane = h * w;
+      std::vector<float> x(m * in * plane);
+      for (float &v : x) v = u(rng);
+      std::vector<const float *> images(m);
+      for (int64_t j = 0; j < m; ++j) images[j] = x.data() + j * in * plane;  // CHW each
+      const portable::PackedConv pc = portable::pack_conv(c, *kr);
+      CAPTURE(std::string(kr->name));
+      CAPTURE(trial);
+      for (int threads : {1, 2}) {
+        portable::GemmWorkspace ws;
+        ws.reserve(*kr, pc, m, h, w, threads);
+        std::vector<float> got(out * m * plane), want(out * plane);
+        portable::conv_gemm(*kr, pc, portable::ConvInput{images.data(), plane}, m, h, w, got.data(),
+                            m * plane, ws, threads);
+        double err = 0;
+        for (int64_t j = 0; j < m; ++j) {
+          layers::conv2d(c, images[j], h, w, want.data(), 1);
+          for (int64_t o = 0; o < out; ++o)
+            for (int64_t p = 0; p < plane; ++p)
+              err = std::max(err, std::fabs(static_cast<double>(want[o * plane + p]) -
+                                            got[o * m * plane + j * plane + p]));
+        }
+        CHECK(err < 1e-4);
+      }
+    }
+}
+
+TEST_CASE("portable: panel heights fit the convolutions' outputs") {
+  for (const portable::Kernels *kr : portable::available_kernels()) {
+    CAPTURE(std::string(kr->name));
+    CHECK(portable::panel_height(*kr, 512) == kr->mr[0]);
+    CHECK(12 % portable::panel_height(*kr, 12) == 0);  // cifar's 12 outputs: no padding
+    if (std::string(kr->name) == "avx512f") {
+      for (int64_t o : {12, 24, 48, 96, 512}) CHECK(portable::panel_height(*kr, o) == 12);
+      CHECK(portable::panel_height(*kr, 4) == 4);  // fmnist's first level: 4 outputs
+      CHECK(portable::panel_height(*kr, 8) == 8);
+      CHECK(portable::panel_height(*kr, 16) == 8);
+    }
   }
 }
 

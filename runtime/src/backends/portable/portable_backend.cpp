@@ -198,7 +198,7 @@ class PortableBackend final : public Backend {
   }
   std::vector<std::string> kernels(size_t) override {
     const Kernels &k = exec_.nets().kernels();
-    return {std::string("gemm ") + k.name + " " + std::to_string(k.mr) + "x" +
+    return {std::string("gemm ") + k.name + " " + std::to_string(k.mr[0]) + "x" +
             std::to_string(k.nr)};
   }
 

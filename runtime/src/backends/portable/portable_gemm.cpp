@@ -42,6 +42,7 @@ void FloatBuffer::reserve(size_t floats) {
 }
 
 struct TileArgs {
+  int mr;                    // the A panels' height (PackedConv::mr)
   const float *a;            // the packed weights at the block's first K row
   int64_t a_stride;          // floats between A panels (K * mr)
   int64_t a_first;           // the first A panel of these tiles
@@ -169,7 +170,7 @@ FLOWRT_INLINE void tile(int64_t kc, const float *a, const float *b, const int64_
 // Tiles first..last-1 of (A panel, B panel) in A-panel-major order: an A micro-panel (mr x kc)
 // stays in L1 while the B panels stream past it.
 template <int W, int MR, int NV>
-FLOWRT_INLINE void tiles_impl(const TileArgs &t, int64_t first, int64_t last) {
+FLOWRT_INLINE void tiles_mr(const TileArgs &t, int64_t first, int64_t last) {
   constexpr int NR = W * NV;
   for (int64_t idx = first; idx < last; ++idx) {
     const int64_t p = t.a_first + idx / t.b_count, q = t.b_first + idx % t.b_count;
@@ -196,6 +197,17 @@ FLOWRT_INLINE void tiles_impl(const TileArgs &t, int64_t first, int64_t last) {
     else
       tile<W, MR, NV / 2>(t.kc, a, b, t.off, c, t.ldc, bias, t.relu, rows, cols);
   }
+}
+
+// The tiles for the panel height the convolution was packed with: one of MR1 > MR2 > MR3.
+template <int W, int NV, int MR1, int MR2, int MR3>
+FLOWRT_INLINE void tiles_impl(const TileArgs &t, int64_t first, int64_t last) {
+  if (t.mr == MR1)
+    tiles_mr<W, MR1, NV>(t, first, last);
+  else if (t.mr == MR2)
+    tiles_mr<W, MR2, NV>(t, first, last);
+  else
+    tiles_mr<W, MR3, NV>(t, first, last);
 }
 
 // Packed B panels first..last-1 of a 1x1 convolution's block: each panel's runs of consecutive
@@ -236,30 +248,26 @@ FLOWRT_INLINE void pack_impl(const PackArgs &p, int64_t first, int64_t last) {
   }
 }
 
-// The kernels of one ISA: `attr` is its target attribute (empty for the baseline).
-#define FLOWRT_PORTABLE_KERNELS(id, attr, W, MR, NV)              \
+// The kernels of one ISA (`attr`: its target attribute, empty for the baseline): vectors of W
+// floats, B panels of NV vectors, A panels of MR1, MR2 or MR3 rows.
+#define FLOWRT_PORTABLE_KERNELS(id, attr, W, NV, MR1, MR2, MR3)   \
   attr void id##_tiles(const TileArgs &a, int64_t f, int64_t l) { \
-    tiles_impl<W, MR, NV>(a, f, l);                               \
+    tiles_impl<W, NV, MR1, MR2, MR3>(a, f, l);                    \
   }                                                               \
   attr void id##_pack(const PackArgs &a, int64_t f, int64_t l) {  \
     pack_impl(a, f, l);                                           \
   }                                                               \
-  constexpr int id##_mr = MR, id##_nr = W * NV;
+  const Kernels k_##id{#id, {MR1, MR2, MR3}, W * NV, id##_tiles, id##_pack};
 
-// The baseline: 4-wide vectors (SSE2 on x86-64, NEON, WebAssembly SIMD128, or scalars), a 6x8
-// tile in 12 vector registers.
-FLOWRT_PORTABLE_KERNELS(baseline, , 4, 6, 2)
+// The baseline: 4-wide vectors (SSE2 on x86-64, NEON, WebAssembly SIMD128, or scalars), tiles
+// of 6x8 (12 vector registers) or 4x8.
+FLOWRT_PORTABLE_KERNELS(baseline, , 4, 2, 6, 4, 4)
 #if FLOWRT_PORTABLE_X86
-// AVX2 (16 ymm registers): a 6x16 tile in 12. AVX-512 (32 zmm): 12x32 in 24, plus two B vectors
-// and a broadcast.
-FLOWRT_PORTABLE_KERNELS(avx2, FLOWRT_TARGET("avx2,fma"), 8, 6, 2)
-FLOWRT_PORTABLE_KERNELS(avx512, FLOWRT_TARGET("avx512f"), 16, 12, 2)
-#endif
-
-const Kernels kBaseline{"baseline", baseline_mr, baseline_nr, baseline_tiles, baseline_pack};
-#if FLOWRT_PORTABLE_X86
-const Kernels kAvx2{"avx2", avx2_mr, avx2_nr, avx2_tiles, avx2_pack};
-const Kernels kAvx512{"avx512f", avx512_mr, avx512_nr, avx512_tiles, avx512_pack};
+// AVX2 (16 ymm registers): 6x16 (12 accumulators) or 4x16. AVX-512 (32 zmm): 12x32 (24, plus two
+// B vectors and a broadcast), 8x32 or 4x32, for convolutions with few outputs (a grey model's
+// nets end in 4, 8 or 16 channels).
+FLOWRT_PORTABLE_KERNELS(avx2, FLOWRT_TARGET("avx2,fma"), 8, 2, 6, 4, 4)
+FLOWRT_PORTABLE_KERNELS(avx512f, FLOWRT_TARGET("avx512f"), 16, 2, 12, 8, 4)
 #endif
 
 }  // namespace
@@ -268,10 +276,10 @@ std::vector<const Kernels *> available_kernels() {
   std::vector<const Kernels *> out;
 #if FLOWRT_PORTABLE_X86
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) out.push_back(&kAvx512);
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) out.push_back(&kAvx2);
+  if (__builtin_cpu_supports("avx512f")) out.push_back(&k_avx512f);
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) out.push_back(&k_avx2);
 #endif
-  out.push_back(&kBaseline);
+  out.push_back(&k_baseline);
   return out;
 }
 
@@ -281,11 +289,25 @@ const Kernels *kernels_named(const std::string &name) {
   return nullptr;
 }
 
+int panel_height(const Kernels &kernels, int64_t out_ch) {
+  // Rows computed (padded to the panel height) times what a row costs in a lower tile: 12 and 6
+  // rows keep the FMA units busy, 8 nearly, 4 (8 accumulators of 4-cycle FMAs on two ports) a
+  // quarter less; on ties the taller panel.
+  int best = kernels.mr[0];
+  double best_cost = 0;
+  for (int mr : kernels.mr) {
+    const double per_row = mr == 4 ? 1.25 : mr == 8 ? 1.05 : 1.0;
+    const double cost = static_cast<double>((out_ch + mr - 1) / mr * mr) * per_row;
+    if (best_cost == 0 || cost < best_cost) best = mr, best_cost = cost;
+  }
+  return best;
+}
+
 PackedConv pack_conv(const PConv<float> &c, const Kernels &kernels) {
   PackedConv p;
   p.out_ch = c.out_ch, p.in_ch = c.in_ch, p.in_total = c.in_total, p.kh = c.kh, p.kw = c.kw;
   p.padding = c.padding, p.pad_value = c.pad_value, p.relu = c.relu;
-  p.mr = kernels.mr;
+  p.mr = panel_height(kernels, p.out_ch);
   p.k_channels = p.pointwise() ? c.in_ch : c.in_total;
   p.k = p.k_channels * c.kh * c.kw;
   p.panels = (p.out_ch + p.mr - 1) / p.mr;
@@ -400,7 +422,8 @@ void gemm_pointwise(const Kernels &kr, const PackedConv &cv, const ConvInput &in
     for (int64_t pc = 0; pc < cv.k; pc += kKc) {
       const int64_t kc = std::min(kKc, cv.k - pc);
       kr.pack(PackArgs{&in, plane, jc, cols, pc, kc, kr.nr, ws.buf.data()}, 0, b_panels);
-      const TileArgs ta{cv.a.data() + pc * cv.mr,
+      const TileArgs ta{cv.mr,
+                        cv.a.data() + pc * cv.mr,
                         cv.k * cv.mr,
                         a0,
                         cv.out_ch,
@@ -448,7 +471,8 @@ void gemm_taps(const Kernels &kr, const PackedConv &cv, const ConvInput &in, int
       const int64_t pc = ci0 * taps, kc = channels * taps;
       make_planes(cv, in, j0, images, ci0, channels, h, w, pl, ws.buf.data(), 0,
                   cv.kw * channels * images);
-      const TileArgs ta{cv.a.data() + pc * cv.mr,
+      const TileArgs ta{cv.mr,
+                        cv.a.data() + pc * cv.mr,
                         cv.k * cv.mr,
                         a0,
                         cv.out_ch,

@@ -61,11 +61,13 @@ class FloatBuffer {
 struct TileArgs;
 struct PackArgs;
 
-// The kernels of one instruction set and their register tile: A panels of `mr` rows, B panels
-// of `nr` pixels (the last panel of a block, or of an image, may be a narrow one of nr / 2).
+// The kernels of one instruction set and their register tiles: A panels of mr[0], mr[1] or mr[2]
+// rows (the tallest first; a convolution is packed for one, panel_height), B panels of `nr`
+// pixels (the last panel of a block, or of an image, may be a narrow one of nr / 2).
 struct Kernels {
   const char *name;  // "avx512f", "avx2", "baseline"
-  int mr, nr;
+  int mr[3];
+  int nr;
   // C tiles first..last-1 of a block (A-panel-major over TileArgs' A and B panels).
   void (*tiles)(const TileArgs &args, int64_t first, int64_t last);
   // Packed B panels first..last-1 of a 1x1 convolution's block.
@@ -76,6 +78,9 @@ struct Kernels {
 std::vector<const Kernels *> available_kernels();
 // By name, or nullptr when this build or CPU lacks them.
 const Kernels *kernels_named(const std::string &name);
+
+// The panel height `kernels` computes a convolution with out_ch outputs with.
+int panel_height(const Kernels &kernels, int64_t out_ch);
 
 // One convolution of a net, packed for `Kernels`.
 struct PackedConv {
