@@ -40,17 +40,21 @@ using Clock = std::chrono::steady_clock;
 
 const char *kUsage =
     "usage: flowbench [--model M.flow | --arch tiny|fmnist|cifar|celeba64]\n"
-    "                 [--backend ref,onednn,cuda] [--op sample,encode,decode] [--batch 1,4,16,64]\n"
+    "                 [--backend ref,portable,onednn,cuda] [--op sample,encode,decode]\n"
+    "                 [--batch 1,4,16,64]\n"
     "                 [--threads N] [--warmup W] [--warmup-time S] [--reps R] [--min-time S]\n"
     "                 [--max-time S] [--seed N] [--json out.json] [--peak] [--check]\n"
     "                 [--precision fp32,bf16,...] [--images FILE] [--check-images N]\n"
     "--precision: a list of fp32, tf32, bf16, fp16; every backend runs every precision, and one\n"
     "    it does not implement is an error (cuda: all four; onednn: fp32, and bf16 on CPUs with\n"
-    "    bf16 units; ref: fp32). --check: fp32 against ref with fp32 bounds; onednn bf16 against\n"
-    "    onednn fp32 on --check-images images (default 64; from --images, an IDX or PNG file, or\n"
-    "    random), with bounds on bits/dim, the x->z->x round trip and T=0.7 samples; cuda's\n"
-    "    reduced precisions against ref, reported.\n"
-    "Defaults: --arch cifar --backend ref,onednn,cuda --op sample,encode --batch 1,4,16,64\n"
+    "    bf16 units; ref, portable: fp32). --check: fp32 against ref with fp32 bounds;\n"
+    "    onednn bf16 against onednn fp32 on --check-images images (default 64; from --images, an\n"
+    "    IDX or PNG file, or random), with bounds on bits/dim, the x->z->x round trip and T=0.7\n"
+    "    samples; cuda's reduced precisions against ref, reported.\n"
+    "--backend: the cases of each (op, batch) run one backend after the other, so that their\n"
+    "    ratios are measured under the same load; the table lists them backend by backend.\n"
+    "Defaults: --arch cifar --backend ref,portable,onednn,cuda --op sample,encode\n"
+    "--batch 1,4,16,64\n"
     "--threads 0 (all cores) --warmup 3 --warmup-time 0.2 --reps 10 --min-time 1 --max-time 60.\n";
 
 struct UsageError {
@@ -59,7 +63,7 @@ struct UsageError {
 
 struct Options {
   std::string model, arch = "cifar";
-  std::vector<std::string> backends = {"ref", "onednn", "cuda"};
+  std::vector<std::string> backends = {"ref", "portable", "onednn", "cuda"};
   std::vector<std::string> ops = {"sample", "encode"};
   std::vector<size_t> batches = {1, 4, 16, 64};
   int threads = 0, warmup = 3, reps = 10;
@@ -121,8 +125,8 @@ Options parse(int argc, char **argv) {
     } else if (a == "--backend") {
       o.backends = split(v);
       for (const std::string &b : o.backends)
-        if (b != "ref" && b != "onednn" && b != "cuda")
-          throw UsageError{"unknown backend '" + b + "' (ref, onednn, cuda)"};
+        if (b != "ref" && b != "portable" && b != "onednn" && b != "cuda")
+          throw UsageError{"unknown backend '" + b + "' (ref, portable, onednn, cuda)"};
     } else if (a == "--op") {
       o.ops = split(v);
       for (const std::string &op : o.ops)
@@ -170,9 +174,10 @@ Options parse(int argc, char **argv) {
   return o;
 }
 
-// Backends by name, as the C API and every program obtain them: the reference backend built
-// in, oneDNN and CUDA from their plugins.
+// Backends by name, as the C API and every program obtain them: the reference and portable
+// backends built in, oneDNN and CUDA from their plugins.
 flowrt_backend backend_kind(const std::string &name) {
+  if (name == "portable") return FLOWRT_BACKEND_PORTABLE;
   if (name == "onednn") return FLOWRT_BACKEND_ONEDNN;
   if (name == "cuda") return FLOWRT_BACKEND_CUDA;
   return FLOWRT_BACKEND_REF;
@@ -586,13 +591,20 @@ int run(int argc, char **argv) {
     }
   }
 
-  // The precisions of a case one after the other: their ratio is measured under the same load.
+  // The backends and precisions of a case one after the other: their ratios are measured under
+  // the same load. Listed backend by backend.
   std::vector<Result> results;
-  for (const std::string &b : backends)
-    for (const std::string &op : o.ops)
-      for (size_t n : o.batches)
+  for (const std::string &op : o.ops)
+    for (size_t n : o.batches)
+      for (const std::string &b : backends)
         for (flowrt_precision p : o.precisions)
           results.push_back(time_case(o, g, b, p, op, n, in, fc));
+  std::stable_sort(results.begin(), results.end(), [&](const Result &a, const Result &b) {
+    auto rank = [&](const std::string &name) {
+      return std::find(backends.begin(), backends.end(), name) - backends.begin();
+    };
+    return rank(a.backend) < rank(b.backend);
+  });
 
   std::printf(
       "\n| backend | precision | op | batch | median ms | p90 ms | min ms | images/s | vs fp32 | "

@@ -736,7 +736,7 @@ TEST_SUITE("c_api") {
   TEST_CASE("no allocation in steady-state encode, decode, sample and latent-term calls") {
     ModelPtr m = model_from_graph(test_graph(3));
     const size_t d = dims_of(m.get());
-    std::vector<flowrt_backend> backends{FLOWRT_BACKEND_REF};
+    std::vector<flowrt_backend> backends{FLOWRT_BACKEND_REF, FLOWRT_BACKEND_PORTABLE};
     if (flowrt_backend_available(FLOWRT_BACKEND_ONEDNN)) backends.push_back(FLOWRT_BACKEND_ONEDNN);
     for (flowrt_backend backend : backends) {
       for (size_t n : {size_t{1}, size_t{4}, size_t{9}}) {  // one image, a full batch, chunks

@@ -67,11 +67,18 @@ typedef enum flowrt_status {
 } flowrt_status;
 
 typedef enum flowrt_backend {
-  FLOWRT_BACKEND_AUTO = 0,   /* CUDA if its plugin loads and a device is present, else oneDNN if
-                                its plugin loads, else REF */
-  FLOWRT_BACKEND_REF = 1,    /* portable C++, the reference every other backend is tested on */
-  FLOWRT_BACKEND_ONEDNN = 2, /* CPU, oneDNN */
-  FLOWRT_BACKEND_CUDA = 3    /* NVIDIA GPU */
+  FLOWRT_BACKEND_AUTO = 0,    /* CUDA if its plugin loads and a device is present, else oneDNN if
+                                 its plugin loads, else PORTABLE */
+  FLOWRT_BACKEND_REF = 1,     /* portable C++, the reference every other backend is tested on */
+  FLOWRT_BACKEND_ONEDNN = 2,  /* CPU, oneDNN */
+  FLOWRT_BACKEND_CUDA = 3,    /* NVIDIA GPU */
+  FLOWRT_BACKEND_PORTABLE = 4 /* CPU without oneDNN (ARM boards, WebAssembly, minimal installs):
+                                 plain C++ with OpenMP when present, always built in like REF. The
+                                 reference flow with its nets' convolutions run as cache-blocked
+                                 GEMMs on weights packed once at session creation (its one copy
+                                 of them), images of a call batched together; on x86 the kernels
+                                 for AVX-512F, AVX2+FMA and the build's baseline are built and the
+                                 widest the CPU runs is used. FP32 only. */
 } flowrt_backend;
 
 /* Arithmetic of the matrix products (convolutions and 1x1 convolutions). FP32, the default, is
@@ -85,7 +92,7 @@ typedef enum flowrt_backend {
  *   (converted once at session creation) and accumulate in float; their hidden layers are
  *   stored in bf16, their outputs in float. The invertible 1x1 convolutions and their inverses,
  *   actnorms, coupling arithmetic, priors, sampling and log-determinants stay float.
- * - REF: FP32 only.
+ * - REF, PORTABLE: FP32 only.
  * BF16 is faster, not exact, and NOT exactly invertible: decode(encode(x)) differs from x in
  * some 8-bit pixels, bits/dim shift slightly, and both errors grow with the depth of the flow and
  * with how ill-conditioned its couplings are (trained models fare far better than random ones).
@@ -113,13 +120,13 @@ FLOWRT_API int flowrt_format_major_supported(void);
 FLOWRT_API const char *flowrt_status_string(flowrt_status status);
 /* The message of the last failure on this thread ("" if none). */
 FLOWRT_API const char *flowrt_last_error(void);
-/* 1 if the backend can run here, else 0 and flowrt_last_error() says why. REF and AUTO are
- * always available. With a shared libflowrt, ONEDNN and CUDA are plugins (libflowrt-onednn.so,
- * libflowrt-cuda.so) loaded on first use from the library's own directory, then from each
- * directory of FLOWRT_BACKEND_PATH; the reason names the plugin file and, when the plugin's
- * own dependency is missing, that library. CUDA also needs a driver and device 0. */
+/* 1 if the backend can run here, else 0 and flowrt_last_error() says why. REF, PORTABLE and
+ * AUTO are always available. With a shared libflowrt, ONEDNN and CUDA are plugins
+ * (libflowrt-onednn.so, libflowrt-cuda.so) loaded on first use from the library's own directory,
+ * then from each directory of FLOWRT_BACKEND_PATH; the reason names the plugin file and, when the
+ * plugin's own dependency is missing, that library. CUDA also needs a driver and device 0. */
 FLOWRT_API int flowrt_backend_available(flowrt_backend backend);
-/* Static name: "auto", "ref", "onednn", "cuda". */
+/* Static name: "auto", "ref", "onednn", "cuda", "portable". */
 FLOWRT_API const char *flowrt_backend_name(flowrt_backend backend);
 
 /* ---- Models ------------------------------------------------------------------------------- */
@@ -164,10 +171,11 @@ FLOWRT_API flowrt_status flowrt_session_options_set_threads(flowrt_session_optio
                                                             int threads);
 FLOWRT_API flowrt_status flowrt_session_options_set_device(flowrt_session_options *options,
                                                            int device_index);
-/* A precision the chosen backend does not implement (see flowrt_precision: REF anything but
- * FP32; ONEDNN TF32, FP16, and BF16 on a CPU without bf16 units) makes session creation fail
- * with FLOWRT_UNSUPPORTED. With AUTO it applies where the backend AUTO picks implements it, and
- * the session runs fp32 elsewhere. Values outside the enum: FLOWRT_INVALID_ARGUMENT. */
+/* A precision the chosen backend does not implement (see flowrt_precision: REF and PORTABLE
+ * anything but FP32; ONEDNN TF32, FP16, and BF16 on a CPU without bf16 units) makes session
+ * creation fail with FLOWRT_UNSUPPORTED. With AUTO it applies where the backend AUTO picks
+ * implements it, and the session runs fp32 elsewhere. Values outside the enum:
+ * FLOWRT_INVALID_ARGUMENT. */
 FLOWRT_API flowrt_status flowrt_session_options_set_precision(flowrt_session_options *options,
                                                               flowrt_precision precision);
 /* Largest batch a single pass computes (1..65536); scratch memory is sized for it. */

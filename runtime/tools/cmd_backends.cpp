@@ -8,10 +8,11 @@
 namespace flowrt {
 
 int cmd_backends(int, char **) {
-  const flowrt_backend kinds[] = {FLOWRT_BACKEND_REF, FLOWRT_BACKEND_ONEDNN, FLOWRT_BACKEND_CUDA};
+  const flowrt_backend kinds[] = {FLOWRT_BACKEND_REF, FLOWRT_BACKEND_PORTABLE,
+                                  FLOWRT_BACKEND_ONEDNN, FLOWRT_BACKEND_CUDA};
   for (flowrt_backend k : kinds) {
     const BackendProbe p = probe_backend(k);
-    std::printf("%-7s %-11s %s\n", flowrt_backend_name(k),
+    std::printf("%-8s %-11s %s\n", flowrt_backend_name(k),
                 p.available ? "available" : "unavailable",
                 p.available ? (p.description + " [" + p.source + "]").c_str() : p.why.c_str());
   }

@@ -101,7 +101,8 @@ const char *flowrt_last_error(void) {
 
 int flowrt_backend_available(flowrt_backend backend) {
   const int kind = enum_int(backend);
-  if (kind == FLOWRT_BACKEND_AUTO || kind == FLOWRT_BACKEND_REF) return 1;
+  if (kind == FLOWRT_BACKEND_AUTO || kind == FLOWRT_BACKEND_REF || kind == FLOWRT_BACKEND_PORTABLE)
+    return 1;
   if (kind != FLOWRT_BACKEND_ONEDNN && kind != FLOWRT_BACKEND_CUDA) {
     g_last_error = "unknown backend " + std::to_string(kind);
     return 0;
@@ -126,6 +127,8 @@ const char *flowrt_backend_name(flowrt_backend backend) {
       return "onednn";
     case FLOWRT_BACKEND_CUDA:
       return "cuda";
+    case FLOWRT_BACKEND_PORTABLE:
+      return "portable";
   }
   return "unknown";
 }
@@ -253,7 +256,7 @@ flowrt_status flowrt_session_options_set_backend(flowrt_session_options *options
                                                  flowrt_backend backend) {
   return guarded([&] {
     require(options, "options");
-    if (enum_int(backend) < FLOWRT_BACKEND_AUTO || enum_int(backend) > FLOWRT_BACKEND_CUDA)
+    if (enum_int(backend) < FLOWRT_BACKEND_AUTO || enum_int(backend) > FLOWRT_BACKEND_PORTABLE)
       flowrt::invalid_argument("unknown backend " + std::to_string(enum_int(backend)));
     options->options.backend = backend;
   });

@@ -1,5 +1,6 @@
 #include "backends/backend_registry.hpp"
 
+#include "backends/portable/portable_backend.hpp"
 #include "core/error.hpp"
 #include "plugins/linked_backends.hpp"
 #include "plugins/plugin_loader.hpp"
@@ -41,6 +42,12 @@ BackendProbe probe_backend(flowrt_backend kind, int device) {
     p.description = "portable C++ (the reference)";
     return p;
   }
+  if (kind == FLOWRT_BACKEND_PORTABLE) {
+    p.available = true;
+    p.source = "built in";
+    p.description = "portable C++ GEMMs (" + portable_default_kernels() + " kernels)";
+    return p;
+  }
   if (kind != FLOWRT_BACKEND_ONEDNN && kind != FLOWRT_BACKEND_CUDA) {
     p.why = "no such backend";
     return p;
@@ -71,7 +78,7 @@ BackendProbe probe_backend(flowrt_backend kind, int device) {
 flowrt_backend resolve_auto_backend(int device) {
   if (probe_backend(FLOWRT_BACKEND_CUDA, device).available) return FLOWRT_BACKEND_CUDA;
   if (probe_backend(FLOWRT_BACKEND_ONEDNN, device).available) return FLOWRT_BACKEND_ONEDNN;
-  return FLOWRT_BACKEND_REF;
+  return FLOWRT_BACKEND_PORTABLE;
 }
 
 std::unique_ptr<Backend> create_backend(flowrt_backend kind, const Graph &graph,
@@ -83,6 +90,14 @@ std::unique_ptr<Backend> create_backend(flowrt_backend kind, const Graph &graph,
                                    "fp32 (bf16 runs on onednn and cuda; tf32 and fp16 are CUDA "
                                    "only)");
     return create_ref_backend(graph, options);
+  }
+  if (kind == FLOWRT_BACKEND_PORTABLE) {
+    if (options.precision != FLOWRT_PRECISION_FP32)
+      fail(FLOWRT_UNSUPPORTED, std::string("precision ") + precision_name(options.precision) +
+                                   " is not implemented by the portable backend, which computes "
+                                   "in fp32 (bf16 runs on onednn and cuda; tf32 and fp16 are "
+                                   "CUDA only)");
+    return create_portable_backend(graph, options);
   }
   if (kind != FLOWRT_BACKEND_ONEDNN && kind != FLOWRT_BACKEND_CUDA)
     invalid_argument("unknown backend " + std::to_string(static_cast<int>(kind)));

@@ -28,7 +28,9 @@ void conv2d_output_channel(const PConv<T> &c, int64_t o, const T *in, int64_t h,
       for (int64_t kx = 0; kx < c.kw; ++kx) {
         const T wv = c.weight[((o * c.in_total + i) * c.kh + ky) * c.kw + kx];
         const int64_t dy = ky - ph, dx = kx - pw;
-        const int64_t x0 = std::max<int64_t>(0, -dx), x1 = std::min<int64_t>(w, w - dx);
+        // Columns [x0, x1) read inside the image; clamped for kernels wider than the image
+        // (|dx| >= w: every column is padding).
+        const int64_t x0 = std::clamp<int64_t>(-dx, 0, w), x1 = std::clamp<int64_t>(w - dx, x0, w);
         const T pad = wv * outside;
         for (int64_t y = 0; y < h; ++y) {
           T *row = dst + y * w;
@@ -57,7 +59,7 @@ void conv2d_output_channel(const PConv<T> &c, int64_t o, const T *in, int64_t h,
 // already processed in parallel).
 template <typename T>
 void conv2d(const PConv<T> &c, const T *in, int64_t h, int64_t w, T *out, int threads) {
-  (void)threads;  // unused without OpenMP
+  (void)threads;  // read only by OpenMP
 #pragma omp parallel for schedule(static) num_threads(threads > 1 ? threads : 1) if (threads > 1)
   for (int64_t o = 0; o < c.out_ch; ++o) conv2d_output_channel(c, o, in, h, w, out);
 }

@@ -43,20 +43,26 @@ inline T scale_of(ScaleFunction fn, T a) {
 }
 
 // pos_log_scale (plane doubles, may be null): each position's log s summed over the channels is
-// added to it (forward sign), for likelihood maps.
+// added to it (forward sign), for likelihood maps. h_stride: floats between h's channels (0: plane,
+// a CHW image; a batched net output interleaves the images of a group channel by channel).
 template <typename T>
 double coupling_apply(const PCoupling<T> &c, const T *h, int64_t cb, int64_t plane, T *xb,
-                      bool inverse, double *pos_log_scale = nullptr) {
+                      bool inverse, double *pos_log_scale = nullptr, int64_t h_stride = 0) {
+  const int64_t hs = h_stride > 0 ? h_stride : plane;
   if (c.type == CouplingType::Additive) {
-    for (int64_t k = 0; k < cb * plane; ++k) xb[k] = inverse ? xb[k] - h[k] : xb[k] + h[k];
+    for (int64_t j = 0; j < cb; ++j) {
+      const T *hj = h + j * hs;
+      T *x = xb + j * plane;
+      for (int64_t p = 0; p < plane; ++p) x[p] = inverse ? x[p] - hj[p] : x[p] + hj[p];
+    }
     return 0.0;
   }
   double logdet = 0;
   for (int64_t j = 0; j < cb; ++j) {
     int64_t tc = 0, rc = 0;
     shift_scale_channels(c.split, j, cb, &tc, &rc);
-    const T *t = h + tc * plane;
-    const T *raw = h + rc * plane;
+    const T *t = h + tc * hs;
+    const T *raw = h + rc * hs;
     T *x = xb + j * plane;
     double acc = 0;
     for (int64_t p = 0; p < plane; ++p) {

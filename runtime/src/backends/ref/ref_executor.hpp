@@ -1,10 +1,26 @@
-// The reference executor: runs a Program<T> image by image with the plain layer math of
-// runtime/src/layers. It is the oracle every other backend is tested against, and the tests
-// instantiate it in double precision for brute-force Jacobians. Images of a batch run in
-// parallel (OpenMP); a single image spreads its convolutions' output channels instead.
-// Its memory is the Program plus one set of activation buffers per image of the maximum batch;
-// with NetWeights::View (what the reference backend uses) the Program reads the nets' conv
-// weights from the graph's tensors, so a session adds no copy of them.
+// The flow walk of the CPU executors, and the reference executor.
+//
+// FlowExecutor<T, Nets> runs a Program<T> with the plain layer math of runtime/src/layers: the
+// squeezes, actnorms, invertible 1x1 convolutions, permutations, coupling arithmetic, splits and
+// priors of every image, step by step. How the coupling nets and split priors run is the policy
+// `Nets`, the one thing that differs between the executors built on it:
+// - RefNets (RefExecutor<T>, the reference executor): layers::run_net, a direct convolution per
+//   image. Images of a batch are walked in parallel (OpenMP), each alone; a single image spreads
+//   its convolutions' output channels instead. This is the oracle every other backend is tested
+//   against, and the tests instantiate it in double precision for brute-force Jacobians.
+// - a batched policy (Nets::kBatched; the portable backend's GEMMs): the images of a group walk
+//   together, step by step, so that each net runs once on the whole group. Groups are formed per
+//   level (a segment of steps ends after each split) from the net activation a group may occupy
+//   (Nets::group_size): the small late levels take the whole batch, large early ones a few images.
+//   The per-image steps of a group run in parallel over its images.
+// The policy's interface: kBatched, kScaledViews (it can run a NetWeights::ViewScaled program,
+// i.e. it applies PConv::weight_scale itself), a constructor (program, max_batch, threads),
+// run(net, h, w, first slot, images, inputs, outputs, threads) -> the outputs' channel stride,
+// and, when batched, group_size(net floats per image) and reserve(net, h, w, images).
+//
+// Memory: the Program, one set of activation buffers per image of the maximum batch, and the
+// policy's. With NetWeights::View (what the reference backend uses) the Program reads the nets'
+// conv weights from the graph's tensors, so a reference session adds no copy of them.
 #pragma once
 
 #include <algorithm>
@@ -28,40 +44,73 @@
 
 namespace flowrt {
 
+// The reference executor's nets: layers::run_net on each image, with two activation buffers per
+// image slot of the maximum batch.
 template <typename T>
-class RefExecutor {
+class RefNets {
  public:
-  // fold: the load-time foldings, with owned (copied) net weights.
-  RefExecutor(const Graph &graph, size_t max_batch, int threads, bool fold)
-      : RefExecutor(graph, max_batch, threads, ProgramOptions{fold, NetWeights::Copy}) {}
-  // NetWeights::ViewScaled is not allowed: layers::conv2d runs the weights as they are.
-  RefExecutor(const Graph &graph, size_t max_batch, int threads, const ProgramOptions &options)
-      : prog_(build_program<T>(graph, checked(options))), threads_(resolve_threads(threads)) {
-    scratch_.resize(max_batch);
+  static constexpr bool kBatched = false;
+  static constexpr bool kScaledViews = false;  // layers::conv2d runs the weights as they are
+
+  RefNets(const Program<T> &prog, size_t max_batch, int) : slots_(max_batch) {
+    for (Slot &s : slots_) {
+      s.a.resize(std::max<int64_t>(prog.max_net_elems, 1));
+      s.b.resize(std::max<int64_t>(prog.max_net_elems, 1));
+    }
+  }
+  // Runs `net` on images in[0..m) (CHW, h x w) in slots slot..slot+m-1; out[j] is image j's
+  // output (CHW). Returns the outputs' channel stride.
+  int64_t run(const PNet<T> &net, int64_t h, int64_t w, size_t slot, size_t m, const T *const *in,
+              const T **out, int threads) {
+    for (size_t j = 0; j < m; ++j) {
+      Slot &s = slots_[slot + j];
+      out[j] = layers::run_net(net, in[j], h, w, s.a.data(), s.b.data(), threads);
+    }
+    return h * w;
+  }
+
+ private:
+  struct Slot {
+    std::vector<T> a, b;
+  };
+  std::vector<Slot> slots_;
+};
+
+template <typename T, typename Nets>
+class FlowExecutor {
+ public:
+  FlowExecutor(const Graph &graph, size_t max_batch, int threads, const ProgramOptions &options)
+      : prog_(build_program<T>(graph, checked(options))),
+        threads_(resolve_threads(threads)),
+        max_batch_(std::max<size_t>(max_batch, 1)),
+        nets_(prog_, max_batch_, threads_) {
+    scratch_.resize(max_batch_);
     for (Scratch &s : scratch_) {
       s.a.resize(prog_.dims);
       s.b.resize(prog_.dims);
-      s.net_a.resize(std::max<int64_t>(prog_.max_net_elems, 1));
-      s.net_b.resize(std::max<int64_t>(prog_.max_net_elems, 1));
       s.z.resize(prog_.dims);
       s.pos.resize(prog_.dims);
     }
+    in_ptrs_.resize(max_batch_);
+    out_ptrs_.resize(max_batch_);
     for (const PStep<T> &step : prog_.steps)
       if (std::holds_alternative<PSplit<T>>(step.op)) ++levels_;
+    plan_segments();
   }
+  FlowExecutor(const FlowExecutor &) = delete;
+  FlowExecutor &operator=(const FlowExecutor &) = delete;
 
   const Program<T> &program() const { return prog_; }
   int64_t dims() const { return prog_.dims; }
+  Nets &nets() { return nets_; }
+  const Nets &nets() const { return nets_; }
 
   void encode(size_t n, const T *x, const int32_t *labels, T *z, double *log_p, double *log_det) {
-    const int64_t d = prog_.dims;
-    const int inner = n > 1 ? 1 : threads_;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_) if (n > 1 && threads_ > 1)
-    for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) {
-      double lp = 0, ld = 0;
-      encode_one(x + i * d, labels ? labels[i] : -1, z + i * d, &lp, &ld, scratch_[i], inner);
-      if (log_p) log_p[i] = lp;
-      if (log_det) log_det[i] = ld;
+    walk_encode(n, x, labels, z, nullptr);
+    for (size_t i = 0; i < n; ++i) {
+      const Scratch &s = scratch_[i];
+      if (log_p) log_p[i] = s.lp + s.ld;
+      if (log_det) log_det[i] = s.ld;
     }
   }
 
@@ -72,45 +121,113 @@ class RefExecutor {
     T *eps = nullptr;
     double *level_log_prior = nullptr, *level_log_det = nullptr, *nll_map = nullptr;
   };
-  int levels() const {
-    return levels_;
-  }
+  int levels() const { return levels_; }
 
   // encode's walk reporting its terms one by one (see flowrt.h: flowrt_encode_noise,
   // flowrt_level_terms, flowrt_nll_map).
   void encode_detail(size_t n, const T *x, const int32_t *labels, const Detail &out) {
-    const int64_t d = prog_.dims, px = prog_.image.height * prog_.image.width;
-    const int inner = n > 1 ? 1 : threads_;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_) if (n > 1 && threads_ > 1)
-    for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) {
-      Detail one;
-      if (out.eps) one.eps = out.eps + i * d;
-      if (out.level_log_prior) one.level_log_prior = out.level_log_prior + i * levels_;
-      if (out.level_log_det) one.level_log_det = out.level_log_det + i * levels_;
-      if (out.nll_map) one.nll_map = out.nll_map + i * px;
-      Scratch &s = scratch_[i];
-      double lp = 0, ld = 0;
-      encode_one(x + i * d, labels ? labels[i] : -1, one.eps ? one.eps : s.z.data(), &lp, &ld, s,
-                 inner, &one);
-    }
+    walk_encode(n, x, labels, nullptr, &out);
   }
 
   // noise = false: `src` holds latents z; noise = true: standard normals eps.
   void decode(size_t n, const T *src, bool noise, T temperature, const int32_t *labels, T *x) {
     const int64_t d = prog_.dims;
-    const int inner = n > 1 ? 1 : threads_;
+    const size_t last = prog_.steps.size();
+    if constexpr (!Nets::kBatched) {
+      const int inner = n > 1 ? 1 : threads_;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads_) if (n > 1 && threads_ > 1)
-    for (int64_t i = 0; i < static_cast<int64_t>(n); ++i)
-      decode_one(src + i * d, noise, temperature, labels ? labels[i] : -1, x + i * d, scratch_[i],
-                 inner);
+      for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) {
+        decode_steps(0, last, static_cast<size_t>(i), 1, src, noise, temperature, labels, inner);
+        std::memcpy(x + i * d, scratch_[i].cur(), sizeof(T) * d);
+      }
+    } else {
+      for (size_t k = segments_.size(); k-- > 0;) {
+        const Segment &seg = segments_[k];
+        for (size_t i0 = 0; i0 < n; i0 += seg.chunk)
+          decode_steps(seg.first, seg.last, i0, std::min(seg.chunk, n - i0), src, noise,
+                       temperature, labels, threads_);
+      }
+      for_images(0, n, threads_,
+                 [&](Scratch &s, size_t i) { std::memcpy(x + i * d, s.cur(), sizeof(T) * d); });
+    }
   }
 
  private:
   struct Scratch {
-    std::vector<T> a, b, net_a, net_b;
+    std::vector<T> a, b;      // the image's tensor (cur) and the next one (tmp); they swap
     std::vector<T> z;         // z of a detailed encode that does not ask for eps
     std::vector<double> pos;  // per grid position terms of a detailed encode
+    bool flip = false;        // b holds the current tensor
+    double ld = 0, lp = 0;    // encode: log|det| and log-prior so far
+    double level_ld = 0;      // log|det| since the last split
+    int level = 0;
+    T *cur() { return flip ? b.data() : a.data(); }
+    T *tmp() { return flip ? a.data() : b.data(); }
+    void swap() { flip = !flip; }
   };
+  // Steps [first, last) walked by groups of at most `chunk` images.
+  struct Segment {
+    size_t first = 0, last = 0, chunk = 1;
+  };
+
+  static const ProgramOptions &checked(const ProgramOptions &o) {
+    if (o.net_weights == NetWeights::ViewScaled && !Nets::kScaledViews)
+      fail(FLOWRT_INTERNAL_ERROR, "the reference executor cannot run deferred net foldings");
+    return o;
+  }
+
+  // One segment for the whole flow when images are walked alone; otherwise one per level, with
+  // the policy's group size for the largest net activation of the level.
+  void plan_segments() {
+    if constexpr (!Nets::kBatched) {
+      segments_.push_back(Segment{0, prog_.steps.size(), 1});
+    } else {
+      Segment seg;
+      int64_t floats = 1;
+      for (size_t k = 0; k < prog_.steps.size(); ++k) {
+        const PStep<T> &step = prog_.steps[k];
+        if (const PNet<T> *net = net_of(step))
+          floats = std::max(floats, net->max_ch * step.in.plane());
+        if (std::holds_alternative<PSplit<T>>(step.op) || k + 1 == prog_.steps.size()) {
+          seg.last = k + 1;
+          seg.chunk = std::clamp<size_t>(nets_.group_size(floats), 1, max_batch_);
+          segments_.push_back(seg);
+          seg.first = k + 1;
+          floats = 1;
+        }
+      }
+      for (const Segment &s : segments_)
+        for (size_t k = s.first; k < s.last; ++k)
+          if (const PNet<T> *net = net_of(prog_.steps[k]))
+            nets_.reserve(*net, prog_.steps[k].in.h, prog_.steps[k].in.w, s.chunk);
+    }
+  }
+  static const PNet<T> *net_of(const PStep<T> &step) {
+    if (auto *cp = std::get_if<PCoupling<T>>(&step.op)) return &cp->net;
+    if (auto *sp = std::get_if<PSplit<T>>(&step.op); sp && !sp->prior.empty()) return &sp->prior;
+    return nullptr;
+  }
+
+  // f(scratch, image index) for images i0..i0+m-1: in parallel over the images of a batched
+  // group, in order otherwise (a reference group is one image).
+  template <typename F>
+  void for_images(size_t i0, size_t m, int threads, F &&f) {
+    if constexpr (Nets::kBatched) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && m > 1)
+      for (int64_t j = 0; j < static_cast<int64_t>(m); ++j) f(scratch_[i0 + j], i0 + j);
+    } else {
+      (void)threads;
+      for (size_t j = 0; j < m; ++j) f(scratch_[i0 + j], i0 + j);
+    }
+  }
+
+  // Runs `net` on the images i0..i0+m-1, reading each at cur() + offset; out_ptrs_[i] is image
+  // i's output. Returns its channel stride.
+  int64_t run_net(const PNet<T> &net, const Shape3 &in, int64_t offset, size_t i0, size_t m,
+                  int threads) {
+    for (size_t j = 0; j < m; ++j) in_ptrs_[i0 + j] = scratch_[i0 + j].cur() + offset;
+    return nets_.run(net, in.h, in.w, i0, m, in_ptrs_.data() + i0, out_ptrs_.data() + i0, threads);
+  }
 
   // Adds sign * pos[u, v] (a grid of `grid` positions) evenly over the pixel block each grid
   // position came from.
@@ -131,7 +248,6 @@ class RefExecutor {
     for (int64_t k = 0; k < px; ++k) map[k] -= logdet / static_cast<double>(px);
   }
   // Turns latent z (n elements, in place) into eps = (z - mean) / std, adding each element's
-  // log-density to pos[position] when pos is given.
   // log-density to pos[position] when pos is given; returns their sum.
   static double standardise(T *z, const T *mean, const T *log_std, int64_t n, T mean_offset,
                             T log_std_offset, double *pos) {
@@ -147,12 +263,6 @@ class RefExecutor {
     return acc;
   }
 
-  static const ProgramOptions &checked(const ProgramOptions &o) {
-    if (o.net_weights == NetWeights::ViewScaled)
-      fail(FLOWRT_INTERNAL_ERROR, "the reference executor cannot run deferred net foldings");
-    return o;
-  }
-
   // Class offsets of the top prior for `label` (or zeros).
   void top_offsets(const PTop<T> &top, int64_t c, int32_t label, int64_t channels, T *mean_off,
                    T *ls_off) const {
@@ -164,117 +274,173 @@ class RefExecutor {
     }
   }
 
-  // With `detail`, z is where the standardised latents go (they are computed in place of z).
-  void encode_one(const T *x, int32_t label, T *z, double *log_p, double *log_det, Scratch &s,
-                  int threads, const Detail *detail = nullptr) const {
-    T *cur = s.a.data(), *tmp = s.b.data();
-    std::memcpy(cur, x, sizeof(T) * prog_.dims);
-    double ld = 0, lp = 0;
-    double level_ld = 0;  // log|det| since the last split
-    int level = 0;
-    double *map = detail ? detail->nll_map : nullptr;
-    double *pos = map ? s.pos.data() : nullptr;
-    if (map) std::fill(map, map + prog_.image.height * prog_.image.width, 0.0);
-    // The end of a level: its log-prior `level_lp` and the log-det gathered since the last one.
-    auto end_level = [&](double level_lp) {
-      if (detail && detail->level_log_prior) detail->level_log_prior[level] = level_lp;
-      if (detail && detail->level_log_det) detail->level_log_det[level] = level_ld;
-      level_ld = 0;
-      ++level;
+  // The encode of n images: z (n*D) or, with `detail`, the standardised latents in eps (or the
+  // images' own z scratch when eps is not asked for). Leaves log|det| and the log-prior of image
+  // i in scratch_[i].
+  void walk_encode(size_t n, const T *x, const int32_t *labels, T *z, const Detail *detail) {
+    const int64_t d = prog_.dims;
+    auto begin = [&](Scratch &s, size_t i) {
+      std::memcpy(s.a.data(), x + i * d, sizeof(T) * d);
+      s.flip = false;
+      s.ld = s.lp = s.level_ld = 0;
+      s.level = 0;
+      if (double *map = nll_map_of(detail, i))
+        std::fill(map, map + prog_.image.height * prog_.image.width, 0.0);
     };
-    for (const PStep<T> &step : prog_.steps) {
+    if constexpr (!Nets::kBatched) {
+      const int inner = n > 1 ? 1 : threads_;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_) if (n > 1 && threads_ > 1)
+      for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) {
+        begin(scratch_[i], static_cast<size_t>(i));
+        encode_steps(0, prog_.steps.size(), static_cast<size_t>(i), 1, labels, z, detail, inner);
+      }
+    } else {
+      for_images(0, n, threads_, begin);
+      for (const Segment &seg : segments_)
+        for (size_t i0 = 0; i0 < n; i0 += seg.chunk)
+          encode_steps(seg.first, seg.last, i0, std::min(seg.chunk, n - i0), labels, z, detail,
+                       threads_);
+    }
+  }
+
+  double *nll_map_of(const Detail *detail, size_t i) const {
+    if (!detail || !detail->nll_map) return nullptr;
+    return detail->nll_map + i * prog_.image.height * prog_.image.width;
+  }
+  // Where image i's latents go: z, or with `detail` its eps (standardised in place) or scratch.
+  T *latents_of(T *z, const Detail *detail, Scratch &s, size_t i) const {
+    if (!detail) return z + i * prog_.dims;
+    return detail->eps ? detail->eps + i * prog_.dims : s.z.data();
+  }
+  // The end of image i's level: its log-prior `level_lp` and the log-det gathered since the last.
+  void end_level(Scratch &s, size_t i, double level_lp, const Detail *detail) const {
+    if (detail && detail->level_log_prior)
+      detail->level_log_prior[i * levels_ + s.level] = level_lp;
+    if (detail && detail->level_log_det) detail->level_log_det[i * levels_ + s.level] = s.level_ld;
+    s.level_ld = 0;
+    ++s.level;
+  }
+
+  // Steps [first, last) of encode for images i0..i0+m-1.
+  void encode_steps(size_t first, size_t last, size_t i0, size_t m, const int32_t *labels, T *z,
+                    const Detail *detail, int threads) {
+    for (size_t k = first; k < last; ++k) {
+      const PStep<T> &step = prog_.steps[k];
       const Shape3 &in = step.in;
       const int64_t plane = in.plane();
       if (auto *sq = std::get_if<PSqueeze>(&step.op)) {
-        layers::squeeze(sq->order, in, cur, tmp, false);
-        std::swap(cur, tmp);
+        for_images(i0, m, threads, [&](Scratch &s, size_t) {
+          layers::squeeze(sq->order, in, s.cur(), s.tmp(), false);
+          s.swap();
+        });
       } else if (auto *af = std::get_if<PAffine<T>>(&step.op)) {
-        layers::channel_affine(af->scale.data(), af->shift.data(), in.c, plane, cur, false);
-        ld += step.logdet;
-        level_ld += step.logdet;
-        if (map) spread_constant(step.logdet, map);
+        for_images(i0, m, threads, [&](Scratch &s, size_t i) {
+          layers::channel_affine(af->scale.data(), af->shift.data(), in.c, plane, s.cur(), false);
+          s.ld += step.logdet;
+          s.level_ld += step.logdet;
+          if (double *map = nll_map_of(detail, i)) spread_constant(step.logdet, map);
+        });
       } else if (auto *li = std::get_if<PLinear<T>>(&step.op)) {
-        layers::linear1x1(li->a.data(), li->c.data(), in.c, plane, cur, tmp);
-        std::swap(cur, tmp);
-        ld += step.logdet;
-        level_ld += step.logdet;
-        if (map) spread_constant(step.logdet, map);
+        for_images(i0, m, threads, [&](Scratch &s, size_t i) {
+          layers::linear1x1(li->a.data(), li->c.data(), in.c, plane, s.cur(), s.tmp());
+          s.swap();
+          s.ld += step.logdet;
+          s.level_ld += step.logdet;
+          if (double *map = nll_map_of(detail, i)) spread_constant(step.logdet, map);
+        });
       } else if (auto *pm = std::get_if<PPermute>(&step.op)) {
-        layers::permute_channels(pm->source.data(), in.c, plane, cur, tmp, false);
-        std::swap(cur, tmp);
+        for_images(i0, m, threads, [&](Scratch &s, size_t) {
+          layers::permute_channels(pm->source.data(), in.c, plane, s.cur(), s.tmp(), false);
+          s.swap();
+        });
       } else if (auto *cp = std::get_if<PCoupling<T>>(&step.op)) {
         const int64_t cb = in.c / 2;
-        T *xa = cur + (cp->conditioning == Half::First ? 0 : cb * plane);
-        T *xb = cur + (cp->conditioning == Half::First ? cb * plane : 0);
-        const T *h =
-            layers::run_net(cp->net, xa, in.h, in.w, s.net_a.data(), s.net_b.data(), threads);
-        if (pos) std::fill(pos, pos + plane, 0.0);
-        const double c_ld = layers::coupling_apply(*cp, h, cb, plane, xb, false, pos);
-        ld += c_ld;
-        level_ld += c_ld;
-        if (map) spread(pos, in, -1.0, map);
+        const int64_t xa = cp->conditioning == Half::First ? 0 : cb * plane;
+        const int64_t xb = cp->conditioning == Half::First ? cb * plane : 0;
+        const int64_t hs = run_net(cp->net, in, xa, i0, m, threads);
+        for_images(i0, m, threads, [&](Scratch &s, size_t i) {
+          double *map = nll_map_of(detail, i);
+          double *pos = map ? s.pos.data() : nullptr;
+          if (pos) std::fill(pos, pos + plane, 0.0);
+          const double c_ld =
+              layers::coupling_apply(*cp, out_ptrs_[i], cb, plane, s.cur() + xb, false, pos, hs);
+          s.ld += c_ld;
+          s.level_ld += c_ld;
+          if (map) spread(pos, in, -1.0, map);
+        });
       } else if (auto *sp = std::get_if<PSplit<T>>(&step.op)) {
         const int64_t cz = in.c / 2, n = cz * plane;
-        T *leave = cur + (sp->leaving == Half::First ? 0 : n);
-        T *keep = cur + (sp->leaving == Half::First ? n : 0);
-        std::memcpy(z + step.latent_offset, leave, sizeof(T) * n);
-        const double s_lp =
-            detail ? split_standardise(*sp, keep, z + step.latent_offset, cz, in, s, threads, pos)
-                   : split_log_prob(*sp, keep, leave, cz, in, s, threads);
-        lp += s_lp;
-        if (map) spread(pos, in, -1.0, map);
-        end_level(s_lp);
-        if (sp->leaving == Half::First) std::memmove(cur, keep, sizeof(T) * n);
+        const int64_t leave = sp->leaving == Half::First ? 0 : n;
+        const int64_t keep = sp->leaving == Half::First ? n : 0;
+        const bool prior = !sp->prior.empty();
+        const int64_t os = prior ? run_net(sp->prior, in, keep, i0, m, threads) : 0;
+        for_images(i0, m, threads, [&](Scratch &s, size_t i) {
+          T *cur = s.cur();
+          T *zi = latents_of(z, detail, s, i) + step.latent_offset;
+          std::memcpy(zi, cur + leave, sizeof(T) * n);
+          const T *o = prior ? out_ptrs_[i] : nullptr;
+          double *map = nll_map_of(detail, i);
+          double *pos = map ? s.pos.data() : nullptr;
+          const double s_lp = detail ? split_standardise(*sp, o, os, zi, cz, plane, pos)
+                                     : split_log_prob(*sp, o, os, cur + leave, cz, plane);
+          s.lp += s_lp;
+          if (map) spread(pos, in, -1.0, map);
+          end_level(s, i, s_lp, detail);
+          if (sp->leaving == Half::First) std::memmove(cur, cur + keep, sizeof(T) * n);
+        });
       } else if (auto *tp = std::get_if<PTop<T>>(&step.op)) {
-        const int64_t n = in.numel();
-        double t_lp = 0;
-        if (pos) std::fill(pos, pos + plane, 0.0);
-        std::memcpy(z + step.latent_offset, cur, sizeof(T) * n);
-        for (int64_t c = 0; c < in.c; ++c) {
-          T mo, lo;
-          top_offsets(*tp, c, label, in.c, &mo, &lo);
-          if (detail) {
-            t_lp += standardise(z + step.latent_offset + c * plane, tp->mean.data() + c * plane,
-                                tp->log_std.data() + c * plane, plane, mo, lo, pos);
-            continue;
+        for_images(i0, m, threads, [&](Scratch &s, size_t i) {
+          const int64_t n = in.numel();
+          const int32_t label = labels ? labels[i] : -1;
+          T *cur = s.cur();
+          T *zi = latents_of(z, detail, s, i) + step.latent_offset;
+          double *map = nll_map_of(detail, i);
+          double *pos = map ? s.pos.data() : nullptr;
+          double t_lp = 0;
+          if (pos) std::fill(pos, pos + plane, 0.0);
+          std::memcpy(zi, cur, sizeof(T) * n);
+          for (int64_t c = 0; c < in.c; ++c) {
+            T mo, lo;
+            top_offsets(*tp, c, label, in.c, &mo, &lo);
+            if (detail) {
+              t_lp += standardise(zi + c * plane, tp->mean.data() + c * plane,
+                                  tp->log_std.data() + c * plane, plane, mo, lo, pos);
+              continue;
+            }
+            t_lp += layers::gaussian_log_prob(cur + c * plane, tp->mean.data() + c * plane,
+                                              tp->log_std.data() + c * plane, plane, mo, lo);
           }
-          t_lp += layers::gaussian_log_prob(cur + c * plane, tp->mean.data() + c * plane,
-                                            tp->log_std.data() + c * plane, plane, mo, lo);
-        }
-        lp += t_lp;
-        if (map) spread(pos, in, -1.0, map);
-        end_level(t_lp);
+          s.lp += t_lp;
+          if (map) spread(pos, in, -1.0, map);
+          end_level(s, i, t_lp, detail);
+        });
       }
     }
-    *log_det = ld;
-    *log_p = lp + ld;
   }
 
-  double split_log_prob(const PSplit<T> &sp, const T *keep, const T *leave, int64_t cz,
-                        const Shape3 &in, Scratch &s, int threads) const {
-    const int64_t plane = in.plane();
+  // The log-density of a split's leaving latents (cz planes) under its prior: the prior net's
+  // output `o` (channel stride os) or, without a prior net, a standard normal.
+  static double split_log_prob(const PSplit<T> &sp, const T *o, int64_t os, const T *leave,
+                               int64_t cz, int64_t plane) {
     if (sp.prior.empty()) {
       double acc = 0;
       for (int64_t k = 0; k < cz * plane; ++k)
         acc += -layers::kHalfLog2Pi - 0.5 * static_cast<double>(leave[k]) * leave[k];
       return acc;
     }
-    const T *o =
-        layers::run_net(sp.prior, keep, in.h, in.w, s.net_a.data(), s.net_b.data(), threads);
     double acc = 0;
     for (int64_t j = 0; j < cz; ++j) {
       int64_t mc = 0, lc = 0;
       layers::prior_channels(sp.layout, j, cz, &mc, &lc);
-      acc += layers::gaussian_log_prob(leave + j * plane, o + mc * plane, o + lc * plane, plane);
+      acc += layers::gaussian_log_prob(leave + j * plane, o + mc * os, o + lc * os, plane);
     }
     return acc;
   }
 
   // split_log_prob for a detailed encode: turns the leaving latent z (cz planes) into eps in
   // place, gathers each position's log-density into pos (if given) and returns their sum.
-  double split_standardise(const PSplit<T> &sp, const T *keep, T *z, int64_t cz, const Shape3 &in,
-                           Scratch &s, int threads, double *pos) const {
-    const int64_t plane = in.plane();
+  static double split_standardise(const PSplit<T> &sp, const T *o, int64_t os, T *z, int64_t cz,
+                                  int64_t plane, double *pos) {
     double acc = 0;
     if (pos) std::fill(pos, pos + plane, 0.0);
     if (sp.prior.empty()) {
@@ -287,12 +453,10 @@ class RefExecutor {
         }
       return acc;
     }
-    const T *o =
-        layers::run_net(sp.prior, keep, in.h, in.w, s.net_a.data(), s.net_b.data(), threads);
     for (int64_t j = 0; j < cz; ++j) {
       int64_t mc = 0, lc = 0;
       layers::prior_channels(sp.layout, j, cz, &mc, &lc);
-      const T *mean = o + mc * plane, *log_std = o + lc * plane;
+      const T *mean = o + mc * os, *log_std = o + lc * os;
       T *zj = z + j * plane;
       for (int64_t p = 0; p < plane; ++p) {
         const double ls = static_cast<double>(log_std[p]);
@@ -306,78 +470,113 @@ class RefExecutor {
     return acc;
   }
 
-  void decode_one(const T *src, bool noise, T temperature, int32_t label, T *x, Scratch &s,
-                  int threads) const {
-    T *cur = s.a.data(), *tmp = s.b.data();
-    const PStep<T> &top_step = prog_.steps.back();
-    const auto &top = std::get<PTop<T>>(top_step.op);
-    {
-      const Shape3 &in = top_step.in;
-      const int64_t plane = in.plane();
-      const T *from = src + top_step.latent_offset;
-      if (!noise) {
-        std::memcpy(cur, from, sizeof(T) * in.numel());
-      } else {
-        for (int64_t c = 0; c < in.c; ++c) {
-          T mo, lo;
-          top_offsets(top, c, label, in.c, &mo, &lo);
-          layers::gaussian_sample(from + c * plane, top.mean.data() + c * plane,
-                                  top.log_std.data() + c * plane, plane, temperature,
-                                  cur + c * plane, mo, lo);
-        }
-      }
-    }
-    for (size_t k = prog_.steps.size() - 1; k-- > 0;) {
+  // Steps [first, last) of decode, last first, for images i0..i0+m-1; the top step (always the
+  // program's last) starts each image from its latents.
+  void decode_steps(size_t first, size_t last, size_t i0, size_t m, const T *src, bool noise,
+                    T temperature, const int32_t *labels, int threads) {
+    const int64_t d = prog_.dims;
+    for (size_t k = last; k-- > first;) {
       const PStep<T> &step = prog_.steps[k];
       const Shape3 &in = step.in;
       const int64_t plane = in.plane();
-      if (auto *sq = std::get_if<PSqueeze>(&step.op)) {
-        layers::squeeze(sq->order, in, cur, tmp, true);
-        std::swap(cur, tmp);
+      if (auto *top = std::get_if<PTop<T>>(&step.op)) {
+        for_images(i0, m, threads, [&](Scratch &s, size_t i) {
+          s.flip = false;
+          T *cur = s.cur();
+          const T *from = src + i * d + step.latent_offset;
+          if (!noise) {
+            std::memcpy(cur, from, sizeof(T) * in.numel());
+            return;
+          }
+          const int32_t label = labels ? labels[i] : -1;
+          for (int64_t c = 0; c < in.c; ++c) {
+            T mo, lo;
+            top_offsets(*top, c, label, in.c, &mo, &lo);
+            layers::gaussian_sample(from + c * plane, top->mean.data() + c * plane,
+                                    top->log_std.data() + c * plane, plane, temperature,
+                                    cur + c * plane, mo, lo);
+          }
+        });
+      } else if (auto *sq = std::get_if<PSqueeze>(&step.op)) {
+        for_images(i0, m, threads, [&](Scratch &s, size_t) {
+          layers::squeeze(sq->order, in, s.cur(), s.tmp(), true);
+          s.swap();
+        });
       } else if (auto *af = std::get_if<PAffine<T>>(&step.op)) {
-        layers::channel_affine(af->scale.data(), af->shift.data(), in.c, plane, cur, true);
+        for_images(i0, m, threads, [&](Scratch &s, size_t) {
+          layers::channel_affine(af->scale.data(), af->shift.data(), in.c, plane, s.cur(), true);
+        });
       } else if (auto *li = std::get_if<PLinear<T>>(&step.op)) {
-        layers::linear1x1_inverse(li->a_inv.data(), li->c.data(), in.c, plane, cur, tmp);
-        std::swap(cur, tmp);
+        for_images(i0, m, threads, [&](Scratch &s, size_t) {
+          layers::linear1x1_inverse(li->a_inv.data(), li->c.data(), in.c, plane, s.cur(), s.tmp());
+          s.swap();
+        });
       } else if (auto *pm = std::get_if<PPermute>(&step.op)) {
-        layers::permute_channels(pm->source.data(), in.c, plane, cur, tmp, true);
-        std::swap(cur, tmp);
+        for_images(i0, m, threads, [&](Scratch &s, size_t) {
+          layers::permute_channels(pm->source.data(), in.c, plane, s.cur(), s.tmp(), true);
+          s.swap();
+        });
       } else if (auto *cp = std::get_if<PCoupling<T>>(&step.op)) {
         const int64_t cb = in.c / 2;
-        T *xa = cur + (cp->conditioning == Half::First ? 0 : cb * plane);
-        T *xb = cur + (cp->conditioning == Half::First ? cb * plane : 0);
-        const T *h =
-            layers::run_net(cp->net, xa, in.h, in.w, s.net_a.data(), s.net_b.data(), threads);
-        layers::coupling_apply(*cp, h, cb, plane, xb, true);
+        const int64_t xa = cp->conditioning == Half::First ? 0 : cb * plane;
+        const int64_t xb = cp->conditioning == Half::First ? cb * plane : 0;
+        const int64_t hs = run_net(cp->net, in, xa, i0, m, threads);
+        for_images(i0, m, threads, [&](Scratch &s, size_t i) {
+          layers::coupling_apply(*cp, out_ptrs_[i], cb, plane, s.cur() + xb, true, nullptr, hs);
+        });
       } else if (auto *sp = std::get_if<PSplit<T>>(&step.op)) {
         const int64_t cz = in.c / 2, n = cz * plane;
-        if (sp->leaving == Half::First) std::memmove(cur + n, cur, sizeof(T) * n);
-        T *leave = cur + (sp->leaving == Half::First ? 0 : n);
-        const T *keep = cur + (sp->leaving == Half::First ? n : 0);
-        const T *from = src + step.latent_offset;
-        if (!noise) {
-          std::memcpy(leave, from, sizeof(T) * n);
-        } else if (sp->prior.empty()) {
-          for (int64_t e = 0; e < n; ++e) leave[e] = temperature * from[e];
-        } else {
-          const T *o =
-              layers::run_net(sp->prior, keep, in.h, in.w, s.net_a.data(), s.net_b.data(), threads);
-          for (int64_t j = 0; j < cz; ++j) {
-            int64_t mc = 0, lc = 0;
-            layers::prior_channels(sp->layout, j, cz, &mc, &lc);
-            layers::gaussian_sample(from + j * plane, o + mc * plane, o + lc * plane, plane,
-                                    temperature, leave + j * plane);
+        const int64_t leave = sp->leaving == Half::First ? 0 : n;
+        const int64_t keep = sp->leaving == Half::First ? n : 0;
+        if (sp->leaving == Half::First)
+          for_images(i0, m, threads, [&](Scratch &s, size_t) {
+            std::memmove(s.cur() + n, s.cur(), sizeof(T) * n);
+          });
+        const bool prior = noise && !sp->prior.empty();
+        const int64_t os = prior ? run_net(sp->prior, in, keep, i0, m, threads) : 0;
+        for_images(i0, m, threads, [&](Scratch &s, size_t i) {
+          T *to = s.cur() + leave;
+          const T *from = src + i * d + step.latent_offset;
+          if (!noise) {
+            std::memcpy(to, from, sizeof(T) * n);
+          } else if (!prior) {
+            for (int64_t e = 0; e < n; ++e) to[e] = temperature * from[e];
+          } else {
+            const T *o = out_ptrs_[i];
+            for (int64_t j = 0; j < cz; ++j) {
+              int64_t mc = 0, lc = 0;
+              layers::prior_channels(sp->layout, j, cz, &mc, &lc);
+              layers::gaussian_sample(from + j * plane, o + mc * os, o + lc * os, plane,
+                                      temperature, to + j * plane);
+            }
           }
-        }
+        });
       }
     }
-    std::memcpy(x, cur, sizeof(T) * prog_.dims);
   }
 
   Program<T> prog_;
   int threads_;
+  size_t max_batch_;
+  Nets nets_;
   int levels_ = 1;  // splits + the top
   std::vector<Scratch> scratch_;
+  std::vector<Segment> segments_;
+  std::vector<const T *> in_ptrs_, out_ptrs_;  // per image slot: a net's input and output
+};
+
+// The reference executor: the flow walk with layers::run_net (see above).
+template <typename T>
+class RefExecutor : public FlowExecutor<T, RefNets<T>> {
+  using Base = FlowExecutor<T, RefNets<T>>;
+
+ public:
+  // fold: the load-time foldings, with owned (copied) net weights.
+  RefExecutor(const Graph &graph, size_t max_batch, int threads, bool fold)
+      : Base(graph, max_batch, threads, ProgramOptions{fold, NetWeights::Copy}) {}
+  // NetWeights::ViewScaled is not allowed: layers::conv2d runs the weights as they are.
+  RefExecutor(const Graph &graph, size_t max_batch, int threads, const ProgramOptions &options)
+      : Base(graph, max_batch, threads, options) {}
 };
 
 }  // namespace flowrt
