@@ -36,7 +36,7 @@ grep -q "^backend: onednn" build/example_cpu.log || { echo "FAIL: without the CU
 rm -f build/install-cpu/lib/libflowrt-onednn.so
 LD_LIBRARY_PATH="$root/build/install-cpu/lib" build/examples/sample_png build/example.flow build/example_ref_ 1 \
   | tee build/example_ref.log
-grep -q "^backend: ref" build/example_ref.log || { echo "FAIL: without any plugin the app did not fall back to ref"; exit 1; }
+grep -q "^backend: portable" build/example_ref.log || { echo "FAIL: without any plugin the app did not fall back to the portable backend"; exit 1; }
 cc -std=c99 -Wall -Wextra -Werror examples/sample_png.c -o build/sample_png_pc \
   $(PKG_CONFIG_PATH="$root/build/install/lib/pkgconfig" pkg-config --cflags --libs flowrt) -lpng
 LD_LIBRARY_PATH="$root/build/install/lib" build/sample_png_pc build/example.flow build/example_pc_ 1

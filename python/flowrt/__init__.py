@@ -50,7 +50,7 @@ __all__ = [
     "library_path", "BACKENDS", "PRECISIONS",
 ]
 
-BACKENDS = ("auto", "ref", "onednn", "cuda")
+BACKENDS = ("auto", "ref", "onednn", "cuda", "portable")
 """Backend names, in the order of the C enum flowrt_backend."""
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 """Precision names, in the order of the C enum flowrt_precision."""
@@ -192,7 +192,7 @@ def _enum_index(value, names, what):
 
 
 def backend_available(name):
-    """True if backend ``name`` ('auto', 'ref', 'onednn', 'cuda') can run here.
+    """True if backend ``name`` ('auto', 'ref', 'onednn', 'cuda', 'portable') can run here.
 
     'ref' and 'auto' always can; :func:`backend_unavailable_reason` says why another cannot."""
     return bool(_fn("flowrt_backend_available")(_enum_index(name, BACKENDS, "backend")))
@@ -548,7 +548,8 @@ class Session:
     Session(model, backend='auto', threads=0, max_batch=16, precision='fp32', device=0)
 
     - model: a :class:`Model`, or a path (then the session opens the model and owns it).
-    - backend: 'auto' (CUDA if usable, else oneDNN, else ref), 'ref', 'onednn' or 'cuda'.
+    - backend: 'auto' (CUDA if usable, else oneDNN, else portable), 'ref', 'onednn', 'cuda' or
+      'portable'.
     - threads: CPU threads (0: all cores). max_batch: largest batch one pass computes (larger
       batches are processed in chunks, same results). precision: 'fp32' (exact; the default),
       'tf32', 'bf16', 'fp16' (see flowrt.h). device: the CUDA device index.
@@ -637,7 +638,7 @@ class Session:
 
     @property
     def backend(self):
-        """The backend the session runs on: 'ref', 'onednn' or 'cuda' (never 'auto')."""
+        """The backend the session runs on: 'ref', 'onednn', 'cuda' or 'portable' (never 'auto')."""
         code = _fn("flowrt_session_backend")(self._h())
         return _fn("flowrt_backend_name")(code).decode()
 
@@ -761,7 +762,7 @@ class Session:
         """The standardised latents eps = (z - mean) / std of every level under its prior:
         float32 (n, latent_dim), the inverse of :meth:`decode_noise` at temperature 1.
 
-        Runs on the portable reference path whatever the session's backend."""
+        Runs on the reference path whatever the session's backend."""
         m = self.model
         x = m._x(pixels_or_x)
         n = x.shape[0]
@@ -774,7 +775,7 @@ class Session:
         """Per image and level: a :class:`LevelTerms` (log_prior, log_det), float64 (n, levels)
         each, in nats; sum over levels of both = log p(x) (encode_ex's log_p).
 
-        Runs on the portable reference path whatever the session's backend."""
+        Runs on the reference path whatever the session's backend."""
         m = self.model
         x = m._x(pixels_or_x)
         n = x.shape[0]
@@ -789,7 +790,7 @@ class Session:
         """Each image's negative log-likelihood spread over its pixel grid: float64 (n, H, W) in
         nats, summing to -log p(x) per image (see flowrt_nll_map for how it is attributed).
 
-        Runs on the portable reference path whatever the session's backend."""
+        Runs on the reference path whatever the session's backend."""
         m = self.model
         x = m._x(pixels_or_x)
         n = x.shape[0]

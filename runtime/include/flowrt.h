@@ -232,7 +232,7 @@ FLOWRT_API flowrt_status flowrt_decode_noise(flowrt_session *session, size_t n, 
 
 /* ---- Latents and likelihood terms ----------------------------------------------------------
  * These walk the flow once per image and report what encode only sums up. They run on the
- * session's threads on the portable reference path whatever the session's backend (the first
+ * session's threads on the reference path whatever the session's backend (the first
  * call allocates its scratch for the session's maximum batch; later calls allocate nothing), so
  * they are slower than flowrt_encode on oneDNN or CUDA and use float throughout. labels may be
  * NULL (unconditional models). x is the network's continuous input (flowrt_pixels_to_x). */

@@ -100,6 +100,7 @@ class Library(unittest.TestCase):
         self.assertTrue(flowrt.backend_available("ref"))
         self.assertTrue(flowrt.backend_available("AUTO"))
         self.assertIsNone(flowrt.backend_unavailable_reason("ref"))
+        self.assertTrue(flowrt.backend_available("portable"))
         for name in ("onednn", "cuda"):
             reason = flowrt.backend_unavailable_reason(name)
             self.assertEqual(reason is None, flowrt.backend_available(name))
@@ -551,13 +552,13 @@ class Lifetime(Base):
 class Backends(Base):
     def test_auto_resolves(self):
         with flowrt.Session(MODELS["rgb"], backend="auto", threads=1) as s:
-            self.assertIn(s.backend, ("ref", "onednn", "cuda"))
+            self.assertIn(s.backend, ("portable", "onednn", "cuda"))
 
     def test_other_backends_agree_with_ref(self):
         m, ref = self.open("rgb")
         px = random_pixels(m, 3, 7)
         z_ref, bpd_ref = ref.encode(px)
-        for name in ("onednn", "cuda"):
+        for name in ("onednn", "cuda", "portable"):
             if not flowrt.backend_available(name):
                 continue
             with self.subTest(backend=name), flowrt.Session(m, backend=name, threads=2) as s:
