@@ -8,10 +8,11 @@
 
 #include "flowrt.h"
 
-/* "ref", "onednn", "cuda", "auto"; 0 for anything else. */
+/* "ref", "onednn", "cuda", "portable", "auto"; 0 for anything else. */
 static inline int probe_backend(const char *name, flowrt_backend *out) {
   static const flowrt_backend all[] = {FLOWRT_BACKEND_REF, FLOWRT_BACKEND_ONEDNN,
-                                       FLOWRT_BACKEND_CUDA, FLOWRT_BACKEND_AUTO};
+                                       FLOWRT_BACKEND_CUDA, FLOWRT_BACKEND_PORTABLE,
+                                       FLOWRT_BACKEND_AUTO};
   size_t i;
   for (i = 0; i < sizeof all / sizeof all[0]; ++i)
     if (strcmp(name, flowrt_backend_name(all[i])) == 0) {
