@@ -4,7 +4,9 @@
 Serves DIR on 127.0.0.1, opens index.html?test=1 through the Chrome DevTools protocol, waits
 for the page's #result (16 samples at T = 0.7, seed 1 unless told otherwise), takes a
 screenshot, and compares the pixels with what the native libflowrt samples for the same model,
-seed and temperature on its reference backend. Exit 0 when they are equal, 1 otherwise.
+seed and temperature on the backend the page ran (the portable backend with its baseline 4-wide
+kernels, the same code as WebAssembly SIMD128's, or the reference backend), and bits/dim of the
+samples and of a PNG given to the page. Exit 0 when they are equal, 1 otherwise.
 
   web_test.py --dir build-wasm/web --library build/lib/libflowrt.so --model M.flow
 """
@@ -139,11 +141,14 @@ def main():
     ap.add_argument("--timeout", type=float, default=300)
     args = ap.parse_args()
 
-    native, native_bpd, (c, h, w), native_backend = native_run(
-        os.path.abspath(args.library), args.model, args.n, args.temperature, args.seed,
-        backend=1)  # ref: the same arithmetic as the WebAssembly build
+    # The native side of the comparison: the portable backend with the kernels WebAssembly runs.
+    os.environ["FLOWRT_PORTABLE_ISA"] = "baseline"
+    library = os.path.abspath(args.library)
+    runs = {name: native_run(library, args.model, args.n, args.temperature, args.seed, code)
+            for name, code in (("ref", 1), ("portable", 4))}
+    _, _, (c, h, w), _ = runs["ref"]
     # The first sample as a PNG, for the page's drop path.
-    write_png(os.path.join(args.dir, "test_sample.png"), native[:c * h * w], c, h, w)
+    write_png(os.path.join(args.dir, "test_sample.png"), runs["ref"][0][:c * h * w], c, h, w)
 
     port = args.port or free_port()
     handler = functools.partial(Quiet, directory=args.dir)
@@ -203,6 +208,10 @@ def main():
         server.shutdown()
 
     web = np.frombuffer(bytes.fromhex(result["pixels"]), dtype=np.uint8)
+    if result["backend"] not in runs:
+        print(f"FAIL: the page ran the {result['backend']} backend, not ref or portable")
+        return 1
+    native, native_bpd, _, native_backend = runs[result["backend"]]
     print(f"browser: {user_agent.split(' ')[-2] if user_agent else '?'}; page loaded, "
           f"sampled and reported in {wall:.2f} s")
     print(f"browser sampling: {result['n']} images {'x'.join(map(str, result['shape']))} at "
@@ -212,7 +221,11 @@ def main():
         print(f"FAIL: the page returned {web.size} pixels, the native library {native.size}")
         return 1
     differ = int(np.count_nonzero(web != native))
-    print(f"native {native_backend} backend: {differ} of {web.size} pixels differ")
+    kernels = " (baseline kernels)" if native_backend == "portable" else ""
+    print(f"native {native_backend} backend{kernels}: {differ} of {web.size} pixels differ")
+    if native_backend != "ref":
+        other = int(np.count_nonzero(web != runs["ref"][0]))
+        print(f"  (native ref backend, for reference: {other} of {web.size} pixels differ)")
     bpd_error = float(np.max(np.abs(np.array(result["bitsPerDim"]) - native_bpd)))
     png_error = abs(result["png"] - native_bpd[0])
     print(f"bits/dim of the samples: browser vs native max |difference| {bpd_error:.2e} "

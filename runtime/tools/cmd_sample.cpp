@@ -11,11 +11,15 @@
 namespace flowrt {
 
 flowrt_backend parse_backend(const std::string &name) {
-  if (name == "auto") return FLOWRT_BACKEND_AUTO;
-  if (name == "ref") return FLOWRT_BACKEND_REF;
-  if (name == "onednn") return FLOWRT_BACKEND_ONEDNN;
-  if (name == "cuda") return FLOWRT_BACKEND_CUDA;
-  invalid_argument("unknown backend '" + name + "' (auto, ref, onednn, cuda)");
+  static const flowrt_backend all[] = {FLOWRT_BACKEND_AUTO, FLOWRT_BACKEND_REF,
+                                       FLOWRT_BACKEND_PORTABLE, FLOWRT_BACKEND_ONEDNN,
+                                       FLOWRT_BACKEND_CUDA};
+  std::string names;
+  for (flowrt_backend b : all) {
+    if (name == flowrt_backend_name(b)) return b;
+    names += (names.empty() ? "" : ", ") + std::string(flowrt_backend_name(b));
+  }
+  invalid_argument("unknown backend '" + name + "' (" + names + ")");
 }
 
 int cmd_sample(int argc, char **argv) {

@@ -43,7 +43,7 @@ const char *kUsage =
     "                                   typicality, likelihood ratio, complexity-corrected\n"
     "  backends                         which backends run here, from which plugin, or why not\n"
     "\n"
-    "common options: --backend auto|ref|onednn|cuda  --threads N  --batch N (max batch)\n"
+    "common options: --backend auto|ref|portable|onednn|cuda  --threads N  --batch N (max batch)\n"
     "                --limit N (first N images of each IDX file or directory)\n";
 
 }  // namespace
