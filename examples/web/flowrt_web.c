@@ -29,7 +29,9 @@ static int fail(flowrt_status st) {
   return (int)st;
 }
 
-WEB_EXPORT const char *web_error(void) { return g_error; }
+WEB_EXPORT const char *web_error(void) {
+  return g_error;
+}
 
 WEB_EXPORT void web_close(void) {
   flowrt_session_free(g_session);

@@ -100,15 +100,21 @@ struct Scorer {
   int n_bits;
 
   Scorer(const std::string &p, const SessionOptions &opts)
-      : path(p), model(p), session(model, opts), c(model.channels()), h(model.height()),
-        w(model.width()), dims(c * h * w), n_bits(model.n_bits()) {}
+      : path(p),
+        model(p),
+        session(model, opts),
+        c(model.channels()),
+        h(model.height()),
+        w(model.width()),
+        dims(c * h * w),
+        n_bits(model.n_bits()) {}
 
   ImageBatch fit(const ImageSet &s) const {
     try {
       return fit_to_model(s.images, c, h, w);
     } catch (const Error &e) {
-      throw Error(e.status(), "--" + s.role + " '" + s.path + "' and model '" + path +
-                                  "': " + e.what());
+      throw Error(e.status(),
+                  "--" + s.role + " '" + s.path + "' and model '" + path + "': " + e.what());
     }
   }
 
@@ -180,8 +186,8 @@ std::vector<double> png_complexity(const ImageBatch &b, int n_bits) {
           hwc[(y * b.w + x) * b.c + k] =
               static_cast<uint8_t>((src[(k * b.h + y) * b.w + x] >> drop) << drop);
     PngSink sink;
-    if (!png_encode(hwc.data(), static_cast<int>(b.c), static_cast<int>(b.h),
-                    static_cast<int>(b.w), &sink, &rows))
+    if (!png_encode(hwc.data(), static_cast<int>(b.c), static_cast<int>(b.h), static_cast<int>(b.w),
+                    &sink, &rows))
       fail(FLOWRT_INTERNAL_ERROR, "PNG encoding failed");
     out[i] = 8.0 * static_cast<double>(sink.bytes.size()) / static_cast<double>(size);
   }
@@ -252,11 +258,16 @@ std::string stats_json(const Stats &s) {
 std::string xml(const std::string &t) {
   std::string o;
   for (char ch : t) {
-    if (ch == '<') o += "&lt;";
-    else if (ch == '>') o += "&gt;";
-    else if (ch == '&') o += "&amp;";
-    else if (ch == '"') o += "&quot;";
-    else if (static_cast<unsigned char>(ch) >= 0x20) o += ch;
+    if (ch == '<')
+      o += "&lt;";
+    else if (ch == '>')
+      o += "&gt;";
+    else if (ch == '&')
+      o += "&amp;";
+    else if (ch == '"')
+      o += "&quot;";
+    else if (static_cast<unsigned char>(ch) >= 0x20)
+      o += ch;
   }
   return o;
 }
@@ -277,8 +288,8 @@ std::string svg_plot(const std::vector<std::pair<std::string, const std::vector<
   std::string s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + num(W) + "\" height=\"" +
                   num(H) + "\" font-family=\"sans-serif\" font-size=\"12\">\n" +
                   "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  s += "<text x=\"" + num(W / 2) + "\" y=\"24\" text-anchor=\"middle\" font-size=\"14\">" + xml(title) +
-       "</text>\n";
+  s += "<text x=\"" + num(W / 2) + "\" y=\"24\" text-anchor=\"middle\" font-size=\"14\">" +
+       xml(title) + "</text>\n";
   // Histogram range: the 0.5 % and 99.5 % quantiles of all finite values (outliers are clamped
   // into the edge bins).
   std::vector<double> all;
@@ -337,8 +348,8 @@ std::string svg_plot(const std::vector<std::pair<std::string, const std::vector<
     const std::string col = colours[k % 6];
     s += "<polyline fill=\"none\" stroke=\"" + col + "\" stroke-width=\"1.5\" points=\"" + pts +
          "\"/>\n";
-    s += "<text x=\"" + num(lx) + "\" y=\"" + num(legend_y + 16 * k) + "\" fill=\"" + col +
-         "\">" + xml(hists[k].first) + " (n=" + std::to_string(hists[k].second->size()) + ")</text>\n";
+    s += "<text x=\"" + num(lx) + "\" y=\"" + num(legend_y + 16 * k) + "\" fill=\"" + col + "\">" +
+         xml(hists[k].first) + " (n=" + std::to_string(hists[k].second->size()) + ")</text>\n";
   }
   frame(rx, "false positive rate (in-distribution flagged)", "true positive rate (OOD flagged)");
   for (int t = 0; t <= 5; ++t) {
@@ -363,8 +374,7 @@ std::string svg_plot(const std::vector<std::pair<std::string, const std::vector<
     s += "<polyline fill=\"none\" stroke=\"" + col + "\" stroke-width=\"1.5\" points=\"" + pts +
          "\"/>\n";
     s += "<text x=\"" + num(rx) + "\" y=\"" + num(legend_y + 16 * k) + "\" fill=\"" + col + "\">" +
-         xml(scores[k].name) + ": AUROC " +
-         fmt("%.3f", scores[k].m.auroc) + "</text>\n";
+         xml(scores[k].name) + ": AUROC " + fmt("%.3f", scores[k].m.auroc) + "</text>\n";
   }
   return s + "</svg>\n";
 }
@@ -479,8 +489,8 @@ int cmd_ood(int argc, char **argv) {
         dev[s].push_back(std::fabs(mean - entropy));
     }
     const auto frac_over = [&](const std::vector<double> &v) {
-      return static_cast<double>(std::count_if(v.begin(), v.end(),
-                                               [&](double x) { return x > epsilon; })) /
+      return static_cast<double>(
+                 std::count_if(v.begin(), v.end(), [&](double x) { return x > epsilon; })) /
              static_cast<double>(v.size());
     };
     flagged_in = frac_over(dev[0]);
@@ -515,20 +525,21 @@ int cmd_ood(int argc, char **argv) {
   // ---- the table ----
   const Stats s_in = stats(per[0].bpd), s_out = stats(per[1].bpd);
   std::printf("model: %s (%lldx%lldx%lld, %d bits, %s backend)\n", model_path.c_str(),
-              static_cast<long long>(m.c), static_cast<long long>(m.h),
-              static_cast<long long>(m.w), m.n_bits, flowrt_backend_name(m.session.backend()));
+              static_cast<long long>(m.c), static_cast<long long>(m.h), static_cast<long long>(m.w),
+              m.n_bits, flowrt_backend_name(m.session.backend()));
   std::printf("in:    %s: %zu images, bits/dim mean %.4f sd %.4f\n", in_set.path.c_str(), s_in.n,
               s_in.mean, s_in.sd);
-  std::printf("out:   %s: %zu images, bits/dim mean %.4f sd %.4f\n", out_set.path.c_str(),
-              s_out.n, s_out.mean, s_out.sd);
+  std::printf("out:   %s: %zu images, bits/dim mean %.4f sd %.4f\n", out_set.path.c_str(), s_out.n,
+              s_out.mean, s_out.sd);
   if (train_set) {
     const Stats st = stats(per[2].bpd);
     std::printf("train: %s: %zu images, bits/dim mean %.4f sd %.4f (= H, the typicality centre)\n",
                 train_set->path.c_str(), st.n, st.mean, st.sd);
-    std::printf("typicality test, K=%zu: threshold eps=%.4f bits/dim (%.0f %% quantile of "
-                "|batch mean - H| over %zu bootstrap batches of --train); flags %.1f %% of in, "
-                "%.1f %% of out batches\n",
-                k, epsilon, alpha * 100, draws, 100 * flagged_in, 100 * flagged_out);
+    std::printf(
+        "typicality test, K=%zu: threshold eps=%.4f bits/dim (%.0f %% quantile of "
+        "|batch mean - H| over %zu bootstrap batches of --train); flags %.1f %% of in, "
+        "%.1f %% of out batches\n",
+        k, epsilon, alpha * 100, draws, 100 * flagged_in, 100 * flagged_out);
   }
   if (bg)
     std::printf("background: %s%s\n", bg->path.c_str(),
@@ -572,11 +583,13 @@ int cmd_ood(int argc, char **argv) {
     j += "  \"scores\": {\n";
     for (size_t i = 0; i < scores.size(); ++i) {
       const Score &sc = scores[i];
-      j += "    " + str(sc.key) + ": {\"name\": " + str(sc.name) + ", \"auroc\": " +
-           num(sc.m.auroc) + ", \"aupr\": " + num(sc.m.aupr) + ", \"fpr_at_95_tpr\": " +
-           num(sc.m.fpr_at_95_tpr) + ", \"threshold_at_95_tpr\": " + num(sc.m.threshold_at_95_tpr) +
-           ", \"n_in\": " + std::to_string(sc.m.n_in) + ", \"n_out\": " +
-           std::to_string(sc.m.n_out) + "}" + (i + 1 < scores.size() ? "," : "") + "\n";
+      j += "    " + str(sc.key) + ": {\"name\": " + str(sc.name) +
+           ", \"auroc\": " + num(sc.m.auroc) + ", \"aupr\": " + num(sc.m.aupr) +
+           ", \"fpr_at_95_tpr\": " + num(sc.m.fpr_at_95_tpr) +
+           ", \"threshold_at_95_tpr\": " + num(sc.m.threshold_at_95_tpr) +
+           ", \"n_in\": " + std::to_string(sc.m.n_in) +
+           ", \"n_out\": " + std::to_string(sc.m.n_out) + "}" + (i + 1 < scores.size() ? "," : "") +
+           "\n";
     }
     j += "  },\n  \"per_image\": {\n";
     for (int s = 0; s < 2; ++s) {

@@ -10,9 +10,10 @@ namespace {
 
 void check(const std::vector<double> &in, const std::vector<double> &out) {
   if (in.empty() || out.empty())
-    throw std::invalid_argument("detection metrics need at least one in- and one out-of-"
-                                "distribution score (got " + std::to_string(in.size()) + " and " +
-                                std::to_string(out.size()) + ")");
+    throw std::invalid_argument(
+        "detection metrics need at least one in- and one out-of-"
+        "distribution score (got " +
+        std::to_string(in.size()) + " and " + std::to_string(out.size()) + ")");
   for (const std::vector<double> *v : {&in, &out})
     for (double s : *v)
       if (std::isnan(s)) throw std::invalid_argument("a detection score is NaN");
@@ -76,7 +77,8 @@ double average_precision(const std::vector<double> &in, const std::vector<double
   double ap = 0, prev_recall = 0;
   for_each_threshold(sorted_desc(in, out), [&](double, size_t tp, size_t fp) {
     const double recall = static_cast<double>(tp) / np;
-    if (tp > 0) ap += (recall - prev_recall) * static_cast<double>(tp) / static_cast<double>(tp + fp);
+    if (tp > 0)
+      ap += (recall - prev_recall) * static_cast<double>(tp) / static_cast<double>(tp + fp);
     prev_recall = recall;
     return true;
   });
@@ -157,8 +159,8 @@ std::vector<size_t> shuffled_indices(size_t n, uint64_t seed) {
   return idx;
 }
 
-std::vector<double> batch_means(const std::vector<double> &values,
-                                const std::vector<size_t> &order, size_t k) {
+std::vector<double> batch_means(const std::vector<double> &values, const std::vector<size_t> &order,
+                                size_t k) {
   if (k == 0) throw std::invalid_argument("batch size 0");
   std::vector<double> means;
   for (size_t b = 0; (b + 1) * k <= order.size(); ++b) {

@@ -62,8 +62,8 @@ std::vector<size_t> shuffled_indices(size_t n, uint64_t seed);
 
 // Typicality test (Nalisnick et al. 2019): the mean of each batch of `k` scores, the batches
 // being consecutive groups of `order` (the remainder that does not fill a batch is dropped).
-std::vector<double> batch_means(const std::vector<double> &values,
-                                const std::vector<size_t> &order, size_t k);
+std::vector<double> batch_means(const std::vector<double> &values, const std::vector<size_t> &order,
+                                size_t k);
 // The bootstrap threshold: `draws` batches of k values drawn with replacement from `reference`,
 // the alpha-quantile of |batch mean - centre|.
 double bootstrap_threshold(const std::vector<double> &reference, double centre, size_t k,

@@ -108,13 +108,14 @@ struct Fixture {
   Fixture() {
     static bool done = false;
     if (done) return;
-    REQUIRE(std::system(("rm -rf " + kDir + " && mkdir -p " + kDir + " " + pngs + " " + empty)
-                            .c_str()) == 0);
+    REQUIRE(std::system(
+                ("rm -rf " + kDir + " && mkdir -p " + kDir + " " + pngs + " " + empty).c_str()) ==
+            0);
     REQUIRE(run("init --image 1x28x28 --levels 2 --depth 2 --width 16 --seed 3 -o " + model).rc ==
             0);
-    REQUIRE(run("init --image 1x28x28 --levels 1 --depth 1 --width 8 --random-nets --seed 4 -o " +
-                bg)
-                .rc == 0);
+    REQUIRE(
+        run("init --image 1x28x28 --levels 1 --depth 1 --width 8 --random-nets --seed 4 -o " + bg)
+            .rc == 0);
     REQUIRE(run("init --image 1x32x32 --levels 3 --depth 1 --width 8 --seed 5 -o " + big).rc == 0);
     write_idx(real, textured(60, 28, 1), 28, 28);
     write_idx(train, textured(40, 28, 2), 28, 28);
@@ -141,8 +142,8 @@ TEST_CASE_FIXTURE(Fixture, "constant images against textured ones: table, JSON a
   INFO(r.out, r.err);
   REQUIRE(r.rc == 0);
   for (const char *row : {"bits/dim ", "typicality (K=5, batches)", "typicality (K=1, per image)",
-                          "likelihood ratio (background)", "complexity-corrected (PNG)",
-                          "AUROC", "AUPR", "FPR@95%TPR"})
+                          "likelihood ratio (background)", "complexity-corrected (PNG)", "AUROC",
+                          "AUPR", "FPR@95%TPR"})
     CHECK_MESSAGE(r.out.find(row) != std::string::npos, row);
   const std::string j = slurp(json);
   for (const char *key : {"bpd", "typicality", "typicality_k1", "likelihood_ratio", "complexity"})
@@ -180,8 +181,8 @@ TEST_CASE_FIXTURE(Fixture, "PNG directories; a background model of another size"
   CHECK(metric(slurp(json), "bpd", "n_out") == 5);
   CHECK(r.out.find("another image size") != std::string::npos);
   // --limit takes the first images of each set.
-  const Run l = run("ood " + model + " --in " + real + " --out " + pngs + " --limit 3 --json " +
-                    json);
+  const Run l =
+      run("ood " + model + " --in " + real + " --out " + pngs + " --limit 3 --json " + json);
   REQUIRE(l.rc == 0);
   CHECK(metric(slurp(json), "bpd", "n_in") == 3);
   CHECK(metric(slurp(json), "bpd", "n_out") == 3);
@@ -203,8 +204,7 @@ TEST_CASE_FIXTURE(Fixture, "bad arguments: exit 2, a clear message, no output wr
       {base + " --out " + flat + " --complexity zip", "not a known compressor", 2},
       {base + " --out " + flat + " --plot " + kDir + "/x.png", "must end in .svg", 2},
       {base + " --out " + flat + " --bogus 1", "unknown option '--bogus'", 2},
-      {base + " --out " + few + " --train " + train + " --batch-size 5",
-       "fewer than one batch", 2},
+      {base + " --out " + few + " --train " + train + " --batch-size 5", "fewer than one batch", 2},
       {base + " --out " + large, "images are 1x40x40, the model expects 1x28x28", 2},
       {base + " --out " + garbage, "not an IDX image file", 2},
       {base + " --out " + empty, "no .png files", 2},
