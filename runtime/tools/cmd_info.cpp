@@ -26,14 +26,25 @@ std::string layer_detail(const Layer &l) {
   if (auto *p = std::get_if<PermuteLayer>(&l.op))
     return p->kind == PermuteKind::Reverse ? "kind=reverse" : "kind=indices";
   if (auto *c = std::get_if<CouplingLayer>(&l.op)) {
+    static const char *const cond[] = {"", "first", "second", "checkerboard_even",
+                                       "checkerboard_odd"};
+    static const char *const scale[] = {"", "sigmoid", "exp", "tanh"};
     std::string s = c->type == CouplingType::Affine ? "affine" : "additive";
-    s += std::string(" cond=") + (c->conditioning == Half::First ? "first" : "second");
+    s += std::string(" cond=") + cond[static_cast<int>(c->conditioning)];
+    if (c->mask_channel) s += " mask_channel";
+    if (c->type == CouplingType::Affine)
+      s += std::string(" scale=") + scale[static_cast<int>(c->scale_fn)];
     s += " net_ops=" + std::to_string(c->net.ops.size());
     return s;
   }
   if (auto *s = std::get_if<SplitLayer>(&l.op))
     return std::string("leaving=") + (s->leaving == Half::First ? "first" : "second") +
            (s->prior.empty() ? " prior=standard" : " prior=learned");
+  if (auto *lg = std::get_if<LogitLayer>(&l.op)) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "alpha=%g", static_cast<double>(lg->alpha));
+    return buf;
+  }
   if (auto *t = std::get_if<TopPriorLayer>(&l.op))
     return std::string(t->kind == TopPriorKind::Learned ? "learned" : "standard") +
            (t->n_classes() ? " classes=" + std::to_string(t->n_classes()) : "");

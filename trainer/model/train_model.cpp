@@ -146,7 +146,7 @@ TrainModel<T>::TrainModel(const Graph &graph) : template_(graph) {
       l.kind = Layer::Coupling;
       l.coupling = PCoupling<T>{cp->type,  cp->conditioning, PNet<T>{},
                                 cp->split, cp->scale_fn,     static_cast<T>(cp->scale_bias),
-                                cp->form};
+                                cp->form,  cp->mask_channel, to_t<T>(cp->scale_weight)};
       l.half = cp->conditioning;
       l.net = build_net(cp->net, name);
     } else if (auto *sp = std::get_if<SplitLayer>(&g.op)) {

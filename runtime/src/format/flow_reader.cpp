@@ -132,6 +132,10 @@ Half read_half(const Reader &r, fb::Half h, const char *field) {
       return Half::First;
     case fb::Half::SECOND:
       return Half::Second;
+    case fb::Half::CHECKERBOARD_EVEN:
+      return Half::CheckerboardEven;
+    case fb::Half::CHECKERBOARD_ODD:
+      return Half::CheckerboardOdd;
     default:
       r.error(std::string(field) + " is UNSPECIFIED or unknown");
   }
@@ -235,6 +239,10 @@ LayerOp read_layer(const Reader &r, const fb::Layer *l) {
           case fb::ScaleFunction::EXP:
             op.scale_fn = ScaleFunction::Exp;
             break;
+          case fb::ScaleFunction::TANH:
+            op.scale_fn = ScaleFunction::Tanh;
+            op.scale_weight = r.tensor(c->scale_weight(), "scale_weight");
+            break;
           default:
             r.error("affine coupling scale_fn is UNSPECIFIED or unknown");
         }
@@ -250,6 +258,7 @@ LayerOp read_layer(const Reader &r, const fb::Layer *l) {
         }
         op.scale_bias = c->scale_bias();
       }
+      op.mask_channel = c->mask_channel();
       return op;
     }
     case fb::LayerOp::Split: {
@@ -289,6 +298,10 @@ LayerOp read_layer(const Reader &r, const fb::Layer *l) {
       op.class_offsets = r.tensor(t->class_offsets(), "class_offsets", false);
       return op;
     }
+    case fb::LayerOp::Logit:
+      return LogitLayer{l->op_as_Logit()->alpha()};
+    case fb::LayerOp::Flatten:
+      return FlattenLayer{};
     default:
       r.error("unknown layer type " + std::to_string(int(l->op_type())));
   }

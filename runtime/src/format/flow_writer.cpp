@@ -1,5 +1,6 @@
 // Graph -> .flow bytes with the FlatBuffers C++ builder (which honours force_align: every
 // tensor's bytes start on a 32-byte boundary).
+#include <algorithm>
 #include <cstring>
 
 #include "core/atomic_file.hpp"
@@ -83,12 +84,27 @@ Offset<fb::Layer> write_layer(FlatBufferBuilder &b, const Layer &layer) {
   if (auto *c = std::get_if<CouplingLayer>(&op)) {
     auto net = write_net(b, c->net);
     const bool affine = c->type == CouplingType::Affine;
+    auto scale_weight =
+        affine && c->scale_fn == ScaleFunction::Tanh ? write_tensor(b, c->scale_weight) : 0;
     auto o = fb::CreateCoupling(
         b, static_cast<fb::CouplingType>(c->type), static_cast<fb::Half>(c->conditioning), net,
         affine ? static_cast<fb::ShiftScaleSplit>(c->split) : fb::ShiftScaleSplit::UNSPECIFIED,
         affine ? static_cast<fb::ScaleFunction>(c->scale_fn) : fb::ScaleFunction::UNSPECIFIED,
-        c->scale_bias, affine ? static_cast<fb::AffineForm>(c->form) : fb::AffineForm::UNSPECIFIED);
+        c->scale_bias, affine ? static_cast<fb::AffineForm>(c->form) : fb::AffineForm::UNSPECIFIED,
+        c->mask_channel, scale_weight);
     return fb::CreateLayer(b, name, fb::LayerOp::Coupling, o.Union());
+  }
+  if (auto *lg = std::get_if<LogitLayer>(&op))
+    return fb::CreateLayer(b, name, fb::LayerOp::Logit, fb::CreateLogit(b, lg->alpha).Union());
+  if (std::holds_alternative<FlattenLayer>(op))
+    return fb::CreateLayer(b, name, fb::LayerOp::Flatten, fb::CreateFlatten(b).Union());
+  if (auto *bn = std::get_if<BatchNormLayer>(&op)) {
+    // Files hold a batch norm as the fixed affine of its running statistics.
+    const ActNormLayer a = bn->as_actnorm();
+    auto bias = write_tensor(b, a.bias);
+    auto scale = write_tensor(b, a.scale);
+    return fb::CreateLayer(b, name, fb::LayerOp::ActNorm,
+                           fb::CreateActNorm(b, bias, scale).Union());
   }
   if (auto *s = std::get_if<SplitLayer>(&op)) {
     auto prior = write_net(b, s->prior);
@@ -126,8 +142,9 @@ std::vector<uint8_t> write_flow(const Graph &g) {
   auto image = fb::CreateImageSpec(
       b, static_cast<uint32_t>(g.image.channels), static_cast<uint32_t>(g.image.height),
       static_cast<uint32_t>(g.image.width), static_cast<uint8_t>(g.image.n_bits));
+  const int minor = std::max(g.format_minor, g.required_format_minor());
   auto model = fb::CreateModel(b, static_cast<uint16_t>(g.format_major),
-                               static_cast<uint16_t>(g.format_minor), image, layers_vec, md_vec);
+                               static_cast<uint16_t>(minor), image, layers_vec, md_vec);
   fb::FinishModelBuffer(b, model);
   return std::vector<uint8_t>(b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize());
 }

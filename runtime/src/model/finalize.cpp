@@ -148,12 +148,42 @@ Shape3 finalize_layer(const Context &ctx, Layer &layer, const Shape3 &in) {
       pm->source = pm->indices;
     }
   } else if (auto *cp = std::get_if<CouplingLayer>(&op)) {
-    if (in.c % 2) ctx.error("coupling needs an even channel count, got " + to_string(in));
+    const bool checker = is_checkerboard(cp->conditioning);
+    if (checker && in.plane() < 2)
+      ctx.error("a checkerboard coupling needs at least 2 positions, got " + to_string(in));
+    if (!checker && in.c % 2)
+      ctx.error("coupling needs an even channel count, got " + to_string(in));
+    if (cp->mask_channel && !checker) ctx.error("mask_channel is set on a channel coupling");
     if (cp->net.empty()) ctx.error("coupling net is empty");
-    int64_t half = in.c / 2;
-    check_net(ctx, cp->net, half, cp->type == CouplingType::Affine ? 2 * half : half, in);
+    const int64_t cb = cp->transformed_channels(in.c);
+    check_net(ctx, cp->net, cp->net_input_channels(in.c),
+              cp->type == CouplingType::Affine ? 2 * cb : cb, in);
     if (!std::isfinite(cp->scale_bias)) ctx.error("scale_bias is not finite");
+    if (cp->type == CouplingType::Affine && cp->scale_fn == ScaleFunction::Tanh) {
+      check_tensor(ctx, "scale_weight", cp->scale_weight, {cb});
+      check_bounded(ctx, "scale_weight", cp->scale_weight);
+    } else if (!cp->scale_weight.empty()) {
+      ctx.error("scale_weight is set, but the scale function is not TANH");
+    }
+  } else if (auto *lg = std::get_if<LogitLayer>(&op)) {
+    if (!(lg->alpha > 0.f && lg->alpha < 0.5f))
+      ctx.error("alpha = " + std::to_string(lg->alpha) + " is out of range (0, 0.5)");
+  } else if (std::holds_alternative<FlattenLayer>(op)) {
+    out = {in.numel(), 1, 1};
+    if (out.c > limits::kMaxChannels) ctx.error("too many channels after flatten");
+  } else if (auto *bn = std::get_if<BatchNormLayer>(&op)) {
+    for (auto [name, t] : {std::pair<const char *, const Tensor *>{"gamma", &bn->gamma},
+                           {"beta", &bn->beta},
+                           {"running_mean", &bn->running_mean},
+                           {"running_var", &bn->running_var}})
+      check_tensor(ctx, name, *t, {in.c});
+    for (size_t i = 0; i < bn->running_var.size(); ++i)
+      if (!(bn->running_var[i] >= 0.f) || bn->gamma[i] == 0.f)
+        ctx.error("channel " + std::to_string(i) + ": running_var < 0 or gamma = 0");
+    if (!(bn->eps > 0.f)) ctx.error("eps must be positive");
   } else if (auto *sp = std::get_if<SplitLayer>(&op)) {
+    if (is_checkerboard(sp->leaving))
+      ctx.error("a split leaves a channel half, not a checkerboard");
     if (in.c % 2) ctx.error("split needs an even channel count, got " + to_string(in));
     out = {in.c / 2, in.h, in.w};
     layer.latent = out;
@@ -226,6 +256,8 @@ void finalize_graph(Graph &g) {
     if (is_top != (i + 1 == g.layers.size()))
       ctx.error(is_top ? "the top prior must be the last layer"
                        : "the last layer must be the top prior");
+    if (std::holds_alternative<LogitLayer>(layer.op) && i != 0)
+      ctx.error("logit must be the first layer");
     layer.in = cur;
     cur = finalize_layer(ctx, layer, cur);
     layer.out = cur;

@@ -5,82 +5,14 @@
 #include "core/error.hpp"
 #include "core/linalg.hpp"
 #include "core/philox.hpp"
+#include "model/builder_support.hpp"
 #include "model/finalize.hpp"
 
 namespace flowrt {
 namespace {
-
-// Deterministic random tensors: each tensor draws from its own Philox stream.
-class Init {
- public:
-  explicit Init(uint64_t seed) : seed_(seed) {}
-  std::vector<float> normal(size_t n, double stddev, double mean = 0.0) {
-    const uint64_t stream = next_++;
-    std::vector<float> v(n);
-    for (size_t i = 0; i < n; ++i)
-      v[i] = static_cast<float>(mean + stddev * philox_normal(seed_, stream, i));
-    return v;
-  }
-  Tensor tensor(std::vector<int64_t> shape, double stddev, double mean = 0.0) {
-    size_t n = 1;
-    for (int64_t d : shape) n *= static_cast<size_t>(d);
-    return Tensor::from_vector(std::move(shape), stddev == 0 && mean == 0
-                                                     ? std::vector<float>(n, 0.f)
-                                                     : normal(n, stddev, mean));
-  }
-  Tensor constant(std::vector<int64_t> shape, float value) {
-    size_t n = 1;
-    for (int64_t d : shape) n *= static_cast<size_t>(d);
-    return Tensor::from_vector(std::move(shape), std::vector<float>(n, value));
-  }
-  // A random rotation: Gram-Schmidt on a Gaussian matrix, in double.
-  std::vector<double> rotation(int64_t c) {
-    std::vector<float> g = normal(static_cast<size_t>(c * c), 1.0);
-    std::vector<double> q(g.begin(), g.end());
-    for (int64_t i = 0; i < c; ++i) {
-      for (int64_t k = 0; k < i; ++k) {
-        double dot = 0;
-        for (int64_t j = 0; j < c; ++j) dot += q[i * c + j] * q[k * c + j];
-        for (int64_t j = 0; j < c; ++j) q[i * c + j] -= dot * q[k * c + j];
-      }
-      double norm = 0;
-      for (int64_t j = 0; j < c; ++j) norm += q[i * c + j] * q[i * c + j];
-      norm = std::sqrt(norm);
-      for (int64_t j = 0; j < c; ++j) q[i * c + j] /= norm;
-    }
-    return q;
-  }
-
- private:
-  uint64_t seed_;
-  uint64_t next_ = 1;
-};
-
-InvConvLayer lu_layer(const std::vector<double> &w, int64_t c) {
-  // P_rows * W = L * U  =>  W = P * L * U with (P v)[i] = v[perm[i]], perm = pivot^-1.
-  LuFactors f = lu_factor(w, c);
-  if (f.singular) fail(FLOWRT_INTERNAL_ERROR, "random rotation is singular");
-  InvConvLayer l;
-  l.form = InvConvForm::LU;
-  l.perm.resize(c);
-  for (int64_t i = 0; i < c; ++i) l.perm[f.pivot[i]] = static_cast<int32_t>(i);
-  std::vector<float> lower(c * c, 0.f), upper(c * c, 0.f), sign(c), log_s(c);
-  for (int64_t i = 0; i < c; ++i)
-    for (int64_t j = 0; j < c; ++j) {
-      const double v = f.lu[i * c + j];
-      if (j < i) lower[i * c + j] = static_cast<float>(v);
-      if (j > i) upper[i * c + j] = static_cast<float>(v);
-      if (j == i) {
-        sign[i] = v < 0 ? -1.f : 1.f;
-        log_s[i] = static_cast<float>(std::log(std::fabs(v)));
-      }
-    }
-  l.lower = Tensor::from_vector({c, c}, std::move(lower));
-  l.upper = Tensor::from_vector({c, c}, std::move(upper));
-  l.sign = Tensor::from_vector({c}, std::move(sign));
-  l.log_s = Tensor::from_vector({c}, std::move(log_s));
-  return l;
-}
+using build::add_layer;
+using build::Init;
+using build::lu_layer;
 
 Net coupling_net(Init &init, int64_t in, int64_t hidden, int64_t out, bool random) {
   Net net;
@@ -112,13 +44,6 @@ Net prior_net(Init &init, int64_t in, bool random) {
                                 std::move(bias), PaddingMode::Zeros, 0.f});
   net.ops.emplace_back(OutputScaleOp{init.tensor({2 * in}, random ? 0.05 : 0.0), 3.f});
   return net;
-}
-
-void add_layer(Graph &g, std::string name, LayerOp op) {
-  Layer l;
-  l.name = std::move(name);
-  l.op = std::move(op);
-  g.layers.push_back(std::move(l));
 }
 
 }  // namespace

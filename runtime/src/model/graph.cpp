@@ -1,5 +1,7 @@
 #include "model/graph.hpp"
 
+#include <cmath>
+
 #include "core/error.hpp"
 
 namespace flowrt {
@@ -46,8 +48,35 @@ const char *layer_kind_name(const LayerOp &op) {
     const char *operator()(const CouplingLayer &) { return "coupling"; }
     const char *operator()(const SplitLayer &) { return "split"; }
     const char *operator()(const TopPriorLayer &) { return "top_prior"; }
+    const char *operator()(const LogitLayer &) { return "logit"; }
+    const char *operator()(const FlattenLayer &) { return "flatten"; }
+    const char *operator()(const BatchNormLayer &) { return "batchnorm"; }
   };
   return std::visit(Visitor{}, op);
+}
+
+int Graph::required_format_minor() const {
+  for (const Layer &l : layers) {
+    if (std::holds_alternative<LogitLayer>(l.op) || std::holds_alternative<FlattenLayer>(l.op))
+      return 1;
+    if (auto *c = std::get_if<CouplingLayer>(&l.op))
+      if (is_checkerboard(c->conditioning) ||
+          (c->type == CouplingType::Affine && c->scale_fn == ScaleFunction::Tanh))
+        return 1;
+  }
+  return 0;
+}
+
+ActNormLayer BatchNormLayer::as_actnorm() const {
+  const int64_t c = gamma.size();
+  std::vector<float> scale(c), bias(c);
+  for (int64_t i = 0; i < c; ++i) {
+    const double s = double(gamma.data()[i]) / std::sqrt(double(running_var.data()[i]) + eps);
+    scale[i] = static_cast<float>(s);
+    bias[i] = static_cast<float>(double(beta.data()[i]) / s - double(running_mean.data()[i]));
+  }
+  return ActNormLayer{Tensor::from_vector({c}, std::move(bias)),
+                      Tensor::from_vector({c}, std::move(scale))};
 }
 
 }  // namespace flowrt

@@ -34,14 +34,18 @@ enum class InvConvForm { LU = 1, Dense = 2 };
 enum class PermuteKind { Reverse = 1, Indices = 2 };
 enum class PaddingMode { Zeros = 1, Constant = 2, EdgeChannel = 3 };
 enum class CouplingType { Additive = 1, Affine = 2 };
-enum class Half { First = 1, Second = 2 };
+// CheckerboardEven/Odd: couplings only (x_a = the positions with (i + j) even / odd).
+enum class Half { First = 1, Second = 2, CheckerboardEven = 3, CheckerboardOdd = 4 };
+inline bool is_checkerboard(Half h) {
+  return h == Half::CheckerboardEven || h == Half::CheckerboardOdd;
+}
 enum class ShiftScaleSplit {
   ShiftScaleHalves = 1,
   ScaleShiftHalves = 2,
   ShiftScaleInterleaved = 3,
   ScaleShiftInterleaved = 4
 };
-enum class ScaleFunction { Sigmoid = 1, Exp = 2 };
+enum class ScaleFunction { Sigmoid = 1, Exp = 2, Tanh = 3 };
 enum class AffineForm { ShiftThenScale = 1, ScaleThenShift = 2 };
 enum class PriorLayout { MeanLogstdHalves = 1, MeanLogstdInterleaved = 2 };
 enum class TopPriorKind { StandardNormal = 1, Learned = 2 };
@@ -108,6 +112,15 @@ struct CouplingLayer {
   ScaleFunction scale_fn = ScaleFunction::Sigmoid;
   float scale_bias = 2.f;
   AffineForm form = AffineForm::ShiftThenScale;
+  bool mask_channel = false;  // checkerboard: the mask is the net's last input channel
+  Tensor scale_weight;        // Tanh: [C_b]
+  // Channels the coupling transforms (C_b) and the net's input channels.
+  int64_t transformed_channels(int64_t c) const {
+    return is_checkerboard(conditioning) ? c : c / 2;
+  }
+  int64_t net_input_channels(int64_t c) const {
+    return is_checkerboard(conditioning) ? c + (mask_channel ? 1 : 0) : c / 2;
+  }
 };
 struct SplitLayer {
   Half leaving = Half::Second;
@@ -121,8 +134,25 @@ struct TopPriorLayer {
   int64_t n_classes() const { return class_offsets.empty() ? 0 : class_offsets.dim(0); }
 };
 
+struct LogitLayer {
+  float alpha = 0.05f;  // y = logit(alpha + (1 - 2 alpha)(x + 1/2))
+};
+struct FlattenLayer {};  // (C, H, W) -> (C*H*W, 1, 1), no data moves
+// Batch normalisation as a flow layer (RealNVP), in the trainer only: it normalises with the
+// batch's statistics while training and keeps their running averages; everywhere else (the
+// runtime, every written file) it is the fixed per-channel affine of those averages, an actnorm:
+// y = gamma (x - mean) / sqrt(var + eps) + beta.
+struct BatchNormLayer {
+  Tensor gamma, beta;                // [C] learned
+  Tensor running_mean, running_var;  // [C]
+  float eps = 1e-4f;
+  float momentum = 0.05f;  // running = (1 - momentum) running + momentum batch
+  // The actnorm it stands for: scale = gamma / sqrt(var + eps), bias = beta / scale - mean.
+  ActNormLayer as_actnorm() const;
+};
+
 using LayerOp = std::variant<SqueezeLayer, ActNormLayer, InvConvLayer, PermuteLayer, CouplingLayer,
-                             SplitLayer, TopPriorLayer>;
+                             SplitLayer, TopPriorLayer, LogitLayer, FlattenLayer, BatchNormLayer>;
 
 struct Layer {
   std::string name;
@@ -144,6 +174,8 @@ struct Graph {
   const Layer &top_layer() const;
   int levels() const;  // number of splits + 1
   const std::string *find_metadata(const std::string &key) const;
+  // The format minor version the graph needs: 1 when it uses a layer or option of format 1.1.
+  int required_format_minor() const;
 };
 
 // Layer-kind name for messages and tools: "squeeze", "actnorm", "invconv1x1", ...

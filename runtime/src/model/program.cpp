@@ -133,10 +133,26 @@ size_t net_owned_bytes(const PNet<T> &net) {
   return n;
 }
 
+// A batch norm runs as the actnorm of its running statistics.
+bool has_batchnorm(const Graph &g) {
+  for (const Layer &l : g.layers)
+    if (std::holds_alternative<BatchNormLayer>(l.op)) return true;
+  return false;
+}
+Graph batchnorms_as_actnorms(const Graph &g) {
+  Graph out = g;
+  for (Layer &l : out.layers)
+    if (auto *bn = std::get_if<BatchNormLayer>(&l.op)) l.op = bn->as_actnorm();
+  return out;
+}
+
 }  // namespace
 
 template <typename T>
-Program<T> build_program(const Graph &g, const ProgramOptions &options) {
+Program<T> build_program(const Graph &graph, const ProgramOptions &options) {
+  Graph converted;
+  if (has_batchnorm(graph)) converted = batchnorms_as_actnorms(graph);
+  const Graph &g = has_batchnorm(graph) ? converted : graph;
   const bool fold = options.fold;
   Program<T> prog;
   prog.image = g.image;
@@ -195,9 +211,13 @@ Program<T> build_program(const Graph &g, const ProgramOptions &options) {
     } else if (auto *cp = std::get_if<CouplingLayer>(&layer.op)) {
       PCoupling<T> c{cp->type,  cp->conditioning, build_net<T>(cp->net, options),
                      cp->split, cp->scale_fn,     static_cast<T>(cp->scale_bias),
-                     cp->form};
+                     cp->form,  cp->mask_channel, cast<T>(cp->scale_weight)};
       prog.max_net_elems = std::max(prog.max_net_elems, c.net.max_ch * layer.in.plane());
       step.op = std::move(c);
+    } else if (auto *lg = std::get_if<LogitLayer>(&layer.op)) {
+      step.op = PLogit<T>{static_cast<T>(lg->alpha)};
+    } else if (std::holds_alternative<FlattenLayer>(layer.op)) {
+      continue;  // NCHW memory is already the flattened vector: the next step reads the new shape
     } else if (auto *sp = std::get_if<SplitLayer>(&layer.op)) {
       PSplit<T> s{sp->leaving, build_net<T>(sp->prior, options), sp->layout};
       prog.max_net_elems = std::max(prog.max_net_elems, s.prior.max_ch * layer.in.plane());
@@ -231,7 +251,8 @@ size_t owned_weight_bytes(const Program<T> &prog) {
       n += (a->scale.capacity() + a->shift.capacity()) * sizeof(T);
     if (auto *l = std::get_if<PLinear<T>>(&step.op))
       n += (l->a.capacity() + l->c.capacity() + l->a_inv.capacity()) * sizeof(T);
-    if (auto *c = std::get_if<PCoupling<T>>(&step.op)) n += net_owned_bytes(c->net);
+    if (auto *c = std::get_if<PCoupling<T>>(&step.op))
+      n += net_owned_bytes(c->net) + c->scale_weight.capacity() * sizeof(T);
     if (auto *s = std::get_if<PSplit<T>>(&step.op)) n += net_owned_bytes(s->prior);
     if (auto *t = std::get_if<PTop<T>>(&step.op))
       n += (t->mean.capacity() + t->log_std.capacity() + t->class_offsets.capacity()) * sizeof(T);
@@ -286,8 +307,10 @@ int64_t count_parameters(const Graph &g) {
       n += c->form == InvConvForm::Dense
                ? c->weight.size()
                : c->lower.size() + c->upper.size() + c->sign.size() + c->log_s.size();
-    if (auto *c = std::get_if<CouplingLayer>(&l.op)) n += net_params(c->net);
+    if (auto *c = std::get_if<CouplingLayer>(&l.op))
+      n += net_params(c->net) + static_cast<int64_t>(c->scale_weight.size());
     if (auto *s = std::get_if<SplitLayer>(&l.op)) n += net_params(s->prior);
+    if (auto *b = std::get_if<BatchNormLayer>(&l.op)) n += b->gamma.size() + b->beta.size();
     if (auto *t = std::get_if<TopPriorLayer>(&l.op))
       n += t->mean.size() + t->log_std.size() + t->class_offsets.size();
   }

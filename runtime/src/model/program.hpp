@@ -130,6 +130,12 @@ struct PCoupling {
   ScaleFunction scale_fn;
   T scale_bias;
   AffineForm form;
+  bool mask_channel = false;    // checkerboard: the mask is the net's last input channel
+  std::vector<T> scale_weight;  // Tanh: [C_b]
+};
+template <typename T>
+struct PLogit {  // y = logit(alpha + (1 - 2 alpha)(x + 1/2)); the first step only
+  T alpha;
 };
 template <typename T>
 struct PSplit {
@@ -146,8 +152,8 @@ struct PTop {
 };
 
 template <typename T>
-using PStepOp =
-    std::variant<PSqueeze, PAffine<T>, PLinear<T>, PPermute, PCoupling<T>, PSplit<T>, PTop<T>>;
+using PStepOp = std::variant<PSqueeze, PAffine<T>, PLinear<T>, PPermute, PCoupling<T>, PSplit<T>,
+                             PTop<T>, PLogit<T>>;
 
 template <typename T>
 struct PStep {

@@ -95,7 +95,25 @@ class Coupling(object):
             return self._tab.Get(flatbuffers.number_types.Int8Flags, o + self._tab.Pos)
         return 0
 
-def CouplingStart(builder): builder.StartObject(7)
+    # Coupling
+    def MaskChannel(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+    # Coupling
+    def ScaleWeight(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(20))
+        if o != 0:
+            x = self._tab.Indirect(o + self._tab.Pos)
+            from flowrt.fb.Tensor import Tensor
+            obj = Tensor()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+def CouplingStart(builder): builder.StartObject(9)
 def Start(builder):
     return CouplingStart(builder)
 def CouplingAddType(builder, type): builder.PrependInt8Slot(0, type, 0)
@@ -122,6 +140,12 @@ def AddScaleBias(builder, scaleBias):
 def CouplingAddForm(builder, form): builder.PrependInt8Slot(6, form, 0)
 def AddForm(builder, form):
     return CouplingAddForm(builder, form)
+def CouplingAddMaskChannel(builder, maskChannel): builder.PrependBoolSlot(7, maskChannel, 0)
+def AddMaskChannel(builder, maskChannel):
+    return CouplingAddMaskChannel(builder, maskChannel)
+def CouplingAddScaleWeight(builder, scaleWeight): builder.PrependUOffsetTRelativeSlot(8, flatbuffers.number_types.UOffsetTFlags.py_type(scaleWeight), 0)
+def AddScaleWeight(builder, scaleWeight):
+    return CouplingAddScaleWeight(builder, scaleWeight)
 def CouplingEnd(builder): return builder.EndObject()
 def End(builder):
     return CouplingEnd(builder)

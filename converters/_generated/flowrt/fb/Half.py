@@ -6,3 +6,5 @@ class Half(object):
     UNSPECIFIED = 0
     FIRST = 1
     SECOND = 2
+    CHECKERBOARD_EVEN = 3
+    CHECKERBOARD_ODD = 4

@@ -11,3 +11,5 @@ class LayerOp(object):
     Coupling = 5
     Split = 6
     TopPrior = 7
+    Logit = 8
+    Flatten = 9

@@ -6,3 +6,4 @@ class ScaleFunction(object):
     UNSPECIFIED = 0
     SIGMOID = 1
     EXP = 2
+    TANH = 3
