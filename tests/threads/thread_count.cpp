@@ -5,7 +5,7 @@
 // threads no CPU time (getrusage counts threads that have exited, too); a threads=2 session must
 // then start its second thread and keep it busy, which shows that both measures see a team. After
 // every call the caller's omp_get_max_threads() is what it was. The two sessions' results must be
-// bit-identical.
+// bit-identical on the reference backend and on oneDNN agree to float rounding (see check_same).
 //
 //   thread_count MODEL BACKEND      BACKEND: onednn | ref
 //
@@ -15,6 +15,7 @@
 #include <omp.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -140,6 +141,33 @@ bool same(const std::vector<T> &a, const std::vector<T> &b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
 }
 
+// Largest |a - b| relative to max(1, |a|).
+template <typename T>
+double max_rel_diff(const std::vector<T> &a, const std::vector<T> &b) {
+  if (a.size() != b.size()) return INFINITY;
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    m = std::max(m,
+                 std::fabs(double(a[i]) - double(b[i])) / std::max(1.0, std::fabs(double(a[i]))));
+  return m;
+}
+
+// The reference backend's reductions never depend on the thread count: its results must be
+// bit-identical. oneDNN's are on AVX-512 CPUs, but its AVX2 kernels split some reductions by
+// thread count (seen: 3e-7 on AMD Zen 3), so there the results must agree to float rounding.
+template <typename T>
+void check_same(bool strict, const std::vector<T> &a, const std::vector<T> &b,
+                const std::string &what) {
+  if (same(a, b)) {
+    check(true, what + ": threads=1 and threads=2 bit-identical");
+    return;
+  }
+  const double d = max_rel_diff(a, b);
+  std::printf("%s: threads=1 and threads=2 differ by %.3g (relative)\n", what.c_str(), d);
+  check(!strict && d <= 1e-5,
+        what + ": threads=1 and threads=2 " + (strict ? "bit-identical" : "agree to 1e-5"));
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -202,11 +230,13 @@ int main(int argc, char **argv) {
   check(other2 >= kMinBusyShare * main2, "threads=2: the second thread computed");
 
   if (ran1 && ran2) {
-    check(same(one.sample, two.sample), "sample: threads=1 and threads=2 bit-identical");
-    check(same(one.z, two.z), "encode z: bit-identical");
-    check(same(one.bpd, two.bpd), "encode bits/dim: bit-identical");
-    check(same(one.x, two.x), "decode: bit-identical");
-    check(same(one.noise_x, two.noise_x), "decode_noise: bit-identical");
+    const bool strict = backend == FLOWRT_BACKEND_REF;
+    check(same(one.sample, two.sample),
+          "sample (8-bit pixels): threads=1 and threads=2 bit-identical");
+    check_same(strict, one.z, two.z, "encode z");
+    check_same(strict, one.bpd, two.bpd, "encode bits/dim");
+    check_same(strict, one.x, two.x, "decode");
+    check_same(strict, one.noise_x, two.noise_x, "decode_noise");
   }
   flowrt_model_free(model);
   std::printf("%s\n", g_failures ? "thread_count: FAILED" : "thread_count: all checks passed");

@@ -324,24 +324,47 @@ std::unique_ptr<OnednnNet::Plan> OnednnNet::create(size_t n, Context &ctx, Needs
       continue;
     }
     if (const Conv *c = conv) {
-      const ConvDescs d = direct_descs(*c, k, n);
-      const auto e =
-          pd_for_cache(c->weights, memory::desc({c->out, c->in, c->kh, c->kw}, dt_, tag::any),
-                       [&](const memory::desc &wd) {
-                         return ctx.prims.conv(ctx.eng, d.src, wd, d.bias, d.dst, d.pad, d.relu);
-                       });
+      ConvDescs d = direct_descs(*c, k, n);
+      const memory::desc any_weights({c->out, c->in, c->kh, c->kw}, dt_, tag::any);
+      auto make = [&](const ConvDescs &dd) {
+        return pd_for_cache(c->weights, any_weights, [&](const memory::desc &wd) {
+          return ctx.prims.conv(ctx.eng, dd.src, wd, dd.bias, dd.dst, dd.pad, dd.relu);
+        });
+      };
+      auto e = make(d);
+      // oneDNN 2.6 has no optimised AVX2 convolution that writes plain NHWC (AVX-512 has): there
+      // the conv writes its own layout and a reorder makes it plain, far cheaper than ref:any.
+      bool reorder_after = false;
+      const memory::desc plain = d.dst;
+      if (plain_dst(k) && is_ref_impl(impl_name(e.pd))) {
+        ConvDescs blocked = d;
+        blocked.dst =
+            memory::desc({static_cast<memory::dim>(n), c->out, h_, w_}, dst_type(k), tag::any);
+        auto e2 = make(blocked);
+        if (!is_ref_impl(impl_name(e2.pd))) e = std::move(e2), reorder_after = true;
+      }
       const auto &pd = e.pd;
       item.prim = e.prim;
       feed(pd.src_desc());
       item.kind = Plan::Kind::Conv;
       item.src = cur, item.src_md = cur_md;
-      item.dst = k == last_conv_ ? Role::Out : other(cur);
+      item.dst = k == last_conv_ && !reorder_after ? Role::Out : other(cur);
       item.dst_md = pd.dst_desc();
       needs.need(item.dst, item.dst_md.get_size());
       needs.need(Role::Scratchpad, pd.scratchpad_desc().get_size());
       item.pd = pd;
       cur = item.dst, cur_md = item.dst_md, ch = c->out;
       plan->items.push_back(std::move(item));
+      if (reorder_after) {
+        Plan::Item re;
+        re.kind = Plan::Kind::Reorder;
+        re.src = cur, re.src_md = cur_md;
+        re.dst = k == last_conv_ ? Role::Out : other(cur);
+        re.dst_md = plain;
+        needs.need(re.dst, re.dst_md.get_size());
+        cur = re.dst, cur_md = re.dst_md;
+        plan->items.push_back(std::move(re));
+      }
       if (!c->corr.empty()) {
         Plan::Item fix;
         fix.kind = Plan::Kind::Correct;

@@ -92,6 +92,11 @@ struct WeightBytes {
 // The primitive make(weights) (a Primitives entry) for weights of format_tag::any (`any`), except
 // when `cache` already holds its prepared copy in another layout: then make(that layout) when
 // oneDNN has an optimised (not "ref") kernel for it, so that one copy serves every batch size.
+// oneDNN's reference kernels are named "ref:...".
+inline bool is_ref_impl(const char *name) {
+  return std::string(name).compare(0, 3, "ref") == 0;
+}
+
 template <typename Make>
 auto pd_for_cache(const WeightCache &cache, const dnnl::memory::desc &any, Make &&make)
     -> decltype(make(any)) {
@@ -100,7 +105,7 @@ auto pd_for_cache(const WeightCache &cache, const dnnl::memory::desc &any, Make 
   if (!have || e.pd.weights_desc() == *have) return e;
   try {
     auto pinned = make(*have);
-    if (std::string(impl_name(pinned.pd)).compare(0, 3, "ref") != 0) return pinned;
+    if (!is_ref_impl(impl_name(pinned.pd))) return pinned;
   } catch (const dnnl::error &) {  // no implementation at all for that layout
   }
   return e;
