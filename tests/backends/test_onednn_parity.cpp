@@ -314,6 +314,10 @@ TEST_CASE("onednn: RealNVP models match the reference") {
         check_parity(g, 3, v % 2 != 0);
         ++v;
       }
+  // Width 64: the nets' last convs (2C outputs) run as tap matmuls.
+  RealNvpConfig c = small_realnvp(89, 3);
+  c.hidden = 64;
+  check_parity(build_realnvp(c), 2);
 }
 
 TEST_CASE("onednn: checkerboard and tanh coupling conventions") {
