@@ -2,11 +2,12 @@
 # The oneDNN backend's bf16 precision in steady state, read from oneDNN's own verbose log
 # (ONEDNN_VERBOSE=1 prints every primitive execution with its implementation and data types) on
 # a cifar-shaped model (3x32x32, 3 levels, width 512; depth 4, since depth only repeats the same
-# primitives). After precision_probe's warm-up marker, at batch 1 and 4:
+# primitives), and on `flowrt init`'s RealNVP (checkerboard nets reading 2 to 5 channels) and
+# NICE (392 -> 1000 nets at 1x1) models. After precision_probe's warm-up marker, at batch 1 and 4:
 #   - no reorder executes (weights are converted once at session creation, activations stay in
 #     the layouts the convolutions chose), and no reference ("ref:") kernel;
-#   - every primitive with bf16 inputs runs an AMX kernel where oneDNN dispatches to AMX, and an
-#     avx512_core_bf16 kernel with ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16;
+#   - every primitive with bf16 inputs runs an AMX kernel where oneDNN dispatches to AMX, and (cifar)
+#     an avx512_core_bf16 kernel with ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16;
 # and below avx512_core_bf16 (ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI) session creation is refused
 # with FLOWRT_UNSUPPORTED naming the ISA. Exits 77 (skipped) on a CPU without bf16 units.
 #
@@ -16,11 +17,15 @@ cli=$1 probe=$2 dir=$3
 mkdir -p "$dir"
 model=$dir/cifar-depth4.flow
 "$cli" init --arch cifar --depth 4 --random-nets -o "$model" >/dev/null
+for arch in realnvp nice; do
+  "$cli" init --arch $arch --random-nets -o "$dir/$arch.flow" >/dev/null
+done
 
-# run_probe LOG ISA BATCH: the probe at bf16 under ONEDNN_MAX_CPU_ISA=ISA (empty: unset).
+# run_probe LOG ISA BATCH [MODEL]: the probe at bf16 under ONEDNN_MAX_CPU_ISA=ISA (empty: unset)
+# on MODEL (default: the cifar model).
 run_probe() {
-  local log=$1 isa=$2 batch=$3 rc=0
-  env ${isa:+ONEDNN_MAX_CPU_ISA=$isa} ONEDNN_VERBOSE=1 "$probe" "$model" bf16 "$batch" \
+  local log=$1 isa=$2 batch=$3 m=${4:-$model} rc=0
+  env ${isa:+ONEDNN_MAX_CPU_ISA=$isa} ONEDNN_VERBOSE=1 "$probe" "$m" bf16 "$batch" \
     >"$log" 2>&1 || rc=$?
   return $rc
 }
@@ -70,6 +75,15 @@ for batch in 1 4; do
   ((batch == 1)) || run_probe "$log" "" "$batch" || { cat "$log"; exit 1; }
   echo "bf16, batch $batch, oneDNN's default ISA (bf16 kernels must be $want):"
   steady "$log" "$want"
+done
+
+for arch in realnvp nice; do
+  for batch in 1 4; do
+    log=$dir/$arch-$batch.log
+    run_probe "$log" "" "$batch" "$dir/$arch.flow" || { cat "$log"; exit 1; }
+    echo "bf16, $arch, batch $batch, oneDNN's default ISA (bf16 kernels must be $want):"
+    steady "$log" "$want"
+  done
 done
 
 log=$dir/avx512_core_bf16.log

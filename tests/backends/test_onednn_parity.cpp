@@ -1,7 +1,7 @@
 // The oneDNN backend against the reference backend on random models covering every option of
-// the format: latents, log-densities, decoded images, samples, and independence from the batch
-// size. Tiny shapes keep the whole file fast. Where the CPU has bf16 units, every parity model
-// runs in bf16 too, held to bf16's error bounds against the reference.
+// the format (Glow, RealNVP and NICE layers): latents, log-densities, decoded images, samples, and
+// independence from the batch size. Tiny shapes keep the whole file fast. Where the CPU has bf16
+// units, every parity model runs in bf16 too, held to bf16's error bounds against the reference.
 #include <doctest/doctest.h>
 
 #ifdef FLOWRT_HAVE_ONEDNN
@@ -18,10 +18,13 @@
 #include "backends/backend.hpp"
 #include "backends/onednn/onednn_backend.hpp"
 #include "backends/onednn/onednn_compat.hpp"
+#include "backends/onednn/onednn_elementwise.hpp"
 #include "backends/parity_check.hpp"
 #include "core/error.hpp"
 #include "model/finalize.hpp"
 #include "model/glow_builder.hpp"
+#include "model/nice_builder.hpp"
+#include "model/realnvp_builder.hpp"
 #include "session/session.hpp"
 
 namespace flowrt {
@@ -35,6 +38,27 @@ GlowConfig small_config(uint64_t seed, bool grey = false) {
     c.channels = 3, c.height = 8, c.width = 8, c.levels = 2, c.hidden = 16;
   }
   c.depth = 2;
+  c.seed = seed;
+  c.random_nets = true;
+  return c;
+}
+
+// RealNVP's layers at a tiny size: logit, checkerboard and channel couplings with tanh scales,
+// batch norms (actnorms in files), two scales.
+RealNvpConfig small_realnvp(uint64_t seed, int64_t channels = 1, int64_t h = 8, int64_t w = 8) {
+  RealNvpConfig c;
+  c.channels = channels, c.height = h, c.width = w;
+  c.scales = 2, c.hidden = 8, c.checkerboard = 2, c.channelwise = 2, c.final_checkerboard = 2;
+  c.seed = seed;
+  c.random_nets = true;
+  return c;
+}
+
+// NICE at a tiny size: flatten, permutes, additive couplings with deep 1x1 nets at 1x1.
+NiceConfig small_nice(uint64_t seed, int64_t channels = 1) {
+  NiceConfig c;
+  c.channels = channels, c.height = 4, c.width = 4;
+  c.couplings = 4, c.hidden = 16, c.hidden_layers = 2;
   c.seed = seed;
   c.random_nets = true;
   return c;
@@ -273,33 +297,187 @@ TEST_CASE("onednn: class-conditional top prior and fewer bits") {
   check_pixels(xr, xd, c.n_bits);
 }
 
-TEST_CASE("onednn: results do not depend on the batch size") {
-  const Graph g = build_glow(small_config(60));
-  const int64_t d = g.dims();
-  const size_t max_batch = 4;
-  BackendOptions o;
-  o.max_batch = max_batch;
-  o.threads = 2;
-  auto dnn = create_onednn_backend(g, o);
-  const std::vector<float> x = random_floats(max_batch * d, 61, -0.5f, 0.5f);
-  std::vector<float> z_all(max_batch * d), z_one(d);
-  std::vector<double> lp_all(max_batch), lp_one(1);
-  dnn->encode(max_batch, x.data(), nullptr, z_all.data(), lp_all.data(), nullptr);
-  // Every batch size from 1 to max_batch (new sizes create their primitives at first use), twice.
-  for (int round = 0; round < 2; ++round)
-    for (size_t n = 1; n <= max_batch; ++n) {
-      std::vector<float> z(n * d);
-      std::vector<double> lp(n);
-      dnn->encode(n, x.data(), nullptr, z.data(), lp.data(), nullptr);
-      for (size_t i = 0; i < n; ++i) {
-        CHECK(std::fabs(lp[i] - lp_all[i]) <= 1e-6 * std::fabs(lp_all[i]));
-        for (int64_t k = 0; k < d; ++k) CHECK(std::fabs(z[i * d + k] - z_all[i * d + k]) <= 1e-5f);
+TEST_CASE("onednn: RealNVP models match the reference") {
+  // 6x10: the second scale's checkerboard runs on an odd 3x5 grid.
+  int v = 0;
+  for (int64_t channels : {1, 3})
+    for (auto [h, w] : {std::pair<int64_t, int64_t>{8, 8}, {6, 10}})
+      for (bool mask : {true, false}) {
+        RealNvpConfig c = small_realnvp(80 + v, channels, h, w);
+        c.mask_channel = mask;
+        const Graph g = build_realnvp(c);
+        CAPTURE(channels);
+        CAPTURE(h);
+        CAPTURE(w);
+        CAPTURE(mask);
+        check_parity(g, 1, v % 2 == 0);
+        check_parity(g, 3, v % 2 != 0);
+        ++v;
       }
+  // Width 64: the nets' last convs (2C outputs) run as tap matmuls.
+  RealNvpConfig c = small_realnvp(89, 3);
+  c.hidden = 64;
+  check_parity(build_realnvp(c), 2);
+}
+
+TEST_CASE("onednn: checkerboard and tanh coupling conventions") {
+  // Every split, scale function and form on checkerboard couplings (both phases, with and
+  // without the mask channel) and on the channel couplings between them, then additive ones.
+  const ShiftScaleSplit splits[] = {
+      ShiftScaleSplit::ShiftScaleHalves, ShiftScaleSplit::ScaleShiftHalves,
+      ShiftScaleSplit::ShiftScaleInterleaved, ShiftScaleSplit::ScaleShiftInterleaved};
+  std::vector<std::pair<ShiftScaleSplit, ScaleFunction>> variants;
+  for (ShiftScaleSplit split : splits)
+    for (ScaleFunction fn : {ScaleFunction::Sigmoid, ScaleFunction::Exp, ScaleFunction::Tanh})
+      variants.emplace_back(split, fn);
+  for (size_t v = 0; v <= variants.size(); ++v) {
+    const bool additive = v == variants.size();
+    RealNvpConfig c = small_realnvp(90 + v, v % 2 ? 3 : 1, 6, 10);
+    c.final_checkerboard = 3;
+    c.mask_channel = v % 3 != 0;
+    Graph g = build_realnvp(c);
+    uint32_t tseed = 200 + static_cast<uint32_t>(v) * 16;
+    size_t i = 0;
+    for (Layer &l : g.layers) {
+      auto *cp = std::get_if<CouplingLayer>(&l.op);
+      if (!cp) continue;
+      const int64_t cb = cp->transformed_channels(l.in.c);
+      if (additive) {
+        cp->type = CouplingType::Additive;
+        cp->scale_weight = Tensor();
+        auto &last = std::get<Conv2dOp>(cp->net.ops.back());
+        last.weight = random_tensor({cb, last.in_channels(), 3, 3}, tseed++, 0.05f);
+        last.bias = random_tensor({cb}, tseed++, 0.05f);
+        continue;
+      }
+      const auto [split, fn] = variants[v];
+      cp->split = split;
+      cp->scale_fn = fn;
+      cp->form = (v + i++) % 2 ? AffineForm::ShiftThenScale : AffineForm::ScaleThenShift;
+      cp->scale_bias = fn == ScaleFunction::Sigmoid ? 2.f : 0.3f;
+      cp->scale_weight = fn == ScaleFunction::Tanh ? random_tensor({cb}, tseed++, 1.5f) : Tensor();
     }
-  std::vector<float> scratch(max_batch * d), s_all(max_batch * d), s_one(d);
-  dnn->sample(max_batch, 5, 0, 1.f, nullptr, scratch.data(), s_all.data());
-  dnn->sample(1, 5, 2, 1.f, nullptr, scratch.data(), s_one.data());
-  for (int64_t k = 0; k < d; ++k) CHECK(std::fabs(s_one[k] - s_all[2 * d + k]) <= 1e-5f);
+    finalize_graph(g);
+    CAPTURE(v);
+    check_parity(g, 2, v % 2 == 0);
+  }
+}
+
+TEST_CASE("onednn: logit and batch-norm options") {
+  for (float alpha : {0.f, 0.01f, 0.2f})
+    for (bool batchnorm : {true, false}) {
+      RealNvpConfig c = small_realnvp(110, 3);
+      c.logit_alpha = alpha;  // 0: no logit step
+      c.batchnorm = batchnorm;
+      CAPTURE(alpha);
+      CAPTURE(batchnorm);
+      check_parity(build_realnvp(c), 2);
+    }
+}
+
+TEST_CASE("onednn: NICE models match the reference") {
+  for (bool fold : {true, false})
+    for (size_t n : {size_t{1}, size_t{4}}) {
+      CAPTURE(fold);
+      CAPTURE(n);
+      check_parity(build_nice(small_nice(120)), n, fold);
+    }
+  NiceConfig c = small_nice(121, 3);
+  c.hidden_layers = 1;
+  check_parity(build_nice(c), 3);
+}
+
+TEST_CASE("onednn: a flatten inside the flow") {
+  // RealNVP's last (6, 4, 4) tensor flattened to 96 channels, reversed, and coupled by a
+  // fully-connected affine coupling before the top prior.
+  Graph g = build_realnvp(small_realnvp(130, 3));
+  Layer top = g.layers.back();
+  g.layers.pop_back();
+  const Shape3 last = g.layers.back().out;
+  const int64_t d = last.numel(), cb = d / 2;
+  REQUIRE(last.plane() > 1);
+  REQUIRE(last.c > 1);
+  auto add = [&](const std::string &name, LayerOp op) {
+    Layer l;
+    l.name = name;
+    l.op = std::move(op);
+    g.layers.push_back(std::move(l));
+  };
+  add("flatten", FlattenLayer{});
+  add("reverse", PermuteLayer{PermuteKind::Reverse, {}, {}});
+  CouplingLayer cp;
+  cp.type = CouplingType::Affine;
+  cp.conditioning = Half::Second;
+  cp.scale_fn = ScaleFunction::Sigmoid;
+  cp.net.ops.emplace_back(Conv2dOp{random_tensor({16, cb, 1, 1}, 131, 0.2f),
+                                   random_tensor({16}, 132, 0.1f), PaddingMode::Zeros, 0.f});
+  cp.net.ops.emplace_back(ReluOp{});
+  cp.net.ops.emplace_back(Conv2dOp{random_tensor({d, 16, 1, 1}, 133, 0.2f),
+                                   random_tensor({d}, 134, 0.1f), PaddingMode::Zeros, 0.f});
+  add("dense", std::move(cp));
+  g.layers.push_back(std::move(top));
+  finalize_graph(g);
+  check_parity(g, 1);
+  check_parity(g, 3, false);
+}
+
+TEST_CASE("onednn: reshapes between NHWC layouts") {
+  // Every NHWC view of one NCHW vector, against the definition.
+  const std::vector<Shape3> shapes = {{4, 2, 3}, {2, 4, 3}, {3, 2, 4}, {24, 1, 1}, {1, 4, 6}};
+  const size_t n = 3;
+  std::vector<double> partial(n + 8);
+  const onednn::Par par{2, partial.data()};
+  const std::vector<float> v = random_floats(n * 24, 140, -1.f, 1.f);
+  auto nhwc = [&](const Shape3 &s) {
+    std::vector<float> out(v.size());
+    for (size_t i = 0; i < n; ++i)
+      for (int64_t c = 0; c < s.c; ++c)
+        for (int64_t p = 0; p < s.plane(); ++p)
+          out[i * 24 + p * s.c + c] = v[i * 24 + c * s.plane() + p];
+    return out;
+  };
+  for (const Shape3 &from : shapes)
+    for (const Shape3 &to : shapes) {
+      CAPTURE(to_string(from));
+      CAPTURE(to_string(to));
+      const std::vector<float> src = nhwc(from);
+      std::vector<float> dst(v.size());
+      onednn::reshape(par, from, to, n, src.data(), dst.data());
+      CHECK(dst == nhwc(to));
+    }
+}
+
+TEST_CASE("onednn: results do not depend on the batch size") {
+  const Graph graphs[] = {build_glow(small_config(60)), build_realnvp(small_realnvp(62, 3)),
+                          build_nice(small_nice(63))};
+  for (const Graph &g : graphs) {
+    const int64_t d = g.dims();
+    const size_t max_batch = 4;
+    BackendOptions o;
+    o.max_batch = max_batch;
+    o.threads = 2;
+    auto dnn = create_onednn_backend(g, o);
+    const std::vector<float> x = random_floats(max_batch * d, 61, -0.5f, 0.5f);
+    std::vector<float> z_all(max_batch * d), z_one(d);
+    std::vector<double> lp_all(max_batch), lp_one(1);
+    dnn->encode(max_batch, x.data(), nullptr, z_all.data(), lp_all.data(), nullptr);
+    // Every batch size from 1 to max_batch (new sizes create their primitives at first use), twice.
+    for (int round = 0; round < 2; ++round)
+      for (size_t n = 1; n <= max_batch; ++n) {
+        std::vector<float> z(n * d);
+        std::vector<double> lp(n);
+        dnn->encode(n, x.data(), nullptr, z.data(), lp.data(), nullptr);
+        for (size_t i = 0; i < n; ++i) {
+          CHECK(std::fabs(lp[i] - lp_all[i]) <= 1e-6 * std::fabs(lp_all[i]));
+          for (int64_t k = 0; k < d; ++k)
+            CHECK(std::fabs(z[i * d + k] - z_all[i * d + k]) <= 1e-5f);
+        }
+      }
+    std::vector<float> scratch(max_batch * d), s_all(max_batch * d), s_one(d);
+    dnn->sample(max_batch, 5, 0, 1.f, nullptr, scratch.data(), s_all.data());
+    dnn->sample(1, 5, 2, 1.f, nullptr, scratch.data(), s_one.data());
+    for (int64_t k = 0; k < d; ++k) CHECK(std::fabs(s_one[k] - s_all[2 * d + k]) <= 1e-5f);
+  }
 }
 
 TEST_CASE("onednn: batches split into level-wise chunks match the reference") {
@@ -313,7 +491,29 @@ TEST_CASE("onednn: batches split into level-wise chunks match the reference") {
     CAPTURE(images);
     check_parity(g, 5);
   }
+  // RealNVP: checkerboard couplings on chunks of one or two 8x8 images.
+  const Graph rnvp = build_realnvp(small_realnvp(66, 3));
+  for (int64_t images : {1, 2}) {
+    const std::string budget = std::to_string(images * 8 * 8 * 8 * 4);
+    ::setenv("FLOWRT_ONEDNN_CHUNK_BYTES", budget.c_str(), 1);
+    CAPTURE(images);
+    check_parity(rnvp, 5);
+  }
   ::unsetenv("FLOWRT_ONEDNN_CHUNK_BYTES");
+}
+
+// The family models at their real shapes: RealNVP on 1x28x28 (width 64; its nets' first convs
+// read 2 to 5 channels, the mask included) and NICE's 392 -> 1000 -> 1000 -> 392 nets at 1x1.
+Graph realnvp_mnist() {
+  RealNvpConfig c;
+  c.random_nets = true;
+  return build_realnvp(c);
+}
+Graph nice_mnist() {
+  NiceConfig c;
+  c.hidden_layers = 2;
+  c.random_nets = true;
+  return build_nice(c);
 }
 
 TEST_CASE("onednn: hot primitives use optimised kernels") {
@@ -321,65 +521,82 @@ TEST_CASE("onednn: hot primitives use optimised kernels") {
   c.height = c.width = 16;
   c.hidden = 64;
   BackendOptions o;
-  o.max_batch = 4;
-  auto dnn = create_onednn_backend(build_glow(c), o);
-  for (size_t n : {size_t{1}, size_t{4}}) {
-    const std::vector<std::string> impls = onednn_primitive_impls(*dnn, n);
-    CHECK(!impls.empty());
-    for (const std::string &s : impls) {
-      CAPTURE(s);
-      CHECK(s.find("ref") == std::string::npos);
+  o.max_batch = 16;
+  struct Case {
+    const char *name;
+    Graph graph;
+  };
+  const Case cases[] = {
+      {"glow", build_glow(c)}, {"realnvp", realnvp_mnist()}, {"nice", nice_mnist()}};
+  for (const Case &m : cases) {
+    auto dnn = create_onednn_backend(m.graph, o);
+    for (size_t n : {size_t{1}, size_t{4}, size_t{16}}) {
+      CAPTURE(m.name);
+      CAPTURE(n);
+      const std::vector<std::string> impls = onednn_primitive_impls(*dnn, n);
+      CHECK(!impls.empty());
+      for (const std::string &s : impls) {
+        CAPTURE(s);
+        CHECK(s.find("ref") == std::string::npos);
+        // NICE's nets at 1x1 are matmuls over plain rows, batch by batch: nothing to reorder.
+        if (std::string(m.name) == "nice") CHECK(s.compare(0, 7, "reorder") != 0);
+      }
     }
   }
 }
 
 TEST_CASE("onednn bf16: bf16 kernels, no reorders, one bf16 copy per weight") {
-  // cifar's shapes (depth only repeats the same primitives).
+  // cifar's shapes (depth only repeats the same primitives), RealNVP's and NICE's.
   GlowConfig c = standard_architecture("cifar");
   c.depth = 2;
   c.random_nets = true;
-  const Graph g = build_glow(c);
-  BackendOptions o;
-  o.max_batch = 4;
-  o.precision = FLOWRT_PRECISION_BF16;
-  if (!onednn::cpu_has_bf16()) {
-    MESSAGE("skipped: no bf16 units (oneDNN ISA " << onednn::cpu_isa_name() << ")");
-    try {
-      create_onednn_backend(g, o);
-      FAIL("bf16 was accepted without bf16 units");
-    } catch (const Error &e) {
-      CHECK(e.status() == FLOWRT_UNSUPPORTED);
-      CHECK(std::string(e.what()).find(onednn::cpu_isa_name()) != std::string::npos);
+  const Graph graphs[] = {build_glow(c), realnvp_mnist(), nice_mnist()};
+  for (const Graph &g : graphs) {
+    const std::string *arch = g.find_metadata("architecture");
+    const std::string name = arch ? *arch : "glow";
+    CAPTURE(name);
+    BackendOptions o;
+    o.max_batch = 4;
+    o.precision = FLOWRT_PRECISION_BF16;
+    if (!onednn::cpu_has_bf16()) {
+      MESSAGE("skipped: no bf16 units (oneDNN ISA " << onednn::cpu_isa_name() << ")");
+      try {
+        create_onednn_backend(g, o);
+        FAIL("bf16 was accepted without bf16 units");
+      } catch (const Error &e) {
+        CHECK(e.status() == FLOWRT_UNSUPPORTED);
+        CHECK(std::string(e.what()).find(onednn::cpu_isa_name()) != std::string::npos);
+      }
+      continue;
     }
-    return;
-  }
-  auto dnn = create_onednn_backend(g, o);
-  const bool amx = onednn::cpu_isa_name() == "avx512_core_amx";
-  MESSAGE("oneDNN ISA " << onednn::cpu_isa_name());
-  for (size_t n = 1; n <= o.max_batch; ++n) {
-    const std::vector<std::string> impls = onednn_primitive_impls(*dnn, n);
-    size_t net_prims = 0;
-    for (const std::string &s : impls) {
-      CAPTURE(s);
-      CHECK(s.find("ref") == std::string::npos);
-      CHECK(s.compare(0, 7, "reorder") != 0);      // a reorder would run on every call
-      if (s.compare(0, 4, "conv") != 0) continue;  // the invertible 1x1 convs stay fp32
-      ++net_prims;
-      CHECK(s.find(amx ? "amx" : "bf16") != std::string::npos);
+    auto dnn = create_onednn_backend(g, o);
+    const bool amx = onednn::cpu_isa_name() == "avx512_core_amx";
+    MESSAGE("oneDNN ISA " << onednn::cpu_isa_name());
+    for (size_t n = 1; n <= o.max_batch; ++n) {
+      const std::vector<std::string> impls = onednn_primitive_impls(*dnn, n);
+      size_t net_prims = 0;
+      for (const std::string &s : impls) {
+        CAPTURE(s);
+        CHECK(s.find("ref") == std::string::npos);
+        CHECK(s.compare(0, 7, "reorder") != 0);      // a reorder would run on every call
+        if (s.compare(0, 4, "conv") != 0) continue;  // the invertible 1x1 convs stay fp32
+        ++net_prims;
+        CHECK(s.find(amx ? "amx" : "bf16") != std::string::npos);
+      }
+      CHECK(net_prims > 0);
     }
-    CHECK(net_prims > 0);
+    // The bf16 copies replace the fp32 ones: half the nets' bytes, nothing in a second layout.
+    o.precision = FLOWRT_PRECISION_FP32;
+    auto f32 = create_onednn_backend(g, o);
+    for (size_t n = 1; n <= o.max_batch; ++n) onednn_primitive_impls(*f32, n);
+    const OnednnWeightBytes wb = onednn_weight_bytes(*dnn), wf = onednn_weight_bytes(*f32);
+    MESSAGE("weights: bf16 " << wb.prepared << " bytes, fp32 " << wf.prepared << " prepared + "
+                             << wf.mapped << " read in place");
+    CHECK(wb.extra == 0);
+    CHECK(wb.mapped == 0);
+    CHECK(wb.prepared <= 0.55 * static_cast<double>(wf.prepared + wf.mapped));
+    CHECK(wb.prepared >= 0.45 * static_cast<double>(wf.prepared + wf.mapped));
   }
-  // The bf16 copies replace the fp32 ones: half the nets' bytes, nothing in a second layout.
-  o.precision = FLOWRT_PRECISION_FP32;
-  auto f32 = create_onednn_backend(g, o);
-  for (size_t n = 1; n <= o.max_batch; ++n) onednn_primitive_impls(*f32, n);
-  const OnednnWeightBytes wb = onednn_weight_bytes(*dnn), wf = onednn_weight_bytes(*f32);
-  MESSAGE("weights: bf16 " << wb.prepared << " bytes, fp32 " << wf.prepared << " prepared + "
-                           << wf.mapped << " read in place");
-  CHECK(wb.extra == 0);
-  CHECK(wb.mapped == 0);
-  CHECK(wb.prepared <= 0.55 * static_cast<double>(wf.prepared + wf.mapped));
-  CHECK(wb.prepared >= 0.45 * static_cast<double>(wf.prepared + wf.mapped));
 }
 
 }  // namespace flowrt

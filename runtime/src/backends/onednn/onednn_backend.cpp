@@ -2,9 +2,13 @@
 // output scales folded into convolutions, ReLU fused) becomes a list of steps over NHWC
 // activations: coupling nets and split priors are oneDNN convolution chains (onednn_net), the
 // invertible 1x1 convs (and their precomputed inverses) are matmuls over the pixel rows, and the
-// rest are single-pass element-wise kernels (onednn_elementwise). Primitives and their memories
-// are made once per batch size, at construction for max_batch and at the first call for any
-// smaller batch; afterwards a call only executes them.
+// rest are single-pass element-wise kernels (onednn_elementwise): the couplings' arithmetic
+// (channel halves or a checkerboard of positions; a checkerboard net's masked input is one pass
+// too), the logit input layer (fused with the NCHW <-> NHWC transpose of the images), and a
+// relayout where a flatten changes the shape between steps (none where both NHWC layouts are the
+// NCHW vector, as for NICE's first flatten). Primitives and their memories are made once per batch
+// size, at construction for max_batch and at the first call for any smaller batch; afterwards a
+// call only executes them.
 //
 // Memory: the Program views the nets' weights in the model's bytes (NetWeights::ViewScaled, the
 // foldings kept aside), and each weight tensor gets one prepared copy, in the layout of the first
@@ -14,9 +18,10 @@
 // primitives (the K steps of a level) are made once (Context::prims).
 //
 // Precision BF16: the nets' convolutions run in bf16 (see onednn_net.hpp); the invertible 1x1
-// convs and their inverses, the actnorms, the coupling arithmetic, the priors' Gaussian math and
-// the log-determinants stay fp32, since a bf16 flow stream is no longer invertible. It is refused
-// on CPUs without bf16 units, where oneDNN emulates bf16 more slowly than fp32.
+// convs and their inverses, the actnorms (RealNVP's batch norms too), the logit, the coupling
+// arithmetic, the priors' Gaussian math and the log-determinants stay fp32, since a bf16 flow
+// stream is no longer invertible. It is refused on CPUs without bf16 units, where oneDNN emulates
+// bf16 more slowly than fp32.
 #include "backends/onednn/onednn_backend.hpp"
 
 #include <algorithm>
@@ -68,7 +73,8 @@ struct PermuteStep {
 struct CouplingStep {
   CouplingSpec spec;
   size_t net = 0;
-  int64_t xa_offset = 0;
+  int64_t xa_offset = 0;      // channel couplings: x_a's first channel
+  bool mask_channel = false;  // checkerboard: the mask is the net's last input channel
 };
 struct SplitStep {
   SplitSpec spec;
@@ -77,13 +83,20 @@ struct SplitStep {
 struct TopStep {
   TopSpec spec;
 };
+struct LogitStep {
+  float alpha;
+};
+// Between two steps whose shapes differ (a flatten: the Program has no step for it), the NHWC
+// activations of `in` become those of `out`; the NCHW vector they stand for does not change.
+struct ReshapeStep {};
 using StepOp = std::variant<SqueezeStep, AffineStep, LinearStep, PermuteStep, CouplingStep,
-                            SplitStep, TopStep>;
+                            SplitStep, TopStep, LogitStep, ReshapeStep>;
 struct Step {
   StepOp op;
   Shape3 in, out;
   double logdet = 0;
-  size_t linear = 0;  // index among the LinearSteps
+  size_t linear = 0;     // index among the LinearSteps
+  size_t net_bytes = 0;  // the largest activation of one image in the step's net (0: none)
 };
 
 // Steps run level by level: a segment ends after each split. Within a segment the batch is
@@ -138,10 +151,17 @@ class OnednnBackend final : public Backend {
         build_program<float>(g, ProgramOptions{o.fold, NetWeights::ViewScaled});
     size_t linears = 0;
     for (const PStep<float> &ps : prog.steps) {
+      const Shape3 prev = steps_.empty() ? ps.in : steps_.back().out;
+      if (prev != ps.in && !(nhwc_is_nchw(prev) && nhwc_is_nchw(ps.in))) {
+        Step re;
+        re.op = ReshapeStep{};
+        re.in = prev, re.out = ps.in;
+        steps_.push_back(re);
+      }
       steps_.push_back(compile(ps));
       if (std::holds_alternative<LinearStep>(steps_.back().op)) steps_.back().linear = linears++;
     }
-    make_segments(prog);
+    make_segments();
     const size_t bytes = max_batch_ * static_cast<size_t>(dims_) * sizeof(float);
     state_[0].reserve(bytes);
     state_[1].reserve(bytes);
@@ -168,7 +188,9 @@ class OnednnBackend final : public Backend {
     std::fill(ld_.begin(), ld_.begin() + n, 0.0);
     std::fill(lp_.begin(), lp_.begin() + n, 0.0);
     float *cur = state_[0].data(), *alt = state_[1].data();
-    bool from_x = std::holds_alternative<SqueezeStep>(steps_.front().op);
+    // These steps read the caller's NCHW images themselves.
+    bool from_x = std::holds_alternative<SqueezeStep>(steps_.front().op) ||
+                  std::holds_alternative<LogitStep>(steps_.front().op);
     if (!from_x) nchw_to_nhwc(par, steps_.front().in, n, x, cur);
     for (const Segment &seg : segments_) {
       const size_t chunk = std::min(n, seg.chunk);
@@ -229,8 +251,12 @@ class OnednnBackend final : public Backend {
 
   void run_coupling_net(const CouplingStep &cp, Plan &p, const Par &par, size_t n, const Step &st,
                         const float *state) {
-    gather_channels(par, st.in.c, cp.xa_offset, st.in.c - cp.spec.cb,
-                    static_cast<int64_t>(n) * st.in.plane(), state, ctx_.buf(Role::In).data());
+    float *in = ctx_.buf(Role::In).data();
+    if (cp.spec.checkerboard)
+      checker_input(par, cp.spec, cp.mask_channel, n, state, in);
+    else
+      gather_channels(par, st.in.c, cp.xa_offset, st.in.c - cp.spec.cb,
+                      static_cast<int64_t>(n) * st.in.plane(), state, in);
     nets_[cp.net]->run(*p.nets[cp.net], ctx_, par);
   }
 
@@ -306,6 +332,11 @@ class OnednnBackend final : public Backend {
       } else if (auto *tp = std::get_if<TopStep>(&st.op)) {
         top_encode(par, tp->spec, m, cur, lab, zi, lp);
         swap = false;
+      } else if (auto *lg = std::get_if<LogitStep>(&st.op)) {
+        logit_encode(par, lg->alpha, st.in, m, c.from_x, c.from_x ? x + i0 * d : cur, alt, ld);
+        c.from_x = false;
+      } else if (std::holds_alternative<ReshapeStep>(st.op)) {
+        reshape(par, st.in, st.out, m, cur, alt);
       }
       if (swap) std::swap(c.cur, c.alt);
     }
@@ -341,6 +372,11 @@ class OnednnBackend final : public Backend {
         run_coupling_net(*cp, p, par, m, st, cur);
         coupling(par, cp->spec, m, st.in.plane(), ctx_.buf(Role::Out).data(), cur, true, nullptr);
         swap = false;
+      } else if (auto *lg = std::get_if<LogitStep>(&st.op)) {
+        c.from_x = k == 0;  // the first step writes the NCHW images directly
+        logit_decode(par, lg->alpha, st.in, m, c.from_x, cur, c.from_x ? x + i0 * d : alt);
+      } else if (std::holds_alternative<ReshapeStep>(st.op)) {
+        reshape(par, st.out, st.in, m, cur, alt);
       } else if (auto *sp = std::get_if<SplitStep>(&st.op)) {
         const bool prior = noise && sp->net >= 0;
         split_unkeep(par, sp->spec, m, st.in.plane(), cur, alt,
@@ -386,22 +422,38 @@ class OnednnBackend final : public Backend {
     } else if (auto *cp = std::get_if<PCoupling<float>>(&ps.op)) {
       CouplingStep s;
       CouplingSpec &sp = s.spec;
-      sp.cb = c / 2;
+      sp.checkerboard = is_checkerboard(cp->conditioning);
+      sp.cb = sp.checkerboard ? c : c / 2;
       sp.affine = cp->type == CouplingType::Affine;
-      sp.exp_scale = cp->scale_fn == ScaleFunction::Exp;
+      sp.scale_fn = cp->scale_fn;
       sp.shift_then_scale = cp->form == AffineForm::ShiftThenScale;
       sp.scale_bias = cp->scale_bias;
       sp.channels = c;
-      sp.xb_offset = cp->conditioning == Half::First ? c - sp.cb : 0;
-      s.xa_offset = cp->conditioning == Half::First ? 0 : sp.cb;
       sp.h_channels = cp->net.out_ch;
+      if (sp.checkerboard) {
+        // x_a: (y + x) even for EVEN; x_b is the other parity.
+        sp.parity = cp->conditioning == Half::CheckerboardEven ? 1 : 0;
+        sp.height = ps.in.h, sp.width = ps.in.w;
+        s.mask_channel = cp->mask_channel;
+      } else {
+        sp.xb_offset = cp->conditioning == Half::First ? c - sp.cb : 0;
+        s.xa_offset = cp->conditioning == Half::First ? 0 : sp.cb;
+      }
+      const int64_t want_in = sp.checkerboard ? c + (s.mask_channel ? 1 : 0) : c - sp.cb;
+      if (cp->net.in_ch != want_in || cp->net.out_ch != (sp.affine ? 2 : 1) * sp.cb ||
+          (sp.affine && sp.scale_fn == ScaleFunction::Tanh &&
+           static_cast<int64_t>(cp->scale_weight.size()) != sp.cb))
+        fail(FLOWRT_UNSUPPORTED, "coupling at " + to_string(ps.in) +
+                                     ": its net or scale weights do not match its conditioning");
       for (int64_t j = 0; j < sp.cb; ++j) {
         int64_t t = j, raw = j;
         if (sp.affine) layers::shift_scale_channels(cp->split, j, sp.cb, &t, &raw);
         sp.t_index.push_back(static_cast<int32_t>(t));
         sp.raw_index.push_back(static_cast<int32_t>(raw));
       }
+      if (sp.affine && sp.scale_fn == ScaleFunction::Tanh) sp.scale_weight = cp->scale_weight;
       s.net = add_net(cp->net, ps.in);
+      st.net_bytes = cp->net.max_ch * ps.in.plane() * sizeof(float);
       st.op = std::move(s);
     } else if (auto *spl = std::get_if<PSplit<float>>(&ps.op)) {
       SplitStep s;
@@ -421,9 +473,14 @@ class OnednnBackend final : public Backend {
           sp.log_std_index.push_back(static_cast<int32_t>(l));
         }
         s.net = static_cast<int>(add_net(spl->prior, {sp.cz, ps.in.h, ps.in.w}));
+        st.net_bytes = spl->prior.max_ch * ps.in.plane() * sizeof(float);
       }
       st.op = std::move(s);
+    } else if (auto *lg = std::get_if<PLogit<float>>(&ps.op)) {
+      st.op = LogitStep{lg->alpha};
     } else {
+      // Every other kind of step has a branch above: a new one must get its own.
+      static_assert(std::variant_size_v<PStepOp<float>> == 8, "a Program step kind is not handled");
       const auto &tp = std::get<PTop<float>>(ps.op);
       TopSpec t;
       const int64_t plane = ps.in.plane();
@@ -451,16 +508,12 @@ class OnednnBackend final : public Backend {
     return st;
   }
 
-  void make_segments(const Program<float> &prog) {
+  void make_segments() {
     const size_t budget = chunk_bytes();
     Segment seg;
     size_t bytes = 1;  // largest net activation of one image in the segment
     for (size_t k = 0; k < steps_.size(); ++k) {
-      const PStep<float> &ps = prog.steps[k];
-      if (auto *cp = std::get_if<PCoupling<float>>(&ps.op))
-        bytes = std::max<size_t>(bytes, cp->net.max_ch * ps.in.plane() * sizeof(float));
-      if (auto *sp = std::get_if<PSplit<float>>(&ps.op))
-        bytes = std::max<size_t>(bytes, sp->prior.max_ch * ps.in.plane() * sizeof(float));
+      bytes = std::max(bytes, steps_[k].net_bytes);
       if (std::holds_alternative<SplitStep>(steps_[k].op) || k + 1 == steps_.size()) {
         seg.last = k + 1;
         seg.chunk = std::clamp<size_t>(budget / bytes, 1, max_batch_);

@@ -46,10 +46,70 @@ inline int64_t squeeze_channel(SqueezeOrder order, int64_t c, int64_t sub, int64
   return order == SqueezeOrder::ChannelMajor ? c * 4 + sub : sub * channels + c;
 }
 
-// log s of the coupling's scale function (log sigmoid(a) = -softplus(-a), without overflow).
-inline float log_scale(bool exp_scale, float a) {
-  if (exp_scale) return a;
+// log sigmoid(a) = -softplus(-a), without overflow.
+inline float log_sigmoid(float a) {
   return a > 0.f ? -std::log1p(std::exp(-a)) : a - std::log1p(std::exp(a));
+}
+
+// One row of x_b (cb values, net output row hr) through the affine coupling; returns the row's
+// sum of log s when want_ld. The scale function is a template argument: the choice is made once
+// per call, not per element.
+template <ScaleFunction Fn>
+inline float affine_row(const CouplingSpec &c, const float *hr, float *xb, bool inverse,
+                        bool want_ld) {
+  float acc = 0.f;
+  for (int64_t j = 0; j < c.cb; ++j) {
+    const float t = hr[c.t_index[j]];
+    const float a = hr[c.raw_index[j]] + c.scale_bias;
+    float s;
+    if constexpr (Fn == ScaleFunction::Exp) {
+      s = std::exp(a);
+      if (want_ld) acc += a;
+    } else if constexpr (Fn == ScaleFunction::Tanh) {
+      const float ls = c.scale_weight[j] * std::tanh(a);
+      s = std::exp(ls);
+      if (want_ld) acc += ls;
+    } else {
+      s = 1.f / (1.f + std::exp(-a));
+      if (want_ld) acc += log_sigmoid(a);
+    }
+    if (c.shift_then_scale)
+      xb[j] = inverse ? xb[j] / s - t : (xb[j] + t) * s;
+    else
+      xb[j] = inverse ? (xb[j] - t) / s : xb[j] * s + t;
+  }
+  return acc;
+}
+
+template <ScaleFunction Fn>
+void coupling_with(const Par &par, const CouplingSpec &c, size_t n, int64_t plane, const float *h,
+                   float *state, bool inverse, double *log_det) {
+  auto row = [&](int64_t r) -> float {
+    float *xb = state + r * c.channels + c.xb_offset;
+    const float *hr = h + r * c.h_channels;
+    if (c.affine) return affine_row<Fn>(c, hr, xb, inverse, log_det != nullptr);
+    if (!inverse)
+      for (int64_t j = 0; j < c.cb; ++j) xb[j] += hr[j];
+    else
+      for (int64_t j = 0; j < c.cb; ++j) xb[j] -= hr[j];
+    return 0.f;
+  };
+  if (!c.checkerboard) {
+    for_rows(par, n, plane, log_det, [&](int64_t i, int64_t r0, int64_t r1) {
+      double acc = 0;
+      for (int64_t r = i * plane + r0; r < i * plane + r1; ++r) acc += row(r);
+      return acc;
+    });
+    return;
+  }
+  // Only x_b's positions are visited: every other one of each grid line, no mask test.
+  const int64_t gh = c.height, gw = c.width;
+  for_rows(par, n, gh, log_det, [&](int64_t i, int64_t y0, int64_t y1) {
+    double acc = 0;
+    for (int64_t y = y0; y < y1; ++y)
+      for (int64_t x = (c.parity + y) & 1; x < gw; x += 2) acc += row((i * gh + y) * gw + x);
+    return acc;
+  });
 }
 
 }  // namespace
@@ -192,63 +252,187 @@ void add_map(const Par &par, const float *corr, int64_t per_image, size_t n, boo
   });
 }
 
-void tap_sum(const Par &par, const float *taps, size_t n, int64_t h, int64_t w, int64_t kh,
-             int64_t kw, int64_t out, const float *bias, const float *corr, bool relu_after,
-             float *dst) {
-  const int64_t ph = kh / 2, pw = kw / 2, row = kh * kw * out;
+namespace {
+
+// d[x, 0..out) += s[x * stride, 0..out) for x < count; Out > 0 fixes out at compile time (an
+// unrolled inner loop: the few output channels of a tap conv would otherwise leave it mostly loop
+// overhead).
+template <int Out>
+inline void add_taps(float *d, const float *s, int64_t count, int64_t stride, int64_t out) {
+  const int64_t o = Out > 0 ? Out : out;
+  for (int64_t x = 0; x < count; ++x, d += o, s += stride)
+    for (int64_t c = 0; c < o; ++c) d[c] += s[c];
+}
+
+template <int Out>
+void tap_sum_with(const Par &par, const float *taps, size_t n, int64_t h, int64_t w, int64_t kh,
+                  int64_t kw, int64_t out, const float *bias, const float *corr, bool relu_after,
+                  float *dst) {
+  const int64_t ph = kh / 2, pw = kw / 2, row = kh * kw * out, line = w * out;
   for_rows(par, n, h, nullptr, [&](int64_t i, int64_t y0, int64_t y1) {
-    for (int64_t y = y0; y < y1; ++y)
-      for (int64_t x = 0; x < w; ++x) {
-        float *o = dst + ((i * h + y) * w + x) * out;
-        for (int64_t c = 0; c < out; ++c) o[c] = bias[c];
-        if (corr)
-          for (int64_t c = 0; c < out; ++c) o[c] += corr[(y * w + x) * out + c];
-        for (int64_t ky = 0; ky < kh; ++ky) {
-          const int64_t iy = y + ky - ph;
-          if (iy < 0 || iy >= h) continue;
-          for (int64_t kx = 0; kx < kw; ++kx) {
-            const int64_t ix = x + kx - pw;
-            if (ix < 0 || ix >= w) continue;
-            const float *t = taps + ((i * h + iy) * w + ix) * row + (ky * kw + kx) * out;
-            for (int64_t c = 0; c < out; ++c) o[c] += t[c];
-          }
+    for (int64_t y = y0; y < y1; ++y) {
+      float *o = dst + (i * h + y) * line;
+      for (int64_t x = 0; x < w; ++x)
+        for (int64_t c = 0; c < out; ++c) o[x * out + c] = bias[c];
+      if (corr)
+        for (int64_t k = 0; k < line; ++k) o[k] += corr[y * line + k];
+      // Tap by tap over the line's in-image span: no bounds test per pixel.
+      for (int64_t ky = 0; ky < kh; ++ky) {
+        const int64_t iy = y + ky - ph;
+        if (iy < 0 || iy >= h) continue;
+        const float *src = taps + (i * h + iy) * w * row;
+        for (int64_t kx = 0; kx < kw; ++kx) {
+          const int64_t dx = kx - pw, x0 = std::max<int64_t>(0, -dx),
+                        x1 = std::min<int64_t>(w, w - dx);
+          if (x1 > x0)
+            add_taps<Out>(o + x0 * out, src + (x0 + dx) * row + (ky * kw + kx) * out, x1 - x0, row,
+                          out);
         }
-        if (relu_after)
-          for (int64_t c = 0; c < out; ++c) o[c] = o[c] > 0.f ? o[c] : 0.f;
       }
+      if (relu_after)
+        for (int64_t k = 0; k < line; ++k) o[k] = o[k] > 0.f ? o[k] : 0.f;
+    }
     return 0.0;
   });
 }
 
+}  // namespace
+
+void tap_sum(const Par &par, const float *taps, size_t n, int64_t h, int64_t w, int64_t kh,
+             int64_t kw, int64_t out, const float *bias, const float *corr, bool relu_after,
+             float *dst) {
+  // Tap convs have fewer than 16 outputs (onednn_net.cpp): each count gets an unrolled kernel.
+  switch (out) {
+#define FLOWRT_TAP_CASE(k) \
+  case k:                  \
+    return tap_sum_with<k>(par, taps, n, h, w, kh, kw, out, bias, corr, relu_after, dst);
+    FLOWRT_TAP_CASE(1)
+    FLOWRT_TAP_CASE(2)
+    FLOWRT_TAP_CASE(3)
+    FLOWRT_TAP_CASE(4)
+    FLOWRT_TAP_CASE(5)
+    FLOWRT_TAP_CASE(6)
+    FLOWRT_TAP_CASE(7)
+    FLOWRT_TAP_CASE(8)
+    FLOWRT_TAP_CASE(9)
+    FLOWRT_TAP_CASE(10)
+    FLOWRT_TAP_CASE(11)
+    FLOWRT_TAP_CASE(12)
+    FLOWRT_TAP_CASE(13)
+    FLOWRT_TAP_CASE(14)
+    FLOWRT_TAP_CASE(15)
+#undef FLOWRT_TAP_CASE
+    default:
+      tap_sum_with<0>(par, taps, n, h, w, kh, kw, out, bias, corr, relu_after, dst);
+  }
+}
+
 void coupling(const Par &par, const CouplingSpec &c, size_t n, int64_t plane, const float *h,
               float *state, bool inverse, double *log_det) {
-  const int64_t cb = c.cb;
-  for_rows(par, n, plane, log_det, [&](int64_t i, int64_t r0, int64_t r1) {
-    double acc = 0;
-    for (int64_t r = i * plane + r0; r < i * plane + r1; ++r) {
-      float *xb = state + r * c.channels + c.xb_offset;
-      const float *hr = h + r * c.h_channels;
-      if (!c.affine) {
-        if (!inverse)
-          for (int64_t j = 0; j < cb; ++j) xb[j] += hr[j];
-        else
-          for (int64_t j = 0; j < cb; ++j) xb[j] -= hr[j];
-        continue;
+  switch (c.scale_fn) {
+    case ScaleFunction::Exp:
+      return coupling_with<ScaleFunction::Exp>(par, c, n, plane, h, state, inverse, log_det);
+    case ScaleFunction::Tanh:
+      return coupling_with<ScaleFunction::Tanh>(par, c, n, plane, h, state, inverse, log_det);
+    case ScaleFunction::Sigmoid:
+      break;
+  }
+  coupling_with<ScaleFunction::Sigmoid>(par, c, n, plane, h, state, inverse, log_det);
+}
+
+void checker_input(const Par &par, const CouplingSpec &c, bool mask_channel, size_t n,
+                   const float *state, float *dst) {
+  const int64_t ch = c.channels, out = ch + (mask_channel ? 1 : 0), gh = c.height, gw = c.width;
+  for_rows(par, n, gh, nullptr, [&](int64_t i, int64_t y0, int64_t y1) {
+    for (int64_t y = y0; y < y1; ++y) {
+      const float *src = state + (i * gh + y) * gw * ch;
+      float *d = dst + (i * gh + y) * gw * out;
+      // x parity of the transformed positions on this line; m = 1 elsewhere. Rows are scaled
+      // by m (branch-free) rather than tested position by position.
+      const int64_t tx = (c.parity + y) & 1;
+      auto mask = [tx](int64_t x) { return static_cast<float>((x ^ tx) & 1); };
+      if (!mask_channel && ch == 1) {
+        for (int64_t x = 0; x < gw; ++x) d[x] = src[x] * mask(x);
+      } else if (!mask_channel) {
+        for (int64_t x = 0; x < gw; ++x) {
+          const float m = mask(x);
+          for (int64_t k = 0; k < ch; ++k) d[x * ch + k] = src[x * ch + k] * m;
+        }
+      } else {
+        for (int64_t x = 0; x < gw; ++x) {
+          const float m = mask(x);
+          for (int64_t k = 0; k < ch; ++k) d[x * out + k] = src[x * ch + k] * m;
+          d[x * out + ch] = m;
+        }
       }
-      float row_acc = 0.f;
-      for (int64_t j = 0; j < cb; ++j) {
-        const float t = hr[c.t_index[j]];
-        const float a = hr[c.raw_index[j]] + c.scale_bias;
-        const float s = c.exp_scale ? std::exp(a) : 1.f / (1.f + std::exp(-a));
-        if (log_det) row_acc += log_scale(c.exp_scale, a);
-        if (c.shift_then_scale)
-          xb[j] = inverse ? xb[j] / s - t : (xb[j] + t) * s;
-        else
-          xb[j] = inverse ? (xb[j] - t) / s : xb[j] * s + t;
-      }
-      acc += row_acc;
     }
-    return acc;
+    return 0.0;
+  });
+}
+
+void logit_encode(const Par &par, float alpha, const Shape3 &s, size_t n, bool src_nchw,
+                  const float *src, float *dst, double *log_det) {
+  // u = 1/2 + k x and 1 - u = 1/2 - k x with k = 1 - 2 alpha: both sides equally accurate in
+  // float (no 1 - u cancellation); log k per element is added in double.
+  const double k_d = 1.0 - 2.0 * static_cast<double>(alpha);
+  const float k = static_cast<float>(k_d);
+  const double log_k = std::log(k_d);
+  const int64_t plane = s.plane(), ch = s.c;
+  const bool transpose = src_nchw && !nhwc_is_nchw(s);
+  auto one = [k](float x, float *y) {
+    const float t = k * x, lu = std::log(0.5f + t), lv = std::log(0.5f - t);
+    *y = lu - lv;
+    return static_cast<double>(lu + lv);
+  };
+  for_rows(par, n, plane, log_det, [&](int64_t i, int64_t p0, int64_t p1) {
+    const float *img = src + i * s.numel();
+    float *o = dst + i * s.numel();
+    double acc = 0;
+    if (transpose) {
+      for (int64_t c = 0; c < ch; ++c)
+        for (int64_t p = p0; p < p1; ++p) acc -= one(img[c * plane + p], o + p * ch + c);
+    } else {
+      for (int64_t e = p0 * ch; e < p1 * ch; ++e) acc -= one(img[e], o + e);
+    }
+    return acc + log_k * static_cast<double>((p1 - p0) * ch);
+  });
+}
+
+void logit_decode(const Par &par, float alpha, const Shape3 &s, size_t n, bool dst_nchw,
+                  const float *src, float *dst) {
+  // x = (sigmoid(y) - 1/2) / k = tanh(y / 2) / (2 k): no cancellation near x = 0.
+  const float half_inv_k = static_cast<float>(0.5 / (1.0 - 2.0 * static_cast<double>(alpha)));
+  const int64_t plane = s.plane(), ch = s.c;
+  const bool transpose = dst_nchw && !nhwc_is_nchw(s);
+  for_rows(par, n, plane, nullptr, [&](int64_t i, int64_t p0, int64_t p1) {
+    const float *img = src + i * s.numel();
+    float *o = dst + i * s.numel();
+    if (transpose) {
+      for (int64_t c = 0; c < ch; ++c)
+        for (int64_t p = p0; p < p1; ++p)
+          o[c * plane + p] = std::tanh(0.5f * img[p * ch + c]) * half_inv_k;
+    } else {
+      for (int64_t e = p0 * ch; e < p1 * ch; ++e) o[e] = std::tanh(0.5f * img[e]) * half_inv_k;
+    }
+    return 0.0;
+  });
+}
+
+void reshape(const Par &par, const Shape3 &from, const Shape3 &to, size_t n, const float *src,
+             float *dst) {
+  if (nhwc_is_nchw(from)) return nchw_to_nhwc(par, to, n, src, dst);
+  if (nhwc_is_nchw(to)) return nhwc_to_nchw(par, from, n, src, dst);
+  // Both grids have several positions and channels: element e = c * plane + p of the vector.
+  const int64_t pf = from.plane(), pt = to.plane();
+  for_rows(par, n, pt, nullptr, [&](int64_t i, int64_t p0, int64_t p1) {
+    const float *img = src + i * from.numel();
+    float *o = dst + i * to.numel();
+    for (int64_t p = p0; p < p1; ++p)
+      for (int64_t c = 0; c < to.c; ++c) {
+        const int64_t e = c * pt + p;
+        o[p * to.c + c] = img[(e % pf) * from.c + e / pf];
+      }
+    return 0.0;
   });
 }
 

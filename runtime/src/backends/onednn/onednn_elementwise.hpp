@@ -61,7 +61,7 @@ void tap_sum(const Par &par, const float *taps, size_t n, int64_t h, int64_t w, 
 // ---- coupling -------------------------------------------------------------------------------
 struct CouplingSpec {
   bool affine = true;
-  bool exp_scale = false;        // ScaleFunction::Exp
+  ScaleFunction scale_fn = ScaleFunction::Sigmoid;
   bool shift_then_scale = true;  // AffineForm::ShiftThenScale
   float scale_bias = 0.f;
   int64_t channels = 0;                     // C of the state
@@ -69,11 +69,41 @@ struct CouplingSpec {
   int64_t cb = 0;                           // channels of x_b
   int64_t h_channels = 0;                   // channels of a net output row
   std::vector<int32_t> t_index, raw_index;  // per x_b channel: its shift / raw-scale column
+  std::vector<float> scale_weight;          // Tanh: per x_b channel
+  // Checkerboard: x_b is every channel (cb == channels) of the positions (y, x) of the h x w
+  // grid with (y + x) % 2 == parity; the other positions pass through.
+  bool checkerboard = false;
+  int parity = 0;
+  int64_t height = 0, width = 0;
 };
 // Applies the coupling to x_b inside `state` (n images of `plane` rows) given the net output h,
 // adds sum(log s) per image to log_det (encode only; may be null).
 void coupling(const Par &par, const CouplingSpec &c, size_t n, int64_t plane, const float *h,
               float *state, bool inverse, double *log_det);
+// The net input of a checkerboard coupling (spec c) for n images: each NHWC state row times the
+// mask m (1 at the conditioning positions, 0 at x_b's), then m itself as a last channel when
+// mask_channel. Encode and decode alike: x_a never changes.
+void checker_input(const Par &par, const CouplingSpec &c, bool mask_channel, size_t n,
+                   const float *state, float *dst);
+
+// ---- logit ----------------------------------------------------------------------------------
+// Encode of n images of `s`: u = alpha + (1 - 2 alpha)(x + 1/2), y = log u - log(1 - u), and
+// per image log_det += sum of log(1 - 2 alpha) - log u - log(1 - u). src is NCHW (src_nchw) or
+// NHWC, dst NHWC. Decode: x = (sigmoid(y) - alpha) / (1 - 2 alpha) - 1/2, computed as
+// tanh(y / 2) / (2 (1 - 2 alpha)), from NHWC to NCHW (dst_nchw) or NHWC.
+void logit_encode(const Par &par, float alpha, const Shape3 &s, size_t n, bool src_nchw,
+                  const float *src, float *dst, double *log_det);
+void logit_decode(const Par &par, float alpha, const Shape3 &s, size_t n, bool dst_nchw,
+                  const float *src, float *dst);
+
+// ---- reshape --------------------------------------------------------------------------------
+// n images of NHWC shape `from` to NHWC `to` (equal numel), both views of one NCHW vector.
+void reshape(const Par &par, const Shape3 &from, const Shape3 &to, size_t n, const float *src,
+             float *dst);
+// Whether NHWC and NCHW memory of `s` coincide (one channel or one position).
+inline bool nhwc_is_nchw(const Shape3 &s) {
+  return s.c == 1 || s.plane() == 1;
+}
 
 // ---- priors ---------------------------------------------------------------------------------
 struct SplitSpec {

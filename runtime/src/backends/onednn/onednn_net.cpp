@@ -332,10 +332,18 @@ std::unique_ptr<OnednnNet::Plan> OnednnNet::create(size_t n, Context &ctx, Needs
         });
       };
       auto e = make(d);
-      // oneDNN 2.6 has no optimised AVX2 convolution that writes plain NHWC (AVX-512 has): there
-      // the conv writes its own layout and a reorder makes it plain, far cheaper than ref:any.
+      // oneDNN 2.6's AVX2 convolutions write plain NHWC only from a plain NHWC source (AVX-512's
+      // take any source): with the source pinned to NHWC too, no reorder runs at all (a net's
+      // first conv reads the plain input). Else the conv writes its own layout and a reorder
+      // makes it plain; both are far cheaper than ref:any.
       bool reorder_after = false;
       const memory::desc plain = d.dst;
+      if (plain_dst(k) && is_ref_impl(impl_name(e.pd))) {
+        ConvDescs both = d;
+        both.src = memory::desc({static_cast<memory::dim>(n), c->in, h_, w_}, dt_, tag::nhwc);
+        auto e1 = make(both);
+        if (!is_ref_impl(impl_name(e1.pd))) e = std::move(e1);
+      }
       if (plain_dst(k) && is_ref_impl(impl_name(e.pd))) {
         ConvDescs blocked = d;
         blocked.dst =
