@@ -153,7 +153,7 @@ class RunsInOnnxRuntime(unittest.TestCase):
 
     def test_against_libflowrt(self):
         libflowrt()
-        for name, model, x, labels in _glow_cases():
+        for name, model, x, labels in _cases():
             with self.subTest(model=name), ref_session(flow_writer.to_bytes(model)) as session:
                 z, log_p, log_det, bpd = session.encode_ex(x, labels)
                 enc = self._save(export(model, "encode", "dynamic"), f"{name}_enc_rt.onnx")
