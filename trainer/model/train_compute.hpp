@@ -46,7 +46,8 @@ class TrainCompute {
   virtual ParamStore<T> &params() = 0;
   virtual const ParamStore<T> &params() const = 0;
   // x: n images in the network's range (NCHW, already dequantised); labels may be null. With
-  // data_init, every actnorm first initialises itself from this batch (batch norms: see Mode).
+  // data_init, every actnorm first initialises itself from this batch (but a flow actnorm on a
+  // 1x1 grid, a per-pixel scaling; batch norms: see Mode).
   // Returns the mean bits/dim.
   virtual double forward(const T *x, const int32_t *labels, int64_t n, bool data_init) = 0;
   // Fills params().grads() with d(mean bits/dim)/d(parameter) of the last forward.

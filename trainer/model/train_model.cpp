@@ -406,7 +406,11 @@ void TrainModel<T>::layer_forward(Layer &l, bool data_init) {
       break;
     case Layer::ActNorm: {
       T *bias = params_.value(l.bias), *ls = params_.value(l.log_scale);
-      if (data_init)
+      // On a 1x1 grid (after a flatten: NICE's diagonal scaling) each channel is one pixel, whose
+      // statistics over one batch are a few dozen samples: a pixel constant in the batch would get
+      // a scale of ~1e3 (its dequantisation noise), and any other image a huge z there. Such an
+      // actnorm keeps its values.
+      if (data_init && plane > 1)
         actnorm_data_init(ChannelLayout::nchw(B, C, plane), cur_.data(), bias, ls, l.sign.data());
       std::vector<T> scale(C), shift(C);
       double sum_ls = 0;
