@@ -11,6 +11,7 @@
 
 #include "backends/ref/ref_executor.hpp"
 #include "core/error.hpp"
+#include "format/flow_file.hpp"
 #include "gradient_check.hpp"
 #include "model/builder_support.hpp"
 #include "model/finalize.hpp"
@@ -187,10 +188,12 @@ Graph folded(const Graph &g) {
   return out;
 }
 
-// Bits/dim of each image by the runtime's reference executor in double (unfolded).
-std::vector<double> runtime_bpd(const Graph &g, const std::vector<double> &x) {
-  RefExecutor<double> ex(g, kBatch, 1, false);
-  std::vector<double> z(x.size()), log_p(kBatch), bpd(kBatch);
+// Bits/dim of each image by the runtime's reference executor (unfolded).
+template <typename T>
+std::vector<double> runtime_bpd(const Graph &g, const std::vector<T> &x) {
+  RefExecutor<T> ex(g, kBatch, 1, false);
+  std::vector<T> z(x.size());
+  std::vector<double> log_p(kBatch), bpd(kBatch);
   ex.encode(kBatch, x.data(), nullptr, z.data(), log_p.data(), nullptr);
   for (int64_t i = 0; i < kBatch; ++i)
     bpd[i] = g.image.n_bits - log_p[i] / (static_cast<double>(g.dims()) * std::log(2.0));
@@ -468,6 +471,49 @@ TEST_CASE("trainer NICE: the exported model scores as the trainer, in double and
   model.forward(x.data(), nullptr, kBatch, false);
   const std::vector<double> ref = runtime_bpd(model.export_graph(model.params().values()), x);
   for (int64_t b = 0; b < kBatch; ++b) CHECK(std::fabs(model.bits_per_dim()[b] - ref[b]) <= 1e-10);
+}
+
+TEST_CASE("trainer eval mode: an exported RealNVP scores as the trainer (reference executor)") {
+  std::vector<Graph> graphs = {tiny_realnvp(1, 80), tiny_realnvp(3, 81, 4, 1)};
+  for (int kind = 0; kind < 4; ++kind) {  // checkerboards without batch norm or logit
+    CouplingSpec s;
+    s.mask_channel = kind % 2 == 0;
+    if (kind == 1) s.type = CouplingType::Additive;
+    if (kind == 2) s.scale_fn = ScaleFunction::Sigmoid, s.form = AffineForm::ShiftThenScale;
+    if (kind == 3) s.scale_fn = ScaleFunction::Exp, s.cond = Half::CheckerboardOdd;
+    graphs.push_back(coupling_pair(s, 2, 82 + kind));
+  }
+  for (size_t k = 0; k < graphs.size(); ++k) {
+    CAPTURE(k);
+    const Graph &g = graphs[k];
+    const std::vector<double> x = test::random_images(g, kBatch, 90);
+    // A few training steps' worth of batch statistics first, so the running averages are the
+    // model's own.
+    TrainModel<double> model(g);
+    for (uint32_t s = 0; s < 3; ++s) {
+      const std::vector<double> xs = test::random_images(g, kBatch, 91 + s);
+      model.forward(xs.data(), nullptr, kBatch, false);
+    }
+    model.set_mode(Mode::Eval);
+    model.forward(x.data(), nullptr, kBatch, false);
+    const Graph exported = model.export_graph(model.params().values());
+    // In double: the same map, but for the float rounding of a batch norm's folded actnorm.
+    const std::vector<double> ref = runtime_bpd(exported, x);
+    const bool has_bn = k < 2;
+    for (int64_t b = 0; b < kBatch; ++b)
+      CHECK(std::fabs(model.bits_per_dim()[b] - ref[b]) <= (has_bn ? 1e-6 : 1e-10));
+    // In float, through a written file, as libflowrt scores it.
+    const std::vector<uint8_t> bytes = write_flow(exported);
+    const Graph file = read_flow(copy_model_bytes(bytes.data(), bytes.size()));
+    for (const Layer &l : file.layers) CHECK_FALSE(std::holds_alternative<BatchNormLayer>(l.op));
+    TrainModel<float> trainer(exported);
+    trainer.set_mode(Mode::Eval);
+    const std::vector<float> xf(x.begin(), x.end());
+    trainer.forward(xf.data(), nullptr, kBatch, false);
+    const std::vector<double> ref_f = runtime_bpd(file, xf);
+    for (int64_t b = 0; b < kBatch; ++b)
+      CHECK(std::fabs(trainer.bits_per_dim()[b] - ref_f[b]) <= 1e-5);
+  }
 }
 
 TEST_CASE("trainer --device cuda: the layers the GPU trainer lacks are refused by name") {
