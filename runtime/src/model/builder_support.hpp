@@ -1,5 +1,6 @@
 // What the architecture builders (Glow, RealNVP, NICE) share: deterministic random tensors, an
-// LU-parameterised 1x1 conv from a matrix, and appending a named layer.
+// LU-parameterised 1x1 conv from a matrix, the coupling nets' conv stack, and appending a named
+// layer.
 #pragma once
 
 #include <cmath>
@@ -84,6 +85,21 @@ inline InvConvLayer lu_layer(const std::vector<double> &w, int64_t c) {
   l.sign = Tensor::from_vector({c}, std::move(sign));
   l.log_s = Tensor::from_vector({c}, std::move(log_s));
   return l;
+}
+
+// conv 3x3 (N(0, 0.05)) -> ReLU -> conv 1x1 (N(0, 0.05)) -> ReLU -> conv 3x3, the last one zero
+// (random: N(0, 0.01)) so that a coupling starts as the identity.
+inline Net conv_net(Init &init, int64_t in, int64_t hidden, int64_t out, bool random) {
+  Net net;
+  net.ops.emplace_back(Conv2dOp{init.tensor({hidden, in, 3, 3}, 0.05), init.tensor({hidden}, 0.0),
+                                PaddingMode::Zeros, 0.f});
+  net.ops.emplace_back(ReluOp{});
+  net.ops.emplace_back(Conv2dOp{init.tensor({hidden, hidden, 1, 1}, 0.05),
+                                init.tensor({hidden}, 0.0), PaddingMode::Zeros, 0.f});
+  net.ops.emplace_back(ReluOp{});
+  net.ops.emplace_back(Conv2dOp{init.tensor({out, hidden, 3, 3}, random ? 0.01 : 0.0),
+                                init.tensor({out}, random ? 0.01 : 0.0), PaddingMode::Zeros, 0.f});
+  return net;
 }
 
 inline void add_layer(Graph &g, std::string name, LayerOp op) {

@@ -14,16 +14,9 @@ using build::add_layer;
 using build::Init;
 using build::lu_layer;
 
+// Glow's coupling net: the shared conv stack, then a zero-initialised output scale.
 Net coupling_net(Init &init, int64_t in, int64_t hidden, int64_t out, bool random) {
-  Net net;
-  net.ops.emplace_back(Conv2dOp{init.tensor({hidden, in, 3, 3}, 0.05), init.tensor({hidden}, 0.0),
-                                PaddingMode::Zeros, 0.f});
-  net.ops.emplace_back(ReluOp{});
-  net.ops.emplace_back(Conv2dOp{init.tensor({hidden, hidden, 1, 1}, 0.05),
-                                init.tensor({hidden}, 0.0), PaddingMode::Zeros, 0.f});
-  net.ops.emplace_back(ReluOp{});
-  net.ops.push_back(Conv2dOp{init.tensor({out, hidden, 3, 3}, random ? 0.01 : 0.0),
-                             init.tensor({out}, random ? 0.01 : 0.0), PaddingMode::Zeros, 0.f});
+  Net net = build::conv_net(init, in, hidden, out, random);
   net.ops.emplace_back(OutputScaleOp{init.tensor({out}, random ? 0.05 : 0.0), 3.f});
   return net;
 }

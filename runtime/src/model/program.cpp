@@ -4,6 +4,7 @@
 #include <type_traits>
 
 #include "core/error.hpp"
+#include "model/program_check.hpp"
 
 namespace flowrt {
 namespace {
@@ -150,9 +151,10 @@ Graph batchnorms_as_actnorms(const Graph &g) {
 
 template <typename T>
 Program<T> build_program(const Graph &graph, const ProgramOptions &options) {
+  const bool batchnorm = has_batchnorm(graph);
   Graph converted;
-  if (has_batchnorm(graph)) converted = batchnorms_as_actnorms(graph);
-  const Graph &g = has_batchnorm(graph) ? converted : graph;
+  if (batchnorm) converted = batchnorms_as_actnorms(graph);
+  const Graph &g = batchnorm ? converted : graph;
   const bool fold = options.fold;
   Program<T> prog;
   prog.image = g.image;
@@ -240,6 +242,7 @@ Program<T> build_program(const Graph &graph, const ProgramOptions &options) {
     }
     prog.steps.push_back(std::move(step));
   }
+  check_program(g, prog);
   return prog;
 }
 

@@ -11,26 +11,13 @@ namespace {
 using build::add_layer;
 using build::Init;
 
-Net realnvp_net(Init &init, int64_t in, int64_t hidden, int64_t out, bool random) {
-  Net net;
-  net.ops.emplace_back(Conv2dOp{init.tensor({hidden, in, 3, 3}, 0.05), init.tensor({hidden}, 0.0),
-                                PaddingMode::Zeros, 0.f});
-  net.ops.emplace_back(ReluOp{});
-  net.ops.emplace_back(Conv2dOp{init.tensor({hidden, hidden, 1, 1}, 0.05),
-                                init.tensor({hidden}, 0.0), PaddingMode::Zeros, 0.f});
-  net.ops.emplace_back(ReluOp{});
-  net.ops.emplace_back(Conv2dOp{init.tensor({out, hidden, 3, 3}, random ? 0.01 : 0.0),
-                                init.tensor({out}, random ? 0.01 : 0.0), PaddingMode::Zeros, 0.f});
-  return net;
-}
-
 CouplingLayer realnvp_coupling(Init &init, const RealNvpConfig &cfg, const Shape3 &s, Half cond) {
   CouplingLayer cp;
   cp.type = CouplingType::Affine;
   cp.conditioning = cond;
   cp.mask_channel = is_checkerboard(cond) && cfg.mask_channel;
   const int64_t cb = cp.transformed_channels(s.c);
-  cp.net = realnvp_net(init, cp.net_input_channels(s.c), cfg.hidden, 2 * cb, cfg.random_nets);
+  cp.net = build::conv_net(init, cp.net_input_channels(s.c), cfg.hidden, 2 * cb, cfg.random_nets);
   cp.split = ShiftScaleSplit::ShiftScaleHalves;
   cp.scale_fn = ScaleFunction::Tanh;
   cp.scale_bias = 0.f;

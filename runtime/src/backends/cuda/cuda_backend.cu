@@ -91,45 +91,6 @@ DevNet upload_net(const PNet<float> &net) {
   return d;
 }
 
-[[noreturn]] void unsupported(size_t step, const std::string &what) {
-  fail(FLOWRT_UNSUPPORTED,
-       "the CUDA backend cannot run step " + std::to_string(step) + " of this model: " + what);
-}
-
-// Everything the kernels assume of a program, checked before any device work, so that a model
-// they cannot run is refused when the session is created.
-void check_supported(const Program<float> &prog) {
-  for (size_t k = 0; k < prog.steps.size(); ++k) {
-    const PStep<float> &ps = prog.steps[k];
-    if (std::holds_alternative<PTop<float>>(ps.op) != (k + 1 == prog.steps.size()))
-      unsupported(k, "the top prior must be the last step, and only it");
-    if (auto *cp = std::get_if<PCoupling<float>>(&ps.op)) {
-      const bool checker = is_checkerboard(cp->conditioning);
-      if (!checker && cp->conditioning != Half::First && cp->conditioning != Half::Second)
-        unsupported(k, "unknown coupling conditioning");
-      if (checker && ps.in.plane() < 2)
-        unsupported(k, "a checkerboard coupling on a single position");
-      if (cp->type != CouplingType::Additive && cp->type != CouplingType::Affine)
-        unsupported(k, "unknown coupling type");
-      if (cp->type == CouplingType::Affine) {
-        const ScaleFunction f = cp->scale_fn;
-        if (f != ScaleFunction::Sigmoid && f != ScaleFunction::Exp && f != ScaleFunction::Tanh)
-          unsupported(k, "unknown scale function");
-        const size_t cb = static_cast<size_t>(checker ? ps.in.c : ps.in.c / 2);
-        if (f == ScaleFunction::Tanh && cp->scale_weight.size() != cb)
-          unsupported(k, "the tanh scale has " + std::to_string(cp->scale_weight.size()) +
-                             " weights for " + std::to_string(cb) + " transformed channels");
-      }
-    } else if (auto *sp = std::get_if<PSplit<float>>(&ps.op)) {
-      if (sp->leaving != Half::First && sp->leaving != Half::Second)
-        unsupported(k, "a split must leave a channel half (First or Second)");
-    } else if (auto *lg = std::get_if<PLogit<float>>(&ps.op)) {
-      if (!(lg->alpha > 0.f && lg->alpha < 0.5f))
-        unsupported(k, "logit alpha " + std::to_string(lg->alpha) + " is not in (0, 0.5)");
-    }
-  }
-}
-
 // The cuBLAS compute type of a precision: float inputs, outputs and accumulation, the inputs
 // rounded to the named format on the tensor cores for the reduced precisions. FP32 keeps the
 // pedantic type (standard float arithmetic, no tensor-core shortcuts).
@@ -156,8 +117,7 @@ class CudaBackend final : public Backend {
         gemm_compute_(compute_type(opt.precision)) {
     if (max_batch_ > 65535)  // per-image reductions put images on the grid's y dimension
       invalid_argument("the CUDA backend's max batch is 65535, got " + std::to_string(max_batch_));
-    const Program<float> prog = build_program<float>(g, opt.fold);
-    check_supported(prog);
+    const Program<float> prog = build_program<float>(g, opt.fold);  // checked (check_program)
     if (!cuda_device_available(device_))
       fail(FLOWRT_DEVICE_ERROR, "no device: no usable CUDA device " + std::to_string(device_) +
                                     " (no driver, or no GPU)");

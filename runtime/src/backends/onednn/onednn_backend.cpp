@@ -439,12 +439,6 @@ class OnednnBackend final : public Backend {
         sp.xb_offset = cp->conditioning == Half::First ? c - sp.cb : 0;
         s.xa_offset = cp->conditioning == Half::First ? 0 : sp.cb;
       }
-      const int64_t want_in = sp.checkerboard ? c + (s.mask_channel ? 1 : 0) : c - sp.cb;
-      if (cp->net.in_ch != want_in || cp->net.out_ch != (sp.affine ? 2 : 1) * sp.cb ||
-          (sp.affine && sp.scale_fn == ScaleFunction::Tanh &&
-           static_cast<int64_t>(cp->scale_weight.size()) != sp.cb))
-        fail(FLOWRT_UNSUPPORTED, "coupling at " + to_string(ps.in) +
-                                     ": its net or scale weights do not match its conditioning");
       for (int64_t j = 0; j < sp.cb; ++j) {
         int64_t t = j, raw = j;
         if (sp.affine) layers::shift_scale_channels(cp->split, j, sp.cb, &t, &raw);

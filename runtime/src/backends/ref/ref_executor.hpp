@@ -23,8 +23,8 @@
 // checkerboard coupling's masked copy of it (x * m, plus m with mask_channel) in the walk's
 // scratch.
 //
-// The executor checks the program when it is made and refuses, with an Error naming the step,
-// anything it would not run exactly as the format defines it.
+// build_program checks every program (check_program): what the walk cannot run exactly as the
+// format defines it is refused there, with an Error naming the step.
 //
 // Memory: the Program, one set of activation buffers per image of the maximum batch, and the
 // policy's. With NetWeights::View (what the reference backend uses) the Program reads the nets'
@@ -88,7 +88,7 @@ class RefNets {
 
 template <typename T, typename Nets>
 class FlowExecutor {
-  // Every kind of step is handled below; a new kind must be added there (and to check()).
+  // Every kind of step is handled below; a new kind must be added there (and to check_program).
   static_assert(std::variant_size_v<PStepOp<T>> == 8, "FlowExecutor: a step kind is not handled");
 
  public:
@@ -96,7 +96,7 @@ class FlowExecutor {
       : prog_(build_program<T>(graph, checked(options))),
         threads_(resolve_threads(threads)),
         max_batch_(std::max<size_t>(max_batch, 1)),
-        places_(check(graph, prog_)),
+        places_(places_of(prog_)),
         nets_(prog_, max_batch_, threads_) {
     int64_t masked = 0;  // the largest checkerboard net input
     for (const PStep<T> &step : prog_.steps)
@@ -210,10 +210,9 @@ class FlowExecutor {
     return o;
   }
 
-  // Checks that every step is one this walk runs exactly as the format defines it (the loader's
-  // checks make a program from a file pass; a Program built some other way may not), and works
-  // out each step's Place. Throws Error(FLOWRT_UNSUPPORTED) naming the step otherwise.
-  static std::vector<Place> check(const Graph &graph, const Program<T> &prog) {
+  // Each step's Place (see above). build_program has checked the program (check_program), so
+  // the shape changes only by a flatten and every permutation and split fits its tensor.
+  static std::vector<Place> places_of(const Program<T> &prog) {
     std::vector<Place> places(prog.steps.size());
     Shape3 prev = prog.image.shape();
     std::vector<int32_t> origin;  // the current vector's element places, after a flatten
@@ -221,119 +220,26 @@ class FlowExecutor {
     for (size_t k = 0; k < prog.steps.size(); ++k) {
       const PStep<T> &step = prog.steps[k];
       const Shape3 &in = step.in;
-      const std::string where = "step " + std::to_string(k) +
-                                (step.layer_index < graph.layers.size()
-                                     ? " (layer " + std::to_string(step.layer_index) + " '" +
-                                           graph.layers[step.layer_index].name + "')"
-                                     : std::string());
-      auto refuse = [&](const std::string &why) {
-        fail(FLOWRT_UNSUPPORTED, "the executor cannot run " + where + ": " + why);
-      };
-      if (in.numel() < 1 || in.numel() > prog.dims) refuse("input " + to_string(in));
-      if (in != prev) {  // only a flatten, which has no step, changes the shape between steps
-        if (in != Shape3{prev.numel(), 1, 1})
-          refuse("its input " + to_string(in) + " is neither the previous output " +
-                 to_string(prev) + " nor its flattening");
+      if (in != prev) {  // a flatten
         grid = Shape3{1, prev.h, prev.w};
         origin.assign(static_cast<size_t>(in.c), 0);
         for (int64_t e = 0; e < in.c; ++e) origin[e] = static_cast<int32_t>(e % prev.plane());
       }
       places[k].origin = origin;
       places[k].grid = grid;
-      const bool last = k + 1 == prog.steps.size();
-      const bool shape_kept = step.out == in;
-      if (std::holds_alternative<PTop<T>>(step.op) != last)
-        refuse(last ? "the last step is not the top prior" : "the top prior is not the last step");
-      if (std::holds_alternative<PLogit<T>>(step.op)) {
-        if (k != 0) refuse("a logit step is not the first");
-        if (!shape_kept) refuse("a logit step changes the shape");
-        const double alpha = static_cast<double>(std::get<PLogit<T>>(step.op).alpha);
-        if (!(alpha > 0 && alpha < 0.5)) refuse("logit alpha out of (0, 0.5)");
-      } else if (std::holds_alternative<PSqueeze>(step.op)) {
-        if (in.h % 2 || in.w % 2 || step.out != Shape3{in.c * 4, in.h / 2, in.w / 2})
-          refuse("a squeeze of " + to_string(in) + " to " + to_string(step.out));
-      } else if (auto *af = std::get_if<PAffine<T>>(&step.op)) {
-        if (!shape_kept || static_cast<int64_t>(af->scale.size()) != in.c ||
-            af->shift.size() != af->scale.size())
-          refuse("an actnorm's parameters do not fit " + to_string(in));
-      } else if (auto *li = std::get_if<PLinear<T>>(&step.op)) {
-        if (!shape_kept || static_cast<int64_t>(li->a.size()) != in.c * in.c ||
-            li->a_inv.size() != li->a.size() || static_cast<int64_t>(li->c.size()) != in.c)
-          refuse("a 1x1 convolution's matrices do not fit " + to_string(in));
+      if (std::holds_alternative<PLinear<T>>(step.op)) {
         origin.clear();  // it mixes the vector's elements
-      } else if (auto *pm = std::get_if<PPermute>(&step.op)) {
-        if (!shape_kept || static_cast<int64_t>(pm->source.size()) != in.c)
-          refuse("a permutation of " + std::to_string(pm->source.size()) + " channels on " +
-                 to_string(in));
-        std::vector<bool> seen(static_cast<size_t>(in.c), false);
-        for (int32_t s : pm->source) {
-          if (s < 0 || s >= in.c || seen[s]) refuse("the permutation is not one");
-          seen[s] = true;
-        }
-        if (!origin.empty()) {
-          std::vector<int32_t> moved(origin.size());
-          for (size_t e = 0; e < moved.size(); ++e) moved[e] = origin[pm->source[e]];
-          origin = std::move(moved);
-        }
-      } else if (auto *cp = std::get_if<PCoupling<T>>(&step.op)) {
-        check_coupling(*cp, in, shape_kept, refuse);
-      } else if (auto *sp = std::get_if<PSplit<T>>(&step.op)) {
-        if (sp->leaving != Half::First && sp->leaving != Half::Second)
-          refuse("a split leaves a channel half, not a checkerboard");
-        if (in.c % 2 || step.out != Shape3{in.c / 2, in.h, in.w} ||
-            step.latent != Shape3{in.c / 2, in.h, in.w})
-          refuse("a split of " + to_string(in) + " to " + to_string(step.out));
-        if (step.latent_offset < 0 || step.latent_offset + step.latent.numel() > prog.dims)
-          refuse("the split's latents lie outside z");
-        if (!sp->prior.empty() && (sp->prior.in_ch != in.c / 2 || sp->prior.out_ch != in.c))
-          refuse("the split prior net is not " + std::to_string(in.c / 2) + " -> " +
-                 std::to_string(in.c) + " channels");
-        if (!origin.empty()) {
-          const size_t half = origin.size() / 2, keep = sp->leaving == Half::First ? half : 0;
-          origin = std::vector<int32_t>(origin.begin() + keep, origin.begin() + keep + half);
-        }
-      } else if (auto *tp = std::get_if<PTop<T>>(&step.op)) {
-        if (step.latent != in || step.latent_offset + in.numel() != prog.dims ||
-            static_cast<int64_t>(tp->mean.size()) != in.numel() ||
-            tp->log_std.size() != tp->mean.size() ||
-            static_cast<int64_t>(tp->class_offsets.size()) != tp->n_classes * 2 * in.c)
-          refuse("the top prior does not fit " + to_string(in));
+      } else if (auto *pm = std::get_if<PPermute>(&step.op); pm && !origin.empty()) {
+        std::vector<int32_t> moved(origin.size());
+        for (size_t e = 0; e < moved.size(); ++e) moved[e] = origin[pm->source[e]];
+        origin = std::move(moved);
+      } else if (auto *sp = std::get_if<PSplit<T>>(&step.op); sp && !origin.empty()) {
+        const size_t half = origin.size() / 2, keep = sp->leaving == Half::First ? half : 0;
+        origin = std::vector<int32_t>(origin.begin() + keep, origin.begin() + keep + half);
       }
       prev = step.out;
     }
     return places;
-  }
-
-  template <typename Refuse>
-  static void check_coupling(const PCoupling<T> &cp, const Shape3 &in, bool shape_kept,
-                             const Refuse &refuse) {
-    if (!shape_kept) refuse("a coupling changes the shape");
-    const bool checker = is_checkerboard(cp.conditioning);
-    if (!checker && cp.conditioning != Half::First && cp.conditioning != Half::Second)
-      refuse("unknown coupling conditioning");
-    if (checker && in.plane() < 2)
-      refuse("a checkerboard coupling on " + to_string(in) + " (fewer than 2 positions)");
-    if (!checker && (in.c % 2 || cp.mask_channel))
-      refuse("a channel coupling on " + to_string(in) +
-             (cp.mask_channel ? " with a mask channel" : ""));
-    const int64_t cb = checker ? in.c : in.c / 2;
-    const int64_t net_in = checker ? in.c + (cp.mask_channel ? 1 : 0) : cb;
-    const bool affine = cp.type == CouplingType::Affine;
-    if (!affine && cp.type != CouplingType::Additive) refuse("unknown coupling type");
-    if (cp.net.empty() || cp.net.in_ch != net_in || cp.net.out_ch != (affine ? 2 * cb : cb))
-      refuse("the coupling net is not " + std::to_string(net_in) + " -> " +
-             std::to_string(affine ? 2 * cb : cb) + " channels");
-    if (!affine) return;
-    const int split = static_cast<int>(cp.split);
-    if (split < 1 || split > 4) refuse("unknown shift/scale split");
-    if (cp.form != AffineForm::ShiftThenScale && cp.form != AffineForm::ScaleThenShift)
-      refuse("unknown affine form");
-    if (cp.scale_fn != ScaleFunction::Sigmoid && cp.scale_fn != ScaleFunction::Exp &&
-        cp.scale_fn != ScaleFunction::Tanh)
-      refuse("unknown scale function");
-    if (cp.scale_fn == ScaleFunction::Tanh && static_cast<int64_t>(cp.scale_weight.size()) != cb)
-      refuse("the tanh scale has " + std::to_string(cp.scale_weight.size()) +
-             " weights, expected " + std::to_string(cb));
   }
 
   // One segment for the whole flow when images are walked alone; otherwise one per level, with
