@@ -6,6 +6,7 @@
 // log p(x), the map adds up to -log p(x)) are checked on every CPU backend.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -15,6 +16,7 @@
 #include "flowrt.h"
 #include "flowrt.hpp"
 #include "format/flow_file.hpp"
+#include "model/nice_builder.hpp"
 #include "test_support.hpp"
 
 using namespace flowrt;
@@ -76,6 +78,53 @@ struct Level {
   int64_t c, h, w;
   size_t offset;
 };
+// The map flowrt_nll_map gives, from the format's definitions in double, for a flow of a logit,
+// checkerboard couplings and a standard normal top prior on one grid (no squeeze): every
+// element's -log|det| term (the logit's, and log s at the checkerboard's m = 0 positions) and
+// -log density lands on its own pixel.
+std::vector<double> spatial_map(const Graph &g, const std::vector<double> &x) {
+  test::Act a{g.image.channels, g.image.height, g.image.width, x};
+  const int64_t plane = a.h * a.w;
+  std::vector<double> map(static_cast<size_t>(plane), 0.0);
+  for (const Layer &layer : g.layers) {
+    if (const auto *lg = std::get_if<LogitLayer>(&layer.op)) {
+      for (size_t k = 0; k < a.v.size(); ++k) {
+        const double u = lg->alpha + (1 - 2.0 * lg->alpha) * (a.v[k] + 0.5);
+        map[k % plane] -= std::log(1 - 2.0 * lg->alpha) - std::log(u) - std::log(1 - u);
+        a.v[k] = std::log(u / (1 - u));
+      }
+    } else if (const auto *cp = std::get_if<CouplingLayer>(&layer.op)) {
+      REQUIRE(is_checkerboard(cp->conditioning));
+      REQUIRE(cp->type == CouplingType::Affine);
+      REQUIRE(cp->split == ShiftScaleSplit::ShiftScaleHalves);
+      const int keep = cp->conditioning == Half::CheckerboardEven ? 0 : 1;
+      test::Act in{a.c + (cp->mask_channel ? 1 : 0), a.h, a.w, {}};
+      in.v.assign(static_cast<size_t>(in.c * plane), 0.0);
+      for (int64_t p = 0; p < plane; ++p) {
+        const bool xa = (p / a.w + p % a.w) % 2 == keep;
+        for (int64_t c = 0; c < a.c; ++c) in.v[c * plane + p] = xa ? a.v[c * plane + p] : 0.0;
+        if (cp->mask_channel) in.v[a.c * plane + p] = xa ? 1.0 : 0.0;
+      }
+      const test::Act h = test::naive_net(cp->net, in);
+      for (int64_t p = 0; p < plane; ++p) {
+        if ((p / a.w + p % a.w) % 2 == keep) continue;
+        for (int64_t c = 0; c < a.c; ++c) {
+          const double raw = h.v[(a.c + c) * plane + p] + cp->scale_bias;
+          const double log_s = cp->scale_fn == ScaleFunction::Tanh
+                                   ? cp->scale_weight[c] * std::tanh(raw)
+                                   : -std::log1p(std::exp(-raw));
+          map[p] -= log_s;
+        }
+      }
+      test::naive_coupling(*cp, a);
+    } else {
+      REQUIRE(std::holds_alternative<TopPriorLayer>(layer.op));
+      for (size_t k = 0; k < a.v.size(); ++k) map[k % plane] -= test::log_normal(a.v[k], 0, 0);
+    }
+  }
+  return map;
+}
+
 std::vector<Level> levels_of(const flowrt_model *m) {
   int levels = 0;
   REQUIRE(flowrt_model_levels(m, &levels) == FLOWRT_OK);
@@ -325,5 +374,148 @@ TEST_SUITE("latent_terms") {
     CHECK(std::string(flowrt_last_error()).find("non-finite") != std::string::npos);
     CHECK(flowrt_pixels_to_x(nullptr, 1, nullptr, nullptr) == FLOWRT_INVALID_ARGUMENT);
     CHECK(flowrt_encode_noise(s.get(), 0, nullptr, nullptr, nullptr) == FLOWRT_OK);
+  }
+  TEST_CASE("the logit's and a checkerboard's terms land on their own pixels of the NLL map") {
+    test::Rng rng(41);
+    std::vector<Layer> layers{test::make_layer("logit", LogitLayer{0.05f})};
+    for (int k = 0; k < 2; ++k) {
+      CouplingLayer cp;
+      cp.type = CouplingType::Affine;
+      cp.conditioning = k ? Half::CheckerboardOdd : Half::CheckerboardEven;
+      cp.mask_channel = k == 0;
+      cp.net = test::rand_coupling_net(rng, 2 + (k == 0), 6, 4, PaddingMode::Zeros, false, 1.0);
+      cp.split = ShiftScaleSplit::ShiftScaleHalves;
+      cp.scale_fn = k ? ScaleFunction::Sigmoid : ScaleFunction::Tanh;
+      cp.scale_bias = k ? 2.f : 0.f;
+      cp.form = AffineForm::ScaleThenShift;
+      if (!k) cp.scale_weight = test::rand_tensor(rng, {2}, 0.5, 1.5);
+      layers.push_back(test::make_layer("checker" + std::to_string(k), cp));
+    }
+    const Graph g = test::graph_of({2, 4, 5, 8}, std::move(layers));
+    ModelPtr m = model_of(g);
+    const size_t d = 40, n = 3, px_count = 20;
+    std::vector<float> x(n * d);
+    REQUIRE(flowrt_pixels_to_x(m.get(), n, random_pixels(n * d, 43).data(), x.data()) == FLOWRT_OK);
+    for (flowrt_backend backend : {FLOWRT_BACKEND_REF, FLOWRT_BACKEND_PORTABLE}) {
+      INFO("backend " << std::string(flowrt_backend_name(backend)));
+      SessionPtr s = session_of(m.get(), backend, 2);
+      std::vector<double> map(n * px_count), log_p(n);
+      REQUIRE(flowrt_nll_map(s.get(), n, x.data(), nullptr, map.data()) == FLOWRT_OK);
+      REQUIRE(flowrt_encode_ex(s.get(), n, x.data(), nullptr, nullptr, log_p.data(), nullptr,
+                               nullptr) == FLOWRT_OK);
+      double worst = 0;
+      for (size_t i = 0; i < n; ++i) {
+        const std::vector<double> want =
+            spatial_map(g, std::vector<double>(x.begin() + i * d, x.begin() + (i + 1) * d));
+        double sum = 0;
+        for (size_t k = 0; k < px_count; ++k) {
+          sum += map[i * px_count + k];
+          worst = std::max(worst, std::abs(map[i * px_count + k] - want[k]));
+        }
+        CHECK(std::abs(sum + log_p[i]) <= 1e-6 * std::abs(log_p[i]));
+      }
+      CHECK(worst < 1e-4);
+      MESSAGE("logit + checkerboards: max |map - definition| = " << worst);
+    }
+  }
+
+  TEST_CASE("NICE: each pixel's map value is its own latent's density and scaling") {
+    // After the flatten every element keeps its pixel: the permutes move them and back, the
+    // additive couplings add no term, the scaling layer and the prior give each element its own.
+    NiceConfig cfg;
+    cfg.channels = 3;
+    cfg.height = cfg.width = 4;
+    cfg.couplings = 4;
+    cfg.hidden = 16;
+    cfg.hidden_layers = 2;
+    cfg.random_nets = true;
+    cfg.seed = 44;
+    const Graph g = build_nice(cfg);
+    const ActNormLayer *scaling = nullptr;
+    for (const Layer &l : g.layers)
+      if (auto *an = std::get_if<ActNormLayer>(&l.op)) scaling = an;
+    REQUIRE(scaling);
+    ModelPtr m = model_of(g);
+    const size_t d = 48, n = 3, px_count = 16;
+    std::vector<float> x(n * d);
+    REQUIRE(flowrt_pixels_to_x(m.get(), n, random_pixels(n * d, 45).data(), x.data()) == FLOWRT_OK);
+    for (flowrt_backend backend : {FLOWRT_BACKEND_REF, FLOWRT_BACKEND_PORTABLE}) {
+      INFO("backend " << std::string(flowrt_backend_name(backend)));
+      SessionPtr s = session_of(m.get(), backend, 2);
+      std::vector<double> map(n * px_count), log_p(n);
+      REQUIRE(flowrt_nll_map(s.get(), n, x.data(), nullptr, map.data()) == FLOWRT_OK);
+      REQUIRE(flowrt_encode_ex(s.get(), n, x.data(), nullptr, nullptr, log_p.data(), nullptr,
+                               nullptr) == FLOWRT_OK);
+      double worst = 0, spread = 0;
+      for (size_t i = 0; i < n; ++i) {
+        const test::NaiveResult r =
+            test::naive_encode(g, std::vector<double>(x.begin() + i * d, x.begin() + (i + 1) * d));
+        std::vector<double> want(px_count, 0.0);
+        for (size_t e = 0; e < d; ++e)
+          want[e % px_count] -= test::log_normal(r.z[e], r.mean[e], r.log_std[e]) +
+                                std::log(std::fabs(double(scaling->scale[e])));
+        double sum = 0, lo = 1e300, hi = -1e300;
+        for (size_t k = 0; k < px_count; ++k) {
+          const double v = map[i * px_count + k];
+          sum += v;
+          lo = std::min(lo, v), hi = std::max(hi, v);
+          worst = std::max(worst, std::abs(v - want[k]));
+        }
+        spread = std::max(spread, hi - lo);
+        CHECK(std::abs(sum + log_p[i]) <= 1e-6 * std::abs(log_p[i]));
+      }
+      CHECK(worst < 1e-4);
+      CHECK(spread > 0.1);  // not an even share
+      MESSAGE("NICE: max |map - definition| = " << worst);
+    }
+  }
+  TEST_CASE("after a flatten each element's terms follow it through permutes and splits") {
+    // 2x3x4 flattened to 24 values, shuffled, scaled, half of them leave (their prior terms on
+    // their own pixels), the rest are scaled again and meet the top prior.
+    test::Rng rng(46);
+    const int64_t d = 24, plane = 12;
+    std::vector<int32_t> order(d);
+    for (int64_t k = 0; k < d; ++k) order[k] = static_cast<int32_t>(k);
+    std::shuffle(order.begin(), order.end(), rng.engine());
+    ActNormLayer an1{test::rand_tensor(rng, {d}, -0.2, 0.2), test::rand_tensor(rng, {d}, 0.3, 3.0)};
+    ActNormLayer an2{test::rand_tensor(rng, {d / 2}, -0.2, 0.2),
+                     test::rand_tensor(rng, {d / 2}, 0.3, 3.0)};
+    SplitLayer split;
+    split.leaving = Half::First;
+    const Graph g = test::graph_of(
+        {2, 3, 4, 8}, {test::make_layer("flatten", FlattenLayer{}),
+                       test::make_layer("shuffle", PermuteLayer{PermuteKind::Indices, order, {}}),
+                       test::make_layer("an1", an1), test::make_layer("split", split),
+                       test::make_layer("an2", an2)});
+    ModelPtr m = model_of(g);
+    const size_t n = 2;
+    std::vector<float> x(n * d);
+    REQUIRE(flowrt_pixels_to_x(m.get(), n, random_pixels(n * d, 47).data(), x.data()) == FLOWRT_OK);
+    SessionPtr s = session_of(m.get(), FLOWRT_BACKEND_REF, 2);
+    std::vector<double> map(n * plane);
+    REQUIRE(flowrt_nll_map(s.get(), n, x.data(), nullptr, map.data()) == FLOWRT_OK);
+    double worst = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const test::NaiveResult r =
+          test::naive_encode(g, std::vector<double>(x.begin() + i * d, x.begin() + (i + 1) * d));
+      // The pixel each element of the vector came from, carried along.
+      std::vector<int64_t> pixel(d), moved(d);
+      for (int64_t e = 0; e < d; ++e) pixel[e] = e % plane;
+      for (int64_t k = 0; k < d; ++k) moved[k] = pixel[order[k]];
+      pixel = moved;
+      std::vector<double> want(plane, 0.0);
+      for (int64_t e = 0; e < d; ++e) want[pixel[e]] -= std::log(double(an1.scale[e]));
+      for (int64_t e = 0; e < d / 2; ++e)  // the split's latents: the first half, leaving
+        want[pixel[e]] -= test::log_normal(r.z[e], r.mean[e], r.log_std[e]);
+      for (int64_t e = 0; e < d / 2; ++e) {  // the kept second half: an2, then the top prior
+        const int64_t p = pixel[d / 2 + e];
+        want[p] -= std::log(double(an2.scale[e]));
+        want[p] -= test::log_normal(r.z[d / 2 + e], r.mean[d / 2 + e], r.log_std[d / 2 + e]);
+      }
+      for (int64_t k = 0; k < plane; ++k)
+        worst = std::max(worst, std::abs(map[i * plane + k] - want[k]));
+    }
+    CHECK(worst < 1e-4);
+    MESSAGE("flattened, shuffled and split: max |map - definition| = " << worst);
   }
 }

@@ -12,6 +12,8 @@
 
 #include "backends/ref/ref_executor.hpp"
 #include "core/linalg.hpp"
+#include "model/nice_builder.hpp"
+#include "model/realnvp_builder.hpp"
 #include "test_support.hpp"
 
 namespace flowrt {
@@ -121,6 +123,40 @@ const ImageSpec kImage444{4, 4, 4, 8};
 
 std::string padding_name(PaddingMode p) {
   return p == PaddingMode::Zeros ? "zeros" : p == PaddingMode::Constant ? "constant" : "edge";
+}
+
+// 2 channels at 4x5: an odd width, so the rows of a checkerboard start on alternating parities.
+const ImageSpec kImage245{2, 4, 5, 8};
+
+// Tanh's per-channel bound on |log s|, one of them negative.
+Tensor rand_scale_weight(Rng &rng, int64_t cb) {
+  std::vector<float> w = rng.floats(static_cast<size_t>(cb), 0.5, 1.5);
+  w[0] = -w[0];
+  return Tensor::from_vector({cb}, std::move(w));
+}
+
+// A checkerboard coupling on c channels with a random net (c (+1 mask) -> c or 2c channels).
+CouplingLayer checkerboard_coupling(Rng &rng, int64_t c, Half phase, bool mask, CouplingType type,
+                                    ShiftScaleSplit split = ShiftScaleSplit::ShiftScaleHalves,
+                                    ScaleFunction fn = ScaleFunction::Tanh,
+                                    AffineForm form = AffineForm::ScaleThenShift) {
+  CouplingLayer cp;
+  cp.type = type;
+  cp.conditioning = phase;
+  cp.mask_channel = mask;
+  const bool affine = type == CouplingType::Affine;
+  cp.net = test::rand_coupling_net(rng, c + (mask ? 1 : 0), 4, affine ? 2 * c : c,
+                                   PaddingMode::Zeros, false, 1.0);
+  cp.split = split;
+  cp.scale_fn = fn;
+  cp.scale_bias = fn == ScaleFunction::Sigmoid ? 2.f : 0.1f;
+  cp.form = form;
+  if (affine && fn == ScaleFunction::Tanh) cp.scale_weight = rand_scale_weight(rng, c);
+  return cp;
+}
+
+const char *phase_name(Half h) {
+  return h == Half::CheckerboardEven ? "even" : "odd";
 }
 
 TEST_SUITE("layer_jacobians") {
@@ -399,6 +435,199 @@ TEST_SUITE("layer_jacobians") {
       all.merge(check_graph(g, 600 + i, variants[i].classes ? 2 : -1));
     }
     MESSAGE("whole flows: " << all.report());
+  }
+  TEST_CASE(
+      "checkerboard coupling: both phases, mask channel on and off, additive and affine with "
+      "every split, scale function and form") {
+    Errors all;
+    int n = 0;
+    for (Half phase : {Half::CheckerboardEven, Half::CheckerboardOdd})
+      for (bool mask : {false, true}) {
+        {
+          INFO("additive, phase " << phase_name(phase) << ", mask channel " << mask);
+          Rng rng(3000 + n);
+          const CouplingLayer cp =
+              checkerboard_coupling(rng, 2, phase, mask, CouplingType::Additive);
+          all.merge(
+              check_graph(test::graph_of(kImage245, {test::make_layer("cb", cp)}), 4000 + n++));
+        }
+        for (ShiftScaleSplit split :
+             {ShiftScaleSplit::ShiftScaleHalves, ShiftScaleSplit::ScaleShiftHalves,
+              ShiftScaleSplit::ShiftScaleInterleaved, ShiftScaleSplit::ScaleShiftInterleaved})
+          for (ScaleFunction fn : {ScaleFunction::Sigmoid, ScaleFunction::Exp, ScaleFunction::Tanh})
+            for (AffineForm form : {AffineForm::ShiftThenScale, AffineForm::ScaleThenShift}) {
+              INFO("affine, phase " << phase_name(phase) << ", mask channel " << mask << ", split "
+                                    << static_cast<int>(split) << ", scale fn "
+                                    << static_cast<int>(fn) << ", form " << static_cast<int>(form));
+              Rng rng(3000 + n);
+              const CouplingLayer cp =
+                  checkerboard_coupling(rng, 2, phase, mask, CouplingType::Affine, split, fn, form);
+              const Graph g = test::graph_of(kImage245, {test::make_layer("cb", cp)});
+              all.merge(check_graph(g, 4000 + n++));
+            }
+      }
+    CHECK(n == 100);
+    MESSAGE("checkerboard coupling (" << n << " variants): " << all.report());
+  }
+
+  TEST_CASE("checkerboard coupling: x_a's positions pass unchanged, every x_b element changes") {
+    for (Half phase : {Half::CheckerboardEven, Half::CheckerboardOdd})
+      for (bool mask : {false, true})
+        for (CouplingType type : {CouplingType::Additive, CouplingType::Affine}) {
+          INFO("phase " << phase_name(phase) << ", mask channel " << mask << ", "
+                        << (type == CouplingType::Affine ? "affine" : "additive"));
+          Rng rng(5000 + 4 * (phase == Half::CheckerboardOdd) + 2 * mask +
+                  (type == CouplingType::Affine));
+          const CouplingLayer cp = checkerboard_coupling(rng, 2, phase, mask, type);
+          const Graph g = test::graph_of(kImage245, {test::make_layer("cb", cp)});
+          const std::vector<double> x = rng.doubles(40, -0.5, 0.5);
+          std::vector<double> z(40), back(40);
+          RefExecutor<double> ex(g, 1, 1, true);
+          ex.encode(1, x.data(), nullptr, z.data(), nullptr, nullptr);
+          ex.decode(1, z.data(), false, 0.0, nullptr, back.data());
+          size_t kept = 0, changed = 0;
+          for (int64_t c = 0; c < 2; ++c)
+            for (int64_t i = 0; i < 4; ++i)
+              for (int64_t j = 0; j < 5; ++j) {
+                const size_t k = static_cast<size_t>((c * 4 + i) * 5 + j);
+                // m = 1 where (i + j) is even for EVEN, odd for ODD.
+                const bool xa = (i + j) % 2 == (phase == Half::CheckerboardEven ? 0 : 1);
+                if (xa) {
+                  kept += z[k] == x[k] && back[k] == x[k];
+                } else {
+                  changed += std::fabs(z[k] - x[k]) > 1e-6;
+                }
+              }
+          CHECK(kept == 20);
+          CHECK(changed == 20);
+        }
+  }
+
+  TEST_CASE("the checkerboard phase, the mask channel and the tanh weights change the result") {
+    Rng rng(5100);
+    const CouplingLayer base =
+        checkerboard_coupling(rng, 2, Half::CheckerboardEven, true, CouplingType::Affine);
+    auto encode = [&](const CouplingLayer &cp) {
+      const Graph g = test::graph_of(kImage245, {test::make_layer("cb", cp)});
+      std::vector<double> x = Rng(6).doubles(40, -0.5, 0.5), z(40);
+      RefExecutor<double>(g, 1, 1, true).encode(1, x.data(), nullptr, z.data(), nullptr, nullptr);
+      return z;
+    };
+    const std::vector<double> z0 = encode(base);
+    std::vector<CouplingLayer> changed(3, base);
+    changed[0].conditioning = Half::CheckerboardOdd;
+    // Without the mask channel the net's last input channel is gone: drop its weights.
+    changed[1].mask_channel = false;
+    changed[1].net = test::rand_coupling_net(rng, 2, 4, 4, PaddingMode::Zeros, false, 1.0);
+    changed[2].scale_weight = rand_scale_weight(rng, 2);
+    for (size_t i = 0; i < changed.size(); ++i) {
+      INFO("change " << i);
+      CHECK(test::max_abs_diff(encode(changed[i]), z0) > 1e-3);
+    }
+    // The mask channel itself: same net, its weights on the mask zeroed, gives a different map
+    // from the net with them (the mask is a real input).
+    CouplingLayer zeroed = base;
+    auto &conv = std::get<Conv2dOp>(zeroed.net.ops[0]);
+    std::vector<float> w = conv.weight.to_vector();
+    for (int64_t o = 0; o < conv.weight.dim(0); ++o)
+      for (int64_t t = 0; t < 9; ++t) w[(o * 3 + 2) * 9 + t] = 0.f;
+    conv.weight = Tensor::from_vector(conv.weight.shape(), w);
+    CHECK(test::max_abs_diff(encode(zeroed), z0) > 1e-3);
+  }
+
+  TEST_CASE("tanh scale on channel couplings: every split, form and conditioning half") {
+    Errors all;
+    int n = 0;
+    for (ShiftScaleSplit split :
+         {ShiftScaleSplit::ShiftScaleHalves, ShiftScaleSplit::ScaleShiftHalves,
+          ShiftScaleSplit::ShiftScaleInterleaved, ShiftScaleSplit::ScaleShiftInterleaved})
+      for (AffineForm form : {AffineForm::ShiftThenScale, AffineForm::ScaleThenShift})
+        for (Half cond : {Half::First, Half::Second}) {
+          INFO("split " << static_cast<int>(split) << ", form " << static_cast<int>(form)
+                        << ", conditioning " << static_cast<int>(cond));
+          Rng rng(5200 + n);
+          CouplingLayer cp;
+          cp.type = CouplingType::Affine;
+          cp.conditioning = cond;
+          cp.net = test::rand_coupling_net(rng, 2, 4, 4, PaddingMode::Zeros, false, 1.0);
+          cp.split = split;
+          cp.scale_fn = ScaleFunction::Tanh;
+          cp.scale_bias = 0.2f;
+          cp.form = form;
+          cp.scale_weight = rand_scale_weight(rng, 2);
+          const Graph g = test::graph_of(kImage444, {test::make_layer("cp", cp)});
+          all.merge(check_graph(g, 5300 + n++));
+        }
+    MESSAGE("tanh channel coupling (" << n << " variants): " << all.report());
+  }
+
+  TEST_CASE(
+      "logit layer: input-dependent log-det, inverse and latents, alone and before an actnorm") {
+    Errors all;
+    for (float alpha : {0.05f, 0.25f, 0.45f})
+      for (bool actnorm : {false, true}) {
+        INFO("alpha " << alpha << ", actnorm " << actnorm);
+        Rng rng(5400);
+        std::vector<Layer> layers{test::make_layer("logit", LogitLayer{alpha})};
+        if (actnorm)
+          layers.push_back(
+              test::make_layer("an", ActNormLayer{test::rand_tensor(rng, {4}, -0.5, 0.5),
+                                                  test::rand_tensor(rng, {4}, 0.5, 2.0)}));
+        const Graph g = test::graph_of(kImage444, std::move(layers));
+        all.merge(check_graph(g, 5500));
+        // log|det| = sum of log(1 - 2 alpha) - log u - log(1 - u), independently of the runtime.
+        const std::vector<double> x = Rng(5501).doubles(64, -0.5, 0.5);
+        std::vector<double> z(64);
+        double log_det = 0, want = 0;
+        RefExecutor<double>(g, 1, 1, false)
+            .encode(1, x.data(), nullptr, z.data(), nullptr, &log_det);
+        for (double v : x) {
+          const double u = alpha + (1 - 2.0 * alpha) * (v + 0.5);
+          want += std::log(1 - 2.0 * alpha) - std::log(u) - std::log(1 - u);
+        }
+        if (actnorm) {
+          const auto &an = std::get<ActNormLayer>(g.layers[1].op);
+          for (int64_t c = 0; c < 4; ++c) want += 16 * std::log(std::fabs(double(an.scale[c])));
+        }
+        CHECK(test::rel_err(log_det, want) <= 1e-12);
+      }
+    MESSAGE("logit: " << all.report());
+  }
+
+  TEST_CASE("whole small RealNVP and NICE models: brute-force Jacobian, inverse, latents") {
+    Errors all;
+    int n = 0;
+    for (int64_t channels : {1, 3})
+      for (bool variant : {false, true}) {
+        INFO("RealNVP, channels " << channels << ", variant " << variant);
+        RealNvpConfig cfg;
+        cfg.channels = channels;
+        cfg.height = cfg.width = 8;
+        cfg.scales = 2;
+        cfg.hidden = 8;
+        cfg.checkerboard = cfg.channelwise = cfg.final_checkerboard = 2;
+        cfg.random_nets = true;
+        cfg.seed = 70 + n;
+        if (variant) {  // no mask channel, no batch norm, no logit
+          cfg.mask_channel = false;
+          cfg.batchnorm = false;
+          cfg.logit_alpha = 0.f;
+        }
+        all.merge(check_graph(build_realnvp(cfg), 7000 + n++));
+      }
+    for (int64_t channels : {1, 3}) {
+      INFO("NICE, channels " << channels);
+      NiceConfig cfg;
+      cfg.channels = channels;
+      cfg.height = cfg.width = 4;
+      cfg.couplings = 4;
+      cfg.hidden = 16;
+      cfg.hidden_layers = 2;
+      cfg.random_nets = true;
+      cfg.seed = 80 + n;
+      all.merge(check_graph(build_nice(cfg), 7000 + n++));
+    }
+    MESSAGE("RealNVP and NICE (" << n << " models): " << all.report());
   }
 }
 

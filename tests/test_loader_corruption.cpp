@@ -12,6 +12,7 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "flow_generated.h"
@@ -153,6 +154,8 @@ struct Spec {
   fb::ScaleFunction cp_fn = fb::ScaleFunction::SIGMOID;
   fb::AffineForm cp_form = fb::AffineForm::SHIFT_THEN_SCALE;
   float cp_scale_bias = 2.f;
+  bool cp_mask_channel = false;
+  std::optional<TensorSpec> cp_scale_weight;  // TANH: [C_b]
 
   fb::Half sp_leaving = fb::Half::SECOND;
   std::vector<NetOpFn> sp_prior = {conv(conv3x3(4, 2)), output_scale(filled({4}, 0.f))};
@@ -162,13 +165,17 @@ struct Spec {
   std::optional<TensorSpec> top_mean = filled({2, 2, 2}, 0.f), top_log_std = filled({2, 2, 2}, 0.f);
   std::optional<TensorSpec> class_offsets;
 
+  float logit_alpha = 0.05f;
+
   // Which layers, in which order: 0 squeeze, 1 actnorm, 2 invconv/permute, 3 coupling,
-  // 4 split, 5 top prior, 6 a layer of an unknown union type.
+  // 4 split, 5 top prior, 6 a layer of an unknown union type, 7 logit, 8 flatten.
   std::vector<int> order = {0, 1, 2, 3, 4, 5};
   uint8_t unknown_layer_type = 42;
+  uint16_t format_minor = 0;  // 1 for the layers and fields of format 1.1
 };
 
-const char *kLayerNames[] = {"squeeze", "actnorm", "mixer", "coupling", "split", "top", "alien"};
+const char *kLayerNames[] = {"squeeze", "actnorm", "mixer", "coupling", "split",
+                             "top",     "alien",   "logit", "flatten"};
 
 Offset<fb::Layer> put_layer(FlatBufferBuilder &b, const Spec &s, int which) {
   auto name = b.CreateString(kLayerNames[which]);
@@ -200,10 +207,12 @@ Offset<fb::Layer> put_layer(FlatBufferBuilder &b, const Spec &s, int which) {
     }
     case 3: {
       auto net = put_net(b, s.cp_net);
-      return fb::CreateLayer(b, name, fb::LayerOp::Coupling,
-                             fb::CreateCoupling(b, s.cp_type, s.cp_cond, net, s.cp_split, s.cp_fn,
-                                                s.cp_scale_bias, s.cp_form)
-                                 .Union());
+      auto scale_weight = put(b, s.cp_scale_weight);
+      return fb::CreateLayer(
+          b, name, fb::LayerOp::Coupling,
+          fb::CreateCoupling(b, s.cp_type, s.cp_cond, net, s.cp_split, s.cp_fn, s.cp_scale_bias,
+                             s.cp_form, s.cp_mask_channel, scale_weight)
+              .Union());
     }
     case 4: {
       auto prior = put_net(b, s.sp_prior);
@@ -217,6 +226,11 @@ Offset<fb::Layer> put_layer(FlatBufferBuilder &b, const Spec &s, int which) {
       return fb::CreateLayer(b, name, fb::LayerOp::TopPrior,
                              fb::CreateTopPrior(b, s.top_kind, mean, log_std, offsets).Union());
     }
+    case 7:
+      return fb::CreateLayer(b, name, fb::LayerOp::Logit,
+                             fb::CreateLogit(b, s.logit_alpha).Union());
+    case 8:
+      return fb::CreateLayer(b, name, fb::LayerOp::Flatten, fb::CreateFlatten(b).Union());
     default:
       return fb::CreateLayer(b, name, static_cast<fb::LayerOp>(s.unknown_layer_type),
                              fb::CreateSqueeze(b, fb::SqueezeOrder::CHANNEL_MAJOR).Union());
@@ -229,7 +243,7 @@ std::vector<uint8_t> build(const Spec &s) {
   for (int which : s.order) layers.push_back(put_layer(b, s, which));
   auto layers_vec = b.CreateVector(layers);
   auto image = fb::CreateImageSpec(b, s.channels, s.height, s.width, s.n_bits);
-  auto model = fb::CreateModel(b, s.format_major, 0, image, layers_vec);
+  auto model = fb::CreateModel(b, s.format_major, s.format_minor, image, layers_vec);
   fb::FinishModelBuffer(b, model);
   return std::vector<uint8_t>(b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize());
 }
@@ -820,6 +834,160 @@ TEST_SUITE("loader") {
          [](Spec &s) { s.format_major = 2; },
          FLOWRT_UNSUPPORTED,
          {"format version 2.0", "major 1"}},
+    };
+    for (const Case &c : cases) check_case(c);
+  }
+
+  TEST_CASE("format 1.1: checkerboard, tanh, logit and flatten models load and run") {
+    // The base spec with each new part in turn: a valid model that loads and runs.
+    std::vector<std::pair<const char *, std::function<void(Spec &)>>> valid = {
+        {"checkerboard with mask channel",
+         [](Spec &s) {
+           s.cp_cond = fb::Half::CHECKERBOARD_ODD;
+           s.cp_mask_channel = true;
+           s.cp_net = {conv(conv3x3(8, 5)), relu(), output_scale(filled({8}, 0.f))};
+         }},
+        {"checkerboard additive",
+         [](Spec &s) {
+           s.cp_cond = fb::Half::CHECKERBOARD_EVEN;
+           s.cp_type = fb::CouplingType::ADDITIVE;
+           s.cp_net = {conv(conv3x3(4, 4))};
+         }},
+        {"tanh channel coupling",
+         [](Spec &s) {
+           s.cp_fn = fb::ScaleFunction::TANH;
+           s.cp_scale_weight = floats({2}, {0.7f, -1.2f});
+         }},
+        {"logit first", [](Spec &s) { s.order = {7, 0, 1, 2, 3, 4, 5}; }},
+        {"flatten, then a channel coupling on the vector",
+         [](Spec &s) {
+           s.order = {7, 8, 3, 5};
+           s.cp_net = {conv({filled({16, 8, 1, 1}, 0.01f), filled({16}, 0.f)})};
+           s.top_mean = filled({16, 1, 1}, 0.f);
+           s.top_log_std = filled({16, 1, 1}, 0.f);
+         }},
+    };
+    for (auto &[what, edit] : valid) {
+      Spec s;
+      s.format_minor = 1;
+      edit(s);
+      const std::vector<uint8_t> bytes = build(s);
+      INFO(what << ": " << flowrt_last_error());
+      CHECK(load(bytes) == FLOWRT_OK);
+      const fuzz::EntryResult r = fuzz::run_entry(bytes.data(), bytes.size());
+      CHECK(r.problem.empty());
+      CHECK(r.ran);
+    }
+  }
+
+  TEST_CASE("format 1.1: broken checkerboard, tanh, logit and flatten fields are named") {
+    auto v11 = [](std::function<void(Spec &)> edit) {
+      return [edit](Spec &s) {
+        s.format_minor = 1;
+        edit(s);
+      };
+    };
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    const std::vector<Case> cases = {
+        {"tanh without scale_weight",
+         v11([](Spec &s) { s.cp_fn = fb::ScaleFunction::TANH; }),
+         FE,
+         {"layer 3 'coupling'", "scale_weight"}},
+        {"tanh scale_weight of the wrong shape",
+         v11([](Spec &s) {
+           s.cp_fn = fb::ScaleFunction::TANH;
+           s.cp_scale_weight = filled({3}, 1.f);
+         }),
+         FE,
+         {"layer 3 'coupling'", "tensor 'scale_weight' has shape [3], expected [2]"}},
+        {"tanh scale_weight not finite",
+         v11([=](Spec &s) {
+           s.cp_fn = fb::ScaleFunction::TANH;
+           s.cp_scale_weight = floats({2}, {1.f, nan});
+         }),
+         FE,
+         {"layer 3 'coupling'", "tensor 'scale_weight' has a non-finite value at index 1"}},
+        {"mask_channel on a channel coupling",
+         v11([](Spec &s) { s.cp_mask_channel = true; }),
+         FE,
+         {"layer 3 'coupling'", "mask_channel is set on a channel coupling"}},
+        {"logit not first",
+         v11([](Spec &s) { s.order = {0, 7, 1, 2, 3, 4, 5}; }),
+         FE,
+         {"layer 1 'logit'", "logit must be the first layer"}},
+        {"logit alpha 0.5",
+         v11([](Spec &s) {
+           s.order = {7, 0, 1, 2, 3, 4, 5};
+           s.logit_alpha = 0.5f;
+         }),
+         FE,
+         {"layer 0 'logit'", "alpha = 0.500000 is out of range (0, 0.5)"}},
+        {"logit alpha 0",
+         v11([](Spec &s) {
+           s.order = {7, 0, 1, 2, 3, 4, 5};
+           s.logit_alpha = 0.f;
+         }),
+         FE,
+         {"layer 0 'logit'", "out of range (0, 0.5)"}},
+        {"logit alpha negative",
+         v11([](Spec &s) {
+           s.order = {7, 0, 1, 2, 3, 4, 5};
+           s.logit_alpha = -0.1f;
+         }),
+         FE,
+         {"layer 0 'logit'", "alpha = -0.100000"}},
+        {"logit alpha NaN",
+         v11([=](Spec &s) {
+           s.order = {7, 0, 1, 2, 3, 4, 5};
+           s.logit_alpha = nan;
+         }),
+         FE,
+         {"layer 0 'logit'", "out of range (0, 0.5)"}},
+        {"split leaving a checkerboard",
+         v11([](Spec &s) { s.sp_leaving = fb::Half::CHECKERBOARD_EVEN; }),
+         FE,
+         {"layer 4 'split'", "a split leaves a channel half, not a checkerboard"}},
+        {"checkerboard net reading the channel half",
+         v11([](Spec &s) { s.cp_cond = fb::Half::CHECKERBOARD_EVEN; }),
+         FE,
+         {"layer 3 'coupling'", "net op 0", "conv weight has 2 input channels, the net has 4"}},
+        {"checkerboard net without the mask channel's input",
+         v11([](Spec &s) {
+           s.cp_cond = fb::Half::CHECKERBOARD_ODD;
+           s.cp_mask_channel = true;
+           s.cp_net = {conv(conv3x3(8, 4)), relu(), output_scale(filled({8}, 0.f))};
+         }),
+         FE,
+         {"layer 3 'coupling'", "net op 0", "conv weight has 4 input channels, the net has 5"}},
+        {"checkerboard net with the channel half's outputs",
+         v11([](Spec &s) {
+           s.cp_cond = fb::Half::CHECKERBOARD_ODD;
+           s.cp_net = {conv(conv3x3(4, 4)), relu(), output_scale(filled({4}, 0.f))};
+         }),
+         FE,
+         {"layer 3 'coupling'", "net outputs 4 channels, expected 8"}},
+        {"checkerboard on a single position",
+         v11([](Spec &s) {
+           s.order = {8, 3, 5};
+           s.cp_cond = fb::Half::CHECKERBOARD_EVEN;
+           s.cp_net = {conv({filled({32, 16, 1, 1}, 0.01f), filled({32}, 0.f)})};
+           s.top_mean = filled({16, 1, 1}, 0.f);
+           s.top_log_std = filled({16, 1, 1}, 0.f);
+         }),
+         FE,
+         {"layer 1 'coupling'", "a checkerboard coupling needs at least 2 positions", "16x1x1"}},
+        {"unknown conditioning 5",
+         v11([](Spec &s) { s.cp_cond = static_cast<fb::Half>(5); }),
+         FE,
+         {"layer 3 'coupling'", "coupling conditioning is UNSPECIFIED or unknown"}},
+        {"top prior of the unflattened shape after a flatten",
+         v11([](Spec &s) {
+           s.order = {8, 5};
+           s.top_mean = filled({1, 4, 4}, 0.f);
+           s.top_log_std = filled({1, 4, 4}, 0.f);
+         }),
+         FE,
+         {"layer 1 'top'", "tensor 'mean' has shape [1, 4, 4], expected [16, 1, 1]"}},
     };
     for (const Case &c : cases) check_case(c);
   }

@@ -8,9 +8,13 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backends/ref/ref_executor.hpp"
+#include "format/flow_file.hpp"
+#include "model/nice_builder.hpp"
+#include "model/realnvp_builder.hpp"
 #include "test_support.hpp"
 
 namespace flowrt {
@@ -137,6 +141,113 @@ std::vector<test::Variant> every_convention() {
   return vs;
 }
 
+RealNvpConfig small_realnvp(int64_t channels, int64_t h, int64_t w, uint64_t seed) {
+  RealNvpConfig cfg;
+  cfg.channels = channels;
+  cfg.height = h;
+  cfg.width = w;
+  cfg.scales = 2;
+  cfg.hidden = 8;
+  cfg.checkerboard = cfg.channelwise = cfg.final_checkerboard = 2;
+  cfg.random_nets = true;
+  cfg.seed = seed;
+  return cfg;
+}
+
+NiceConfig small_nice(int64_t channels, int64_t h, int64_t w, uint64_t seed) {
+  NiceConfig cfg;
+  cfg.channels = channels;
+  cfg.height = h;
+  cfg.width = w;
+  cfg.couplings = 4;
+  cfg.hidden = 16;
+  cfg.hidden_layers = 2;
+  cfg.random_nets = true;
+  cfg.seed = seed;
+  return cfg;
+}
+
+// A graph with every format 1.1 option that the builders do not use: checkerboard couplings
+// that are additive, without the mask channel or with a sigmoid or exp scale, and a tanh channel
+// coupling, on 2x6x10 (odd 3x5 planes after the squeeze).
+Graph format11_graph(uint64_t seed) {
+  Rng rng(seed);
+  std::vector<Layer> layers;
+  layers.push_back(test::make_layer("logit", LogitLayer{0.1f}));
+  auto checker = [&](const char *name, Half phase, bool mask, CouplingType type, int64_t c,
+                     ScaleFunction fn) {
+    CouplingLayer cp;
+    cp.type = type;
+    cp.conditioning = phase;
+    cp.mask_channel = mask;
+    const bool affine = type == CouplingType::Affine;
+    cp.net = test::rand_coupling_net(rng, c + (mask ? 1 : 0), 6, affine ? 2 * c : c,
+                                     PaddingMode::Zeros, false, 1.0);
+    cp.split = ShiftScaleSplit::ScaleShiftInterleaved;
+    cp.scale_fn = fn;
+    // An additive coupling keeps the default: files hold scale_bias for affine ones only.
+    if (affine) cp.scale_bias = fn == ScaleFunction::Sigmoid ? 2.f : 0.f;
+    cp.form = AffineForm::ShiftThenScale;
+    if (affine && fn == ScaleFunction::Tanh)
+      cp.scale_weight = test::rand_tensor(rng, {c}, 0.5, 1.5);
+    layers.push_back(test::make_layer(name, cp));
+  };
+  checker("cb0", Half::CheckerboardEven, false, CouplingType::Additive, 2, ScaleFunction::Exp);
+  checker("cb1", Half::CheckerboardOdd, true, CouplingType::Affine, 2, ScaleFunction::Sigmoid);
+  layers.push_back(test::make_layer("squeeze", SqueezeLayer{SqueezeOrder::ChannelMajor}));
+  checker("cb2", Half::CheckerboardOdd, false, CouplingType::Affine, 8, ScaleFunction::Exp);
+  CouplingLayer ch;
+  ch.type = CouplingType::Affine;
+  ch.conditioning = Half::Second;
+  ch.net = test::rand_coupling_net(rng, 4, 6, 8, PaddingMode::Zeros, false, 1.0);
+  ch.split = ShiftScaleSplit::ShiftScaleHalves;
+  ch.scale_fn = ScaleFunction::Tanh;
+  ch.scale_bias = 0.f;
+  ch.form = AffineForm::ScaleThenShift;
+  ch.scale_weight = test::rand_tensor(rng, {4}, -1.0, 1.0);
+  layers.push_back(test::make_layer("tanh", ch));
+  checker("cb3", Half::CheckerboardEven, true, CouplingType::Affine, 8, ScaleFunction::Tanh);
+  return test::graph_of({2, 6, 10, 8}, std::move(layers));
+}
+
+// The format 1.1 fields of two graphs' layers are the same (a batch norm reads back as the
+// actnorm it is written as).
+void check_same_layers(const Graph &a, const Graph &b) {
+  REQUIRE(a.layers.size() == b.layers.size());
+  for (size_t i = 0; i < a.layers.size(); ++i) {
+    const Layer &la = a.layers[i], &lb = b.layers[i];
+    INFO("layer " << i << " '" << la.name << "'");
+    CHECK(la.name == lb.name);
+    CHECK(la.in == lb.in);
+    CHECK(la.out == lb.out);
+    if (auto *bn = std::get_if<BatchNormLayer>(&la.op)) {
+      const auto *an = std::get_if<ActNormLayer>(&lb.op);
+      REQUIRE(an);
+      const ActNormLayer want = bn->as_actnorm();
+      CHECK(an->scale.to_vector() == want.scale.to_vector());
+      CHECK(an->bias.to_vector() == want.bias.to_vector());
+      continue;
+    }
+    CHECK(std::string(layer_kind_name(la.op)) == layer_kind_name(lb.op));
+    if (auto *ca = std::get_if<CouplingLayer>(&la.op)) {
+      const auto &cb = std::get<CouplingLayer>(lb.op);
+      CHECK(ca->type == cb.type);
+      CHECK(ca->conditioning == cb.conditioning);
+      CHECK(ca->mask_channel == cb.mask_channel);
+      CHECK(ca->net.in_channels == cb.net.in_channels);
+      if (ca->type == CouplingType::Affine) {
+        CHECK(ca->split == cb.split);
+        CHECK(ca->scale_fn == cb.scale_fn);
+        CHECK(ca->form == cb.form);
+        CHECK(ca->scale_bias == cb.scale_bias);
+        CHECK(ca->scale_weight.to_vector() == cb.scale_weight.to_vector());
+      }
+    }
+    if (auto *ga = std::get_if<LogitLayer>(&la.op))
+      CHECK(ga->alpha == std::get<LogitLayer>(lb.op).alpha);
+  }
+}
+
 TEST_SUITE("model_roundtrip") {
   TEST_CASE("round trips in float for every permutation and coupling kind, fold on and off") {
     RoundTrip all;
@@ -198,6 +309,62 @@ TEST_SUITE("model_roundtrip") {
       }
     }
     MESSAGE("decode_noise: max |z - (mean + T std eps)| (relative) = " << worst);
+  }
+
+  TEST_CASE("RealNVP, NICE and every format 1.1 option round trip in float, fold on and off") {
+    RoundTrip all;
+    std::vector<std::pair<std::string, Graph>> graphs;
+    graphs.emplace_back("realnvp 1x8x8", build_realnvp(small_realnvp(1, 8, 8, 1)));
+    graphs.emplace_back("realnvp 3x8x8", build_realnvp(small_realnvp(3, 8, 8, 2)));
+    graphs.emplace_back("realnvp 3x6x10", build_realnvp(small_realnvp(3, 6, 10, 3)));
+    RealNvpConfig plain = small_realnvp(1, 6, 10, 4);
+    plain.mask_channel = plain.batchnorm = false;
+    plain.logit_alpha = 0.f;
+    graphs.emplace_back("realnvp 1x6x10, no mask, batch norm or logit", build_realnvp(plain));
+    graphs.emplace_back("nice 1x4x4", build_nice(small_nice(1, 4, 4, 5)));
+    graphs.emplace_back("nice 3x6x10", build_nice(small_nice(3, 6, 10, 6)));
+    graphs.emplace_back("format 1.1 options", format11_graph(7));
+    for (size_t i = 0; i < graphs.size(); ++i) {
+      INFO(graphs[i].first);
+      all.merge(round_trip(graphs[i].second, 500 + i));
+    }
+    MESSAGE("RealNVP, NICE, format 1.1 (" << graphs.size() << " models): " << all.report());
+  }
+
+  TEST_CASE("the new layers and fields survive write -> read, and the model computes the same") {
+    std::vector<Graph> graphs = {build_realnvp(small_realnvp(3, 8, 8, 11)),
+                                 build_nice(small_nice(1, 4, 4, 12)), format11_graph(13)};
+    for (size_t i = 0; i < graphs.size(); ++i) {
+      INFO("graph " << i);
+      const Graph &g = graphs[i];
+      CHECK(g.required_format_minor() == 1);
+      const std::vector<uint8_t> bytes = write_flow(g);
+      const Graph back = read_flow(copy_model_bytes(bytes.data(), bytes.size()));
+      CHECK(back.format_minor == 1);
+      check_same_layers(g, back);
+      CHECK(write_flow(back) == bytes);
+      // The same latents and log-densities, bit for bit.
+      const size_t d = static_cast<size_t>(g.dims());
+      const std::vector<float> x = Rng(600 + i).floats(2 * d, -0.5, 0.5);
+      std::vector<float> za(2 * d), zb(2 * d);
+      std::vector<double> la(2), lb(2);
+      RefExecutor<float>(g, 2, 1, true).encode(2, x.data(), nullptr, za.data(), la.data(), nullptr);
+      RefExecutor<float>(back, 2, 1, true)
+          .encode(2, x.data(), nullptr, zb.data(), lb.data(), nullptr);
+      CHECK(za == zb);
+      CHECK(la == lb);
+    }
+    // A Glow model needs none of it and stays a 1.0 file.
+    GlowConfig cfg;
+    cfg.channels = 1;
+    cfg.height = cfg.width = 8;
+    cfg.levels = 2;
+    cfg.depth = 1;
+    cfg.hidden = 4;
+    const Graph glow = build_glow(cfg);
+    CHECK(glow.required_format_minor() == 0);
+    const std::vector<uint8_t> bytes = write_flow(glow);
+    CHECK(read_flow(copy_model_bytes(bytes.data(), bytes.size())).format_minor == 0);
   }
 }
 

@@ -327,6 +327,67 @@ inline std::vector<double> naive_invconv_weight(const InvConvLayer &l, int64_t c
   return w;
 }
 
+// The coupling map of schema/flow.fbs on `a`, in place: channel halves (First/Second) or the
+// checkerboard's masked positions, additive or affine with every split, scale function and form.
+inline void naive_coupling(const CouplingLayer &cp, Act &a) {
+  const int64_t plane = a.h * a.w;
+  const bool checker = is_checkerboard(cp.conditioning);
+  // m(i, j) = 1 (x_a) where (i + j) % 2 == 0 for EVEN, == 1 for ODD.
+  auto in_xa = [&](int64_t p) {
+    const int64_t parity = (p / a.w + p % a.w) % 2;
+    return parity == (cp.conditioning == Half::CheckerboardEven ? 0 : 1);
+  };
+  const int64_t cb = checker ? a.c : a.c / 2;
+  Act net_in;
+  if (checker) {
+    net_in = Act{a.c + (cp.mask_channel ? 1 : 0), a.h, a.w, {}};
+    net_in.v.assign(static_cast<size_t>(net_in.c * plane), 0.0);
+    for (int64_t ch = 0; ch < a.c; ++ch)
+      for (int64_t p = 0; p < plane; ++p)
+        net_in.v[ch * plane + p] = in_xa(p) ? a.v[ch * plane + p] : 0.0;
+    if (cp.mask_channel)
+      for (int64_t p = 0; p < plane; ++p) net_in.v[a.c * plane + p] = in_xa(p) ? 1.0 : 0.0;
+  } else {
+    net_in = channels_of(a, cp.conditioning == Half::First ? 0 : cb, cb);
+  }
+  const Act h = naive_net(cp.net, net_in);
+  const int64_t b_from = checker || cp.conditioning == Half::Second ? 0 : cb;
+  for (int64_t j = 0; j < cb; ++j)
+    for (int64_t p = 0; p < plane; ++p) {
+      if (checker && in_xa(p)) continue;
+      double &xb = a.v[(b_from + j) * plane + p];
+      if (cp.type == CouplingType::Additive) {
+        xb += h.v[j * plane + p];
+        continue;
+      }
+      int64_t tc = 0, rc = 0;
+      switch (cp.split) {
+        case ShiftScaleSplit::ShiftScaleHalves:
+          tc = j, rc = cb + j;
+          break;
+        case ShiftScaleSplit::ScaleShiftHalves:
+          rc = j, tc = cb + j;
+          break;
+        case ShiftScaleSplit::ShiftScaleInterleaved:
+          tc = 2 * j, rc = 2 * j + 1;
+          break;
+        case ShiftScaleSplit::ScaleShiftInterleaved:
+          rc = 2 * j, tc = 2 * j + 1;
+          break;
+      }
+      const double t = h.v[tc * plane + p];
+      const double raw = h.v[rc * plane + p] + cp.scale_bias;
+      double s = 0;
+      if (cp.scale_fn == ScaleFunction::Sigmoid)
+        s = 1.0 / (1.0 + std::exp(-raw));
+      else if (cp.scale_fn == ScaleFunction::Exp)
+        s = std::exp(raw);
+      else
+        s = std::exp(static_cast<double>(cp.scale_weight[j]) * std::tanh(raw));
+      xb = cp.form == AffineForm::ShiftThenScale ? (xb + t) * s : xb * s + t;
+    }
+}
+
 struct NaiveResult {
   std::vector<double> z;              // per schema: latents in the order they leave
   std::vector<double> mean, log_std;  // each latent element's prior
@@ -393,38 +454,21 @@ inline NaiveResult naive_encode(const Graph &g, const std::vector<double> &x, in
       }
       a = std::move(o);
     } else if (const auto *cp = std::get_if<CouplingLayer>(&layer.op)) {
-      const int64_t cb = a.c / 2;
-      const int64_t a_from = cp->conditioning == Half::First ? 0 : cb;
-      const int64_t b_from = cp->conditioning == Half::First ? cb : 0;
-      const Act h = naive_net(cp->net, channels_of(a, a_from, cb));
-      for (int64_t j = 0; j < cb; ++j)
-        for (int64_t p = 0; p < plane; ++p) {
-          double &xb = a.v[(b_from + j) * plane + p];
-          if (cp->type == CouplingType::Additive) {
-            xb += h.v[j * plane + p];
-            continue;
-          }
-          int64_t tc = 0, rc = 0;
-          switch (cp->split) {
-            case ShiftScaleSplit::ShiftScaleHalves:
-              tc = j, rc = cb + j;
-              break;
-            case ShiftScaleSplit::ScaleShiftHalves:
-              rc = j, tc = cb + j;
-              break;
-            case ShiftScaleSplit::ShiftScaleInterleaved:
-              tc = 2 * j, rc = 2 * j + 1;
-              break;
-            case ShiftScaleSplit::ScaleShiftInterleaved:
-              rc = 2 * j, tc = 2 * j + 1;
-              break;
-          }
-          const double t = h.v[tc * plane + p];
-          const double raw = h.v[rc * plane + p] + cp->scale_bias;
-          const double s =
-              cp->scale_fn == ScaleFunction::Sigmoid ? 1.0 / (1.0 + std::exp(-raw)) : std::exp(raw);
-          xb = cp->form == AffineForm::ShiftThenScale ? (xb + t) * s : xb * s + t;
-        }
+      naive_coupling(*cp, a);
+    } else if (const auto *lg = std::get_if<LogitLayer>(&layer.op)) {
+      const double alpha = lg->alpha;
+      for (double &v : a.v) {
+        const double u = alpha + (1 - 2 * alpha) * (v + 0.5);
+        v = std::log(u / (1 - u));
+      }
+    } else if (std::holds_alternative<FlattenLayer>(layer.op)) {
+      a = Act{a.c * a.h * a.w, 1, 1, std::move(a.v)};
+    } else if (const auto *bn = std::get_if<BatchNormLayer>(&layer.op)) {
+      // What every file and the runtime hold for it: the actnorm of its running statistics.
+      const ActNormLayer an = bn->as_actnorm();
+      for (int64_t ch = 0; ch < a.c; ++ch)
+        for (int64_t p = 0; p < plane; ++p)
+          a.v[ch * plane + p] = an.scale[ch] * (a.v[ch * plane + p] + an.bias[ch]);
     } else if (const auto *sp = std::get_if<SplitLayer>(&layer.op)) {
       const int64_t cz = a.c / 2;
       const Act leave = channels_of(a, sp->leaving == Half::First ? 0 : cz, cz);

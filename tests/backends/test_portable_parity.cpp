@@ -24,7 +24,9 @@
 #include "layers/conv2d.hpp"
 #include "model/finalize.hpp"
 #include "model/glow_builder.hpp"
+#include "model/nice_builder.hpp"
 #include "model/program.hpp"
+#include "model/realnvp_builder.hpp"
 #include "session/session.hpp"
 
 namespace flowrt {
@@ -99,6 +101,28 @@ void check_parity(const Graph &g, size_t n, bool fold = true, uint32_t seed = 7)
     CAPTURE(threads);
     parity::check(g, n, portable_with(threads), fold, seed);
   }
+}
+
+RealNvpConfig realnvp_config(int64_t channels, int64_t h, int64_t w, uint64_t seed) {
+  RealNvpConfig c;
+  c.channels = channels, c.height = h, c.width = w;
+  c.scales = 2;
+  c.hidden = 16;
+  c.checkerboard = c.channelwise = c.final_checkerboard = 2;
+  c.random_nets = true;
+  c.seed = seed;
+  return c;
+}
+
+NiceConfig nice_config(int64_t channels, int64_t h, int64_t w, int hidden, uint64_t seed) {
+  NiceConfig c;
+  c.channels = channels, c.height = h, c.width = w;
+  c.couplings = 4;
+  c.hidden = hidden;
+  c.hidden_layers = 2;
+  c.random_nets = true;
+  c.seed = seed;
+  return c;
 }
 
 }  // namespace
@@ -338,6 +362,64 @@ TEST_CASE("portable: class-conditional top prior and fewer bits") {
   ref.sample(n, 0.8f, 9, labels.data(), xr.data(), sr.data());
   por.sample(n, 0.8f, 9, labels.data(), xp.data(), sp.data());
   check_pixels(xr, xp, c.n_bits);
+}
+
+TEST_CASE("portable: RealNVP models match the reference, fold on and off, several batch sizes") {
+  // 6x10 and 10x6: odd 3x5 and 5x3 planes after the squeeze, so the checkerboard's rows start on
+  // alternating phases and no row is a whole number of checks.
+  struct Shape {
+    int64_t c, h, w;
+  };
+  const Shape shapes[] = {{3, 8, 8}, {1, 6, 10}, {3, 10, 6}};
+  uint64_t seed = 90;
+  for (const Shape &s : shapes)
+    for (bool variant : {false, true}) {
+      RealNvpConfig cfg = realnvp_config(s.c, s.h, s.w, seed++);
+      if (variant) {  // no mask channel, no batch norm, no logit
+        cfg.mask_channel = cfg.batchnorm = false;
+        cfg.logit_alpha = 0.f;
+      }
+      const Graph g = build_realnvp(cfg);
+      CAPTURE(s.c);
+      CAPTURE(s.h);
+      CAPTURE(s.w);
+      CAPTURE(variant);
+      for (size_t n : {1, 3, 5}) {
+        CAPTURE(n);
+        check_parity(g, n, true);
+        check_parity(g, n, false);
+      }
+    }
+}
+
+TEST_CASE("portable: RealNVP in level-wise groups and on every kernel set") {
+  const Graph g = build_realnvp(realnvp_config(3, 6, 10, 95));
+  // One image's first-level activation per group: the nets' outputs have the group's channel
+  // stride, which the checkerboard arithmetic reads them through.
+  const int64_t first_level = 2 * 16 * 6 * 10 * 4;
+  for (int64_t images : {1, 2}) {
+    ScopedEnv env("FLOWRT_PORTABLE_CHUNK_BYTES", std::to_string(images * first_level));
+    CAPTURE(images);
+    check_parity(g, 5);
+  }
+  for (const portable::Kernels *k : portable::available_kernels()) {
+    CAPTURE(std::string(k->name));
+    ScopedEnv env("FLOWRT_PORTABLE_ISA", k->name);
+    check_parity(g, 3);
+  }
+}
+
+TEST_CASE("portable: NICE models (1x1 convolutions on the flattened image) match the reference") {
+  for (bool fold : {true, false}) {
+    CAPTURE(fold);
+    for (size_t n : {1, 2, 5}) {
+      CAPTURE(n);
+      check_parity(build_nice(nice_config(1, 4, 4, 16, 100)), n, fold);
+      check_parity(build_nice(nice_config(3, 6, 10, 24, 101)), n, fold);
+    }
+  }
+  // NICE's own shape: 784 values at 1x1, nets 392 -> 256 -> 256 -> 392.
+  check_parity(build_nice(nice_config(1, 28, 28, 256, 102)), 3);
 }
 
 TEST_CASE("portable: results do not depend on the batch size or the thread count") {

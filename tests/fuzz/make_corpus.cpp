@@ -5,10 +5,13 @@
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "format/flow_file.hpp"
 #include "fuzz/corpus_files.hpp"
+#include "model/nice_builder.hpp"
+#include "model/realnvp_builder.hpp"
 #include "test_support.hpp"
 
 using flowrt::fuzz::write_seed_file;
@@ -58,6 +61,38 @@ int main(int argc, char **argv) {
     std::vector<uint8_t> bytes = write_flow(g);
     if (i == 0) base = bytes;
     write_seed_file(dir + "/" + valid[i].first + ".flow", bytes);
+  }
+  // Format 1.1: RealNVP (logit, checkerboard couplings with and without the mask channel, tanh
+  // scales, batch norms written as actnorms) and NICE (flatten, couplings on the vector).
+  std::vector<std::pair<std::string, Graph>> families;
+  RealNvpConfig rn;
+  rn.channels = 1;
+  rn.height = rn.width = 8;
+  rn.scales = 2;
+  rn.hidden = 4;
+  rn.checkerboard = rn.channelwise = 1;
+  rn.final_checkerboard = 2;
+  rn.random_nets = true;
+  rn.seed = 21;
+  families.emplace_back("valid_realnvp", build_realnvp(rn));
+  rn.channels = 3;
+  rn.height = rn.width = 4;
+  rn.mask_channel = rn.batchnorm = false;
+  rn.logit_alpha = 0.f;
+  rn.seed = 22;
+  families.emplace_back("valid_realnvp_plain", build_realnvp(rn));
+  NiceConfig nc;
+  nc.channels = 1;
+  nc.height = nc.width = 4;
+  nc.couplings = 2;
+  nc.hidden = 8;
+  nc.hidden_layers = 1;
+  nc.random_nets = true;
+  nc.seed = 23;
+  families.emplace_back("valid_nice", build_nice(nc));
+  for (auto &[name, g] : families) {
+    g.metadata = {{"dataset", "fuzz-seed"}};
+    write_seed_file(dir + "/" + name + ".flow", write_flow(g));
   }
   std::vector<uint8_t> b = base;
   b.resize(base.size() / 2);

@@ -18,7 +18,7 @@
 #include <unordered_map>
 
 #include "backends/portable/portable_gemm.hpp"
-#include "backends/ref/ref_executor.hpp"
+#include "backends/ref/executor_backend.hpp"
 #include "core/error.hpp"
 
 namespace flowrt {
@@ -175,30 +175,10 @@ class PortableNets {
 
 namespace {
 
-class PortableBackend final : public Backend {
+class PortableBackend final : public ExecutorBackend<PortableNets, FLOWRT_BACKEND_PORTABLE> {
  public:
   PortableBackend(const Graph &g, const BackendOptions &o)
-      : Backend(g.dims()),
-        exec_(g, o.max_batch, o.threads, ProgramOptions{o.fold, NetWeights::ViewScaled}),
-        threads_(resolve_threads(o.threads)) {}
-  flowrt_backend kind() const override { return FLOWRT_BACKEND_PORTABLE; }
-
-  void encode(size_t n, const float *x, const int32_t *labels, float *z, double *log_p,
-              double *log_det) override {
-    exec_.encode(n, x, labels, z, log_p, log_det);
-  }
-  void decode(size_t n, const float *z, float *x) override {
-    exec_.decode(n, z, false, 0.f, nullptr, x);
-  }
-  void decode_noise(size_t n, const float *eps, float temperature, const int32_t *labels,
-                    float *x) override {
-    exec_.decode(n, eps, true, temperature, labels, x);
-  }
-  void sample(size_t n, uint64_t seed, uint64_t first_image, float temperature,
-              const int32_t *labels, float *eps_scratch, float *x) override {
-    philox_fill(seed, first_image, n, dims_, eps_scratch, threads_);
-    exec_.decode(n, eps_scratch, true, temperature, labels, x);
-  }
+      : ExecutorBackend(g, o, NetWeights::ViewScaled) {}
   std::vector<std::string> kernels(size_t) override {
     const Kernels &k = exec_.nets().kernels();
     return {std::string("gemm ") + k.name + " " + std::to_string(k.mr[0]) + "x" +
@@ -213,10 +193,6 @@ class PortableBackend final : public Backend {
     return b;
   }
   std::string kernel_name() const { return exec_.nets().kernels().name; }
-
- private:
-  FlowExecutor<float, PortableNets> exec_;
-  int threads_;
 };
 
 }  // namespace

@@ -1,9 +1,11 @@
 // The flow walk of the CPU executors, and the reference executor.
 //
 // FlowExecutor<T, Nets> runs a Program<T> with the plain layer math of runtime/src/layers: the
-// squeezes, actnorms, invertible 1x1 convolutions, permutations, coupling arithmetic, splits and
-// priors of every image, step by step. How the coupling nets and split priors run is the policy
-// `Nets`, the one thing that differs between the executors built on it:
+// logit input layer, squeezes, actnorms, invertible 1x1 convolutions, permutations, coupling
+// arithmetic (channel halves and checkerboards), splits and priors of every image, step by step.
+// A flatten has no step: the step after it reads the same memory as a (C*H*W, 1, 1) tensor. How
+// the coupling nets and split priors run is the policy `Nets`, the one thing that differs between
+// the executors built on it:
 // - RefNets (RefExecutor<T>, the reference executor): layers::run_net, a direct convolution per
 //   image. Images of a batch are walked in parallel (OpenMP), each alone; a single image spreads
 //   its convolutions' output channels instead. This is the oracle every other backend is tested
@@ -16,7 +18,13 @@
 // The policy's interface: kBatched, kScaledViews (it can run a NetWeights::ViewScaled program,
 // i.e. it applies PConv::weight_scale itself), a constructor (program, max_batch, threads),
 // run(net, h, w, first slot, images, inputs, outputs, threads) -> the outputs' channel stride,
-// and, when batched, group_size(net floats per image) and reserve(net, h, w, images).
+// and, when batched, group_size(net floats per image) and reserve(net, h, w, images). A net's
+// inputs are CHW images, one pointer each: a channel coupling's x_a inside the walk's tensor, a
+// checkerboard coupling's masked copy of it (x * m, plus m with mask_channel) in the walk's
+// scratch.
+//
+// The executor checks the program when it is made and refuses, with an Error naming the step,
+// anything it would not run exactly as the format defines it.
 //
 // Memory: the Program, one set of activation buffers per image of the maximum batch, and the
 // policy's. With NetWeights::View (what the reference backend uses) the Program reads the nets'
@@ -25,6 +33,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "core/error.hpp"
@@ -33,6 +42,7 @@
 #include "layers/coupling.hpp"
 #include "layers/gaussian.hpp"
 #include "layers/linear1x1.hpp"
+#include "layers/logit.hpp"
 #include "layers/net.hpp"
 #include "layers/permute.hpp"
 #include "layers/squeeze.hpp"
@@ -78,18 +88,28 @@ class RefNets {
 
 template <typename T, typename Nets>
 class FlowExecutor {
+  // Every kind of step is handled below; a new kind must be added there (and to check()).
+  static_assert(std::variant_size_v<PStepOp<T>> == 8, "FlowExecutor: a step kind is not handled");
+
  public:
   FlowExecutor(const Graph &graph, size_t max_batch, int threads, const ProgramOptions &options)
       : prog_(build_program<T>(graph, checked(options))),
         threads_(resolve_threads(threads)),
         max_batch_(std::max<size_t>(max_batch, 1)),
+        places_(check(graph, prog_)),
         nets_(prog_, max_batch_, threads_) {
+    int64_t masked = 0;  // the largest checkerboard net input
+    for (const PStep<T> &step : prog_.steps)
+      if (auto *cp = std::get_if<PCoupling<T>>(&step.op); cp && is_checkerboard(cp->conditioning))
+        masked = std::max(masked, cp->net.in_ch * step.in.plane());
     scratch_.resize(max_batch_);
     for (Scratch &s : scratch_) {
       s.a.resize(prog_.dims);
       s.b.resize(prog_.dims);
       s.z.resize(prog_.dims);
       s.pos.resize(prog_.dims);
+      s.grid.resize(prog_.image.height * prog_.image.width);
+      s.masked.resize(masked);
     }
     in_ptrs_.resize(max_batch_);
     out_ptrs_.resize(max_batch_);
@@ -154,12 +174,14 @@ class FlowExecutor {
 
  private:
   struct Scratch {
-    std::vector<T> a, b;      // the image's tensor (cur) and the next one (tmp); they swap
-    std::vector<T> z;         // z of a detailed encode that does not ask for eps
-    std::vector<double> pos;  // per grid position terms of a detailed encode
-    bool flip = false;        // b holds the current tensor
-    double ld = 0, lp = 0;    // encode: log|det| and log-prior so far
-    double level_ld = 0;      // log|det| since the last split
+    std::vector<T> a, b;       // the image's tensor (cur) and the next one (tmp); they swap
+    std::vector<T> z;          // z of a detailed encode that does not ask for eps
+    std::vector<T> masked;     // a checkerboard coupling's net input
+    std::vector<double> pos;   // per grid position (or per element) terms of a detailed encode
+    std::vector<double> grid;  // per-element terms gathered onto their grid positions
+    bool flip = false;         // b holds the current tensor
+    double ld = 0, lp = 0;     // encode: log|det| and log-prior so far
+    double level_ld = 0;       // log|det| since the last split
     int level = 0;
     T *cur() { return flip ? b.data() : a.data(); }
     T *tmp() { return flip ? a.data() : b.data(); }
@@ -169,11 +191,149 @@ class FlowExecutor {
   struct Segment {
     size_t first = 0, last = 0, chunk = 1;
   };
+  // Where a step's terms land on the likelihood map. On a spatial tensor, element (c, p) belongs
+  // to position p of the step's own H x W grid (each grid position then covers a block of
+  // pixels). After a flatten the tensor is one vector: element e belongs to position origin[e]
+  // of `grid`, the grid of the shape that was flattened, carried through the permutes and splits
+  // that move elements; after a step that mixes the vector's elements (a 1x1 conv) no element
+  // has a place of its own any more, and the step's own 1x1 grid takes every term (an even
+  // share of every pixel).
+  struct Place {
+    std::vector<int32_t> origin;  // empty: the step's own grid
+    Shape3 grid;
+    bool per_element() const { return !origin.empty(); }
+  };
 
   static const ProgramOptions &checked(const ProgramOptions &o) {
     if (o.net_weights == NetWeights::ViewScaled && !Nets::kScaledViews)
       fail(FLOWRT_INTERNAL_ERROR, "the reference executor cannot run deferred net foldings");
     return o;
+  }
+
+  // Checks that every step is one this walk runs exactly as the format defines it (the loader's
+  // checks make a program from a file pass; a Program built some other way may not), and works
+  // out each step's Place. Throws Error(FLOWRT_UNSUPPORTED) naming the step otherwise.
+  static std::vector<Place> check(const Graph &graph, const Program<T> &prog) {
+    std::vector<Place> places(prog.steps.size());
+    Shape3 prev = prog.image.shape();
+    std::vector<int32_t> origin;  // the current vector's element places, after a flatten
+    Shape3 grid;
+    for (size_t k = 0; k < prog.steps.size(); ++k) {
+      const PStep<T> &step = prog.steps[k];
+      const Shape3 &in = step.in;
+      const std::string where = "step " + std::to_string(k) +
+                                (step.layer_index < graph.layers.size()
+                                     ? " (layer " + std::to_string(step.layer_index) + " '" +
+                                           graph.layers[step.layer_index].name + "')"
+                                     : std::string());
+      auto refuse = [&](const std::string &why) {
+        fail(FLOWRT_UNSUPPORTED, "the executor cannot run " + where + ": " + why);
+      };
+      if (in.numel() < 1 || in.numel() > prog.dims) refuse("input " + to_string(in));
+      if (in != prev) {  // only a flatten, which has no step, changes the shape between steps
+        if (in != Shape3{prev.numel(), 1, 1})
+          refuse("its input " + to_string(in) + " is neither the previous output " +
+                 to_string(prev) + " nor its flattening");
+        grid = Shape3{1, prev.h, prev.w};
+        origin.assign(static_cast<size_t>(in.c), 0);
+        for (int64_t e = 0; e < in.c; ++e) origin[e] = static_cast<int32_t>(e % prev.plane());
+      }
+      places[k].origin = origin;
+      places[k].grid = grid;
+      const bool last = k + 1 == prog.steps.size();
+      const bool shape_kept = step.out == in;
+      if (std::holds_alternative<PTop<T>>(step.op) != last)
+        refuse(last ? "the last step is not the top prior" : "the top prior is not the last step");
+      if (std::holds_alternative<PLogit<T>>(step.op)) {
+        if (k != 0) refuse("a logit step is not the first");
+        if (!shape_kept) refuse("a logit step changes the shape");
+        const double alpha = static_cast<double>(std::get<PLogit<T>>(step.op).alpha);
+        if (!(alpha > 0 && alpha < 0.5)) refuse("logit alpha out of (0, 0.5)");
+      } else if (std::holds_alternative<PSqueeze>(step.op)) {
+        if (in.h % 2 || in.w % 2 || step.out != Shape3{in.c * 4, in.h / 2, in.w / 2})
+          refuse("a squeeze of " + to_string(in) + " to " + to_string(step.out));
+      } else if (auto *af = std::get_if<PAffine<T>>(&step.op)) {
+        if (!shape_kept || static_cast<int64_t>(af->scale.size()) != in.c ||
+            af->shift.size() != af->scale.size())
+          refuse("an actnorm's parameters do not fit " + to_string(in));
+      } else if (auto *li = std::get_if<PLinear<T>>(&step.op)) {
+        if (!shape_kept || static_cast<int64_t>(li->a.size()) != in.c * in.c ||
+            li->a_inv.size() != li->a.size() || static_cast<int64_t>(li->c.size()) != in.c)
+          refuse("a 1x1 convolution's matrices do not fit " + to_string(in));
+        origin.clear();  // it mixes the vector's elements
+      } else if (auto *pm = std::get_if<PPermute>(&step.op)) {
+        if (!shape_kept || static_cast<int64_t>(pm->source.size()) != in.c)
+          refuse("a permutation of " + std::to_string(pm->source.size()) + " channels on " +
+                 to_string(in));
+        std::vector<bool> seen(static_cast<size_t>(in.c), false);
+        for (int32_t s : pm->source) {
+          if (s < 0 || s >= in.c || seen[s]) refuse("the permutation is not one");
+          seen[s] = true;
+        }
+        if (!origin.empty()) {
+          std::vector<int32_t> moved(origin.size());
+          for (size_t e = 0; e < moved.size(); ++e) moved[e] = origin[pm->source[e]];
+          origin = std::move(moved);
+        }
+      } else if (auto *cp = std::get_if<PCoupling<T>>(&step.op)) {
+        check_coupling(*cp, in, shape_kept, refuse);
+      } else if (auto *sp = std::get_if<PSplit<T>>(&step.op)) {
+        if (sp->leaving != Half::First && sp->leaving != Half::Second)
+          refuse("a split leaves a channel half, not a checkerboard");
+        if (in.c % 2 || step.out != Shape3{in.c / 2, in.h, in.w} ||
+            step.latent != Shape3{in.c / 2, in.h, in.w})
+          refuse("a split of " + to_string(in) + " to " + to_string(step.out));
+        if (step.latent_offset < 0 || step.latent_offset + step.latent.numel() > prog.dims)
+          refuse("the split's latents lie outside z");
+        if (!sp->prior.empty() && (sp->prior.in_ch != in.c / 2 || sp->prior.out_ch != in.c))
+          refuse("the split prior net is not " + std::to_string(in.c / 2) + " -> " +
+                 std::to_string(in.c) + " channels");
+        if (!origin.empty()) {
+          const size_t half = origin.size() / 2, keep = sp->leaving == Half::First ? half : 0;
+          origin = std::vector<int32_t>(origin.begin() + keep, origin.begin() + keep + half);
+        }
+      } else if (auto *tp = std::get_if<PTop<T>>(&step.op)) {
+        if (step.latent != in || step.latent_offset + in.numel() != prog.dims ||
+            static_cast<int64_t>(tp->mean.size()) != in.numel() ||
+            tp->log_std.size() != tp->mean.size() ||
+            static_cast<int64_t>(tp->class_offsets.size()) != tp->n_classes * 2 * in.c)
+          refuse("the top prior does not fit " + to_string(in));
+      }
+      prev = step.out;
+    }
+    return places;
+  }
+
+  template <typename Refuse>
+  static void check_coupling(const PCoupling<T> &cp, const Shape3 &in, bool shape_kept,
+                             const Refuse &refuse) {
+    if (!shape_kept) refuse("a coupling changes the shape");
+    const bool checker = is_checkerboard(cp.conditioning);
+    if (!checker && cp.conditioning != Half::First && cp.conditioning != Half::Second)
+      refuse("unknown coupling conditioning");
+    if (checker && in.plane() < 2)
+      refuse("a checkerboard coupling on " + to_string(in) + " (fewer than 2 positions)");
+    if (!checker && (in.c % 2 || cp.mask_channel))
+      refuse("a channel coupling on " + to_string(in) +
+             (cp.mask_channel ? " with a mask channel" : ""));
+    const int64_t cb = checker ? in.c : in.c / 2;
+    const int64_t net_in = checker ? in.c + (cp.mask_channel ? 1 : 0) : cb;
+    const bool affine = cp.type == CouplingType::Affine;
+    if (!affine && cp.type != CouplingType::Additive) refuse("unknown coupling type");
+    if (cp.net.empty() || cp.net.in_ch != net_in || cp.net.out_ch != (affine ? 2 * cb : cb))
+      refuse("the coupling net is not " + std::to_string(net_in) + " -> " +
+             std::to_string(affine ? 2 * cb : cb) + " channels");
+    if (!affine) return;
+    const int split = static_cast<int>(cp.split);
+    if (split < 1 || split > 4) refuse("unknown shift/scale split");
+    if (cp.form != AffineForm::ShiftThenScale && cp.form != AffineForm::ScaleThenShift)
+      refuse("unknown affine form");
+    if (cp.scale_fn != ScaleFunction::Sigmoid && cp.scale_fn != ScaleFunction::Exp &&
+        cp.scale_fn != ScaleFunction::Tanh)
+      refuse("unknown scale function");
+    if (cp.scale_fn == ScaleFunction::Tanh && static_cast<int64_t>(cp.scale_weight.size()) != cb)
+      refuse("the tanh scale has " + std::to_string(cp.scale_weight.size()) +
+             " weights, expected " + std::to_string(cb));
   }
 
   // One segment for the whole flow when images are walked alone; otherwise one per level, with
@@ -229,6 +389,37 @@ class FlowExecutor {
     return nets_.run(net, in.h, in.w, i0, m, in_ptrs_.data() + i0, out_ptrs_.data() + i0, threads);
   }
 
+  // A coupling's net on images i0..i0+m-1: on x_a of a channel coupling (inside the tensor), or
+  // on the masked copy of a checkerboard's. Returns the output's channel stride.
+  int64_t run_coupling_net(const PCoupling<T> &cp, const Shape3 &in, size_t i0, size_t m,
+                           int threads) {
+    if (!is_checkerboard(cp.conditioning))
+      return run_net(cp.net, in, cp.conditioning == Half::First ? 0 : in.c / 2 * in.plane(), i0, m,
+                     threads);
+    for_images(i0, m, threads, [&](Scratch &s, size_t) {
+      layers::checkerboard_net_input(cp.conditioning, cp.mask_channel, in, s.cur(),
+                                     s.masked.data());
+    });
+    for (size_t j = 0; j < m; ++j) in_ptrs_[i0 + j] = scratch_[i0 + j].masked.data();
+    return nets_.run(cp.net, in.h, in.w, i0, m, in_ptrs_.data() + i0, out_ptrs_.data() + i0,
+                     threads);
+  }
+  // The element-wise half of a coupling on image s's tensor; pos and pos_stride as
+  // layers::coupling_transform takes them (per element: indexed by the tensor's element).
+  static double coupling_elementwise(const PCoupling<T> &cp, const T *h, int64_t hs,
+                                     const Shape3 &in, Scratch &s, bool inverse, double *pos,
+                                     bool per_element) {
+    const int64_t plane = in.plane();
+    if (is_checkerboard(cp.conditioning))
+      return layers::coupling_transform(
+          cp, h, in.c, layers::Positions{in.h, in.w, layers::transformed_parity(cp.conditioning)},
+          s.cur(), inverse, pos, hs, per_element ? plane : 0);
+    const int64_t cb = in.c / 2, xb = cp.conditioning == Half::First ? cb * plane : 0;
+    return layers::coupling_transform(cp, h, cb, layers::Positions{1, plane, -1}, s.cur() + xb,
+                                      inverse, pos && per_element ? pos + xb : pos, hs,
+                                      per_element ? plane : 0);
+  }
+
   // Adds sign * pos[u, v] (a grid of `grid` positions) evenly over the pixel block each grid
   // position came from.
   void spread(const double *pos, const Shape3 &grid, double sign, double *map) const {
@@ -246,6 +437,26 @@ class FlowExecutor {
   void spread_constant(double logdet, double *map) const {
     const int64_t px = prog_.image.height * prog_.image.width;
     for (int64_t k = 0; k < px; ++k) map[k] -= logdet / static_cast<double>(px);
+  }
+  // Image s's term buffer for step k, zeroed: one double per grid position, or per element when
+  // the step's elements have places of their own. Null without a map.
+  double *terms_of(size_t k, Scratch &s, const double *map) const {
+    if (!map) return nullptr;
+    const PStep<T> &step = prog_.steps[k];
+    const int64_t n = places_[k].per_element() ? step.in.numel() : step.in.plane();
+    std::fill(s.pos.begin(), s.pos.begin() + n, 0.0);
+    return s.pos.data();
+  }
+  // Adds sign * the terms of step k (from terms_of) to the map.
+  void spread_terms(size_t k, Scratch &s, double sign, double *map) const {
+    const Place &place = places_[k];
+    if (!place.per_element()) {
+      spread(s.pos.data(), prog_.steps[k].in, sign, map);
+      return;
+    }
+    std::fill(s.grid.begin(), s.grid.begin() + place.grid.plane(), 0.0);
+    for (size_t e = 0; e < place.origin.size(); ++e) s.grid[place.origin[e]] += s.pos[e];
+    spread(s.grid.data(), place.grid, sign, map);
   }
   // Turns latent z (n elements, in place) into eps = (z - mean) / std, adding each element's
   // log-density to pos[position] when pos is given; returns their sum.
@@ -328,7 +539,20 @@ class FlowExecutor {
       const PStep<T> &step = prog_.steps[k];
       const Shape3 &in = step.in;
       const int64_t plane = in.plane();
-      if (auto *sq = std::get_if<PSqueeze>(&step.op)) {
+      // Terms per element (the stride between channels in the term buffer) or per position (0).
+      const bool per_element = places_[k].per_element();
+      const int64_t pos_stride = per_element ? plane : 0;
+      if (auto *lg = std::get_if<PLogit<T>>(&step.op)) {
+        for_images(i0, m, threads, [&](Scratch &s, size_t i) {
+          double *map = nll_map_of(detail, i);
+          double *pos = terms_of(k, s, map);
+          const double l_ld =
+              layers::logit_encode(lg->alpha, in.c, plane, s.cur(), pos, pos_stride);
+          s.ld += l_ld;
+          s.level_ld += l_ld;
+          if (map) spread_terms(k, s, -1.0, map);
+        });
+      } else if (auto *sq = std::get_if<PSqueeze>(&step.op)) {
         for_images(i0, m, threads, [&](Scratch &s, size_t) {
           layers::squeeze(sq->order, in, s.cur(), s.tmp(), false);
           s.swap();
@@ -338,7 +562,15 @@ class FlowExecutor {
           layers::channel_affine(af->scale.data(), af->shift.data(), in.c, plane, s.cur(), false);
           s.ld += step.logdet;
           s.level_ld += step.logdet;
-          if (double *map = nll_map_of(detail, i)) spread_constant(step.logdet, map);
+          double *map = nll_map_of(detail, i);
+          if (map && per_element) {  // each channel's log|scale| on its own element
+            double *pos = terms_of(k, s, map);
+            for (int64_t c = 0; c < in.c; ++c)
+              pos[c] = static_cast<double>(plane) * std::log(std::fabs(double(af->scale[c])));
+            spread_terms(k, s, -1.0, map);
+          } else if (map) {
+            spread_constant(step.logdet, map);
+          }
         });
       } else if (auto *li = std::get_if<PLinear<T>>(&step.op)) {
         for_images(i0, m, threads, [&](Scratch &s, size_t i) {
@@ -354,19 +586,15 @@ class FlowExecutor {
           s.swap();
         });
       } else if (auto *cp = std::get_if<PCoupling<T>>(&step.op)) {
-        const int64_t cb = in.c / 2;
-        const int64_t xa = cp->conditioning == Half::First ? 0 : cb * plane;
-        const int64_t xb = cp->conditioning == Half::First ? cb * plane : 0;
-        const int64_t hs = run_net(cp->net, in, xa, i0, m, threads);
+        const int64_t hs = run_coupling_net(*cp, in, i0, m, threads);
         for_images(i0, m, threads, [&](Scratch &s, size_t i) {
           double *map = nll_map_of(detail, i);
-          double *pos = map ? s.pos.data() : nullptr;
-          if (pos) std::fill(pos, pos + plane, 0.0);
+          double *pos = terms_of(k, s, map);
           const double c_ld =
-              layers::coupling_apply(*cp, out_ptrs_[i], cb, plane, s.cur() + xb, false, pos, hs);
+              coupling_elementwise(*cp, out_ptrs_[i], hs, in, s, false, pos, per_element);
           s.ld += c_ld;
           s.level_ld += c_ld;
-          if (map) spread(pos, in, -1.0, map);
+          if (map) spread_terms(k, s, -1.0, map);
         });
       } else if (auto *sp = std::get_if<PSplit<T>>(&step.op)) {
         const int64_t cz = in.c / 2, n = cz * plane;
@@ -380,11 +608,12 @@ class FlowExecutor {
           std::memcpy(zi, cur + leave, sizeof(T) * n);
           const T *o = prior ? out_ptrs_[i] : nullptr;
           double *map = nll_map_of(detail, i);
-          double *pos = map ? s.pos.data() : nullptr;
-          const double s_lp = detail ? split_standardise(*sp, o, os, zi, cz, plane, pos)
+          double *pos = terms_of(k, s, map);
+          if (pos && per_element) pos += leave;  // the leaving elements' own places
+          const double s_lp = detail ? split_standardise(*sp, o, os, zi, cz, plane, pos, pos_stride)
                                      : split_log_prob(*sp, o, os, cur + leave, cz, plane);
           s.lp += s_lp;
-          if (map) spread(pos, in, -1.0, map);
+          if (map) spread_terms(k, s, -1.0, map);
           end_level(s, i, s_lp, detail);
           if (sp->leaving == Half::First) std::memmove(cur, cur + keep, sizeof(T) * n);
         });
@@ -395,23 +624,23 @@ class FlowExecutor {
           T *cur = s.cur();
           T *zi = latents_of(z, detail, s, i) + step.latent_offset;
           double *map = nll_map_of(detail, i);
-          double *pos = map ? s.pos.data() : nullptr;
+          double *pos = terms_of(k, s, map);
           double t_lp = 0;
-          if (pos) std::fill(pos, pos + plane, 0.0);
           std::memcpy(zi, cur, sizeof(T) * n);
           for (int64_t c = 0; c < in.c; ++c) {
             T mo, lo;
             top_offsets(*tp, c, label, in.c, &mo, &lo);
             if (detail) {
               t_lp += standardise(zi + c * plane, tp->mean.data() + c * plane,
-                                  tp->log_std.data() + c * plane, plane, mo, lo, pos);
+                                  tp->log_std.data() + c * plane, plane, mo, lo,
+                                  pos ? pos + c * pos_stride : nullptr);
               continue;
             }
             t_lp += layers::gaussian_log_prob(cur + c * plane, tp->mean.data() + c * plane,
                                               tp->log_std.data() + c * plane, plane, mo, lo);
           }
           s.lp += t_lp;
-          if (map) spread(pos, in, -1.0, map);
+          if (map) spread_terms(k, s, -1.0, map);
           end_level(s, i, t_lp, detail);
         });
       }
@@ -438,19 +667,21 @@ class FlowExecutor {
   }
 
   // split_log_prob for a detailed encode: turns the leaving latent z (cz planes) into eps in
-  // place, gathers each position's log-density into pos (if given) and returns their sum.
+  // place, adds each element's log-density to pos[j * pos_stride + p] (if given; pos_stride 0
+  // sums the channels per position) and returns their sum.
   static double split_standardise(const PSplit<T> &sp, const T *o, int64_t os, T *z, int64_t cz,
-                                  int64_t plane, double *pos) {
+                                  int64_t plane, double *pos, int64_t pos_stride) {
     double acc = 0;
-    if (pos) std::fill(pos, pos + plane, 0.0);
     if (sp.prior.empty()) {
-      for (int64_t j = 0; j < cz; ++j)
+      for (int64_t j = 0; j < cz; ++j) {
+        double *pj = pos ? pos + j * pos_stride : nullptr;
         for (int64_t p = 0; p < plane; ++p) {
           const double v = static_cast<double>(z[j * plane + p]);
           const double t = -layers::kHalfLog2Pi - 0.5 * v * v;
           acc += t;
-          if (pos) pos[p] += t;
+          if (pj) pj[p] += t;
         }
+      }
       return acc;
     }
     for (int64_t j = 0; j < cz; ++j) {
@@ -458,12 +689,13 @@ class FlowExecutor {
       layers::prior_channels(sp.layout, j, cz, &mc, &lc);
       const T *mean = o + mc * os, *log_std = o + lc * os;
       T *zj = z + j * plane;
+      double *pj = pos ? pos + j * pos_stride : nullptr;
       for (int64_t p = 0; p < plane; ++p) {
         const double ls = static_cast<double>(log_std[p]);
         const double e = (static_cast<double>(zj[p]) - mean[p]) * std::exp(-ls);
         const double t = -layers::kHalfLog2Pi - ls - 0.5 * e * e;
         acc += t;
-        if (pos) pos[p] += t;
+        if (pj) pj[p] += t;
         zj[p] = static_cast<T>(e);
       }
     }
@@ -497,6 +729,10 @@ class FlowExecutor {
                                     cur + c * plane, mo, lo);
           }
         });
+      } else if (auto *lg = std::get_if<PLogit<T>>(&step.op)) {
+        for_images(i0, m, threads, [&](Scratch &s, size_t) {
+          layers::logit_decode(lg->alpha, in.numel(), s.cur());
+        });
       } else if (auto *sq = std::get_if<PSqueeze>(&step.op)) {
         for_images(i0, m, threads, [&](Scratch &s, size_t) {
           layers::squeeze(sq->order, in, s.cur(), s.tmp(), true);
@@ -517,12 +753,10 @@ class FlowExecutor {
           s.swap();
         });
       } else if (auto *cp = std::get_if<PCoupling<T>>(&step.op)) {
-        const int64_t cb = in.c / 2;
-        const int64_t xa = cp->conditioning == Half::First ? 0 : cb * plane;
-        const int64_t xb = cp->conditioning == Half::First ? cb * plane : 0;
-        const int64_t hs = run_net(cp->net, in, xa, i0, m, threads);
+        // x_a passes through unchanged, so the net sees what it saw in encode.
+        const int64_t hs = run_coupling_net(*cp, in, i0, m, threads);
         for_images(i0, m, threads, [&](Scratch &s, size_t i) {
-          layers::coupling_apply(*cp, out_ptrs_[i], cb, plane, s.cur() + xb, true, nullptr, hs);
+          coupling_elementwise(*cp, out_ptrs_[i], hs, in, s, true, nullptr, false);
         });
       } else if (auto *sp = std::get_if<PSplit<T>>(&step.op)) {
         const int64_t cz = in.c / 2, n = cz * plane;
@@ -558,6 +792,7 @@ class FlowExecutor {
   Program<T> prog_;
   int threads_;
   size_t max_batch_;
+  std::vector<Place> places_;  // per step
   Nets nets_;
   int levels_ = 1;  // splits + the top
   std::vector<Scratch> scratch_;
