@@ -11,8 +11,9 @@ from flatbuffers.table import Table
 
 from . import fbs
 from .errors import ConversionError, layer_label, one_line
-from .model_ir import (ActNorm, Conv2d, Coupling, ImageSpec, InvConv1x1, Layer, Model,
-                       OutputScale, Permute, ReLU, Split, Squeeze, TopPrior)
+from .model_ir import (ActNorm, Conv2d, Coupling, COUPLING_TYPE, Flatten, ImageSpec, InvConv1x1,
+                       Layer, Logit, Model, OutputScale, Permute, ReLU, SCALE_FUNCTION, Split,
+                       Squeeze, TopPrior)
 from .shapes import trace
 
 _LAYER_OP = fbs.LayerOp.LayerOp
@@ -138,8 +139,12 @@ def _layer(buf, fl, index):
             raise ConversionError(f"{at}: the coupling has no net")
         buf.vector_span(c._tab, _COUPLING_NET, 4)
         net = _net(buf, c.NetLength(), c.Net, at + " net")
+        # scale_weight belongs to the TANH scale only; libflowrt ignores it otherwise, and so
+        # does this reader.
+        tanh = c.Type() == COUPLING_TYPE.AFFINE and c.ScaleFn() == SCALE_FUNCTION.TANH
         op = Coupling(c.Type(), c.Conditioning(), net, c.Split(), c.ScaleFn(), c.ScaleBias(),
-                      c.Form())
+                      c.Form(), bool(c.MaskChannel()),
+                      _tensor(buf, c.ScaleWeight(), at) if tanh else None)
     elif kind == _LAYER_OP.Split:
         s = _union(fl, fbs.Split.Split)
         buf.vector_span(s._tab, _SPLIT_PRIOR, 4)
@@ -149,6 +154,12 @@ def _layer(buf, fl, index):
         t = _union(fl, fbs.TopPrior.TopPrior)
         op = TopPrior(t.Kind(), _tensor(buf, t.Mean(), at), _tensor(buf, t.LogStd(), at),
                       _tensor(buf, t.ClassOffsets(), at))
+    elif kind == _LAYER_OP.Logit:
+        op = Logit(_union(fl, fbs.Logit.Logit).Alpha())
+    elif kind == _LAYER_OP.Flatten:
+        if _union(fl, fbs.Flatten.Flatten) is None:
+            raise ConversionError(f"{at}: the flatten layer has no table")
+        op = Flatten()
     else:
         raise ConversionError(f"{at}: unknown layer type {kind}")
     return Layer(name, op)

@@ -14,8 +14,8 @@ import numpy as np
 
 from . import fbs
 from .errors import ConversionError
-from .model_ir import (ActNorm, Conv2d, Coupling, INV_CONV_FORM, InvConv1x1, OutputScale,
-                       PERMUTE_KIND, Permute, ReLU, Split, Squeeze, TopPrior)
+from .model_ir import (ActNorm, Conv2d, Coupling, Flatten, INV_CONV_FORM, InvConv1x1, Logit,
+                       OutputScale, PERMUTE_KIND, Permute, ReLU, Split, Squeeze, TopPrior)
 from .shapes import trace
 
 TENSOR_ALIGNMENT = 32
@@ -128,6 +128,7 @@ def _layer_op(b, op):
         return _LAYER_OP.Permute, fbs.Permute.End(b)
     if isinstance(op, Coupling):
         net = _net(b, op.net)
+        scale_weight = _tensor(b, op.scale_weight) if op.scale_weight is not None else None
         fbs.Coupling.Start(b)
         fbs.Coupling.AddType(b, op.type)
         fbs.Coupling.AddConditioning(b, op.conditioning)
@@ -139,6 +140,10 @@ def _layer_op(b, op):
         fbs.Coupling.AddScaleBias(b, float(op.scale_bias))
         if op.form:
             fbs.Coupling.AddForm(b, op.form)
+        if op.mask_channel:
+            fbs.Coupling.AddMaskChannel(b, True)
+        if scale_weight is not None:
+            fbs.Coupling.AddScaleWeight(b, scale_weight)
         return _LAYER_OP.Coupling, fbs.Coupling.End(b)
     if isinstance(op, Split):
         prior = _net(b, op.prior) if op.prior else None
@@ -161,6 +166,13 @@ def _layer_op(b, op):
         if offsets is not None:
             fbs.TopPrior.AddClassOffsets(b, offsets)
         return _LAYER_OP.TopPrior, fbs.TopPrior.End(b)
+    if isinstance(op, Logit):
+        fbs.Logit.Start(b)
+        fbs.Logit.AddAlpha(b, float(op.alpha))
+        return _LAYER_OP.Logit, fbs.Logit.End(b)
+    if isinstance(op, Flatten):
+        fbs.Flatten.Start(b)
+        return _LAYER_OP.Flatten, fbs.Flatten.End(b)
     raise ConversionError(f"cannot write layer {type(op).__name__}")
 
 
@@ -204,7 +216,8 @@ def to_bytes(model) -> bytes:
 
     fbs.Model.Start(b)
     fbs.Model.AddFormatMajor(b, model.format_major)
-    fbs.Model.AddFormatMinor(b, model.format_minor)
+    # A file that uses a format 1.1 feature says so, whatever the model was read as.
+    fbs.Model.AddFormatMinor(b, max(model.format_minor, model.required_format_minor()))
     fbs.Model.AddImage(b, image)
     fbs.Model.AddLayers(b, layers)
     fbs.Model.AddMetadata(b, metadata)

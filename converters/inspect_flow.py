@@ -24,9 +24,9 @@ import numpy as np
 
 from .fbs import enum_names
 from .model_ir import (ActNorm, AFFINE_FORM, Conv2d, COUPLING_TYPE, Coupling, HALF, INV_CONV_FORM,
-                       InvConv1x1, LAYER_TYPE_NAMES, OutputScale, PADDING, PERMUTE_KIND, Permute,
-                       PRIOR_LAYOUT, ReLU, SCALE_FUNCTION, SHIFT_SCALE_SPLIT, SQUEEZE_ORDER, Split,
-                       Squeeze, TOP_PRIOR_KIND, TopPrior, parameter_count)
+                       InvConv1x1, LAYER_TYPE_NAMES, Logit, OutputScale, PADDING, PERMUTE_KIND,
+                       Permute, PRIOR_LAYOUT, ReLU, SCALE_FUNCTION, SHIFT_SCALE_SPLIT,
+                       SQUEEZE_ORDER, Split, Squeeze, TOP_PRIOR_KIND, TopPrior, parameter_count)
 from .shapes import trace
 
 
@@ -65,11 +65,18 @@ def _details(op) -> List[str]:
         return [f"kind={_name(PERMUTE_KIND, op.kind)}"]
     if isinstance(op, Coupling):
         line = f"type={_name(COUPLING_TYPE, op.type)} conditioning={_name(HALF, op.conditioning)}"
+        if op.mask_channel:
+            line += " mask_channel"
         if op.type == COUPLING_TYPE.AFFINE:
-            line += (f" split={_name(SHIFT_SCALE_SPLIT, op.split)}"
-                     f" scale={_name(SCALE_FUNCTION, op.scale_fn)}(raw+{op.scale_bias:g})"
+            scale = f"{_name(SCALE_FUNCTION, op.scale_fn)}(raw+{op.scale_bias:g})"
+            if op.scale_fn == SCALE_FUNCTION.TANH:   # log s = w * tanh(raw + bias)
+                w = np.asarray(op.scale_weight, dtype=np.float64)
+                scale += f" w=[{np.min(w):.4g}..{np.max(w):.4g}]"
+            line += (f" split={_name(SHIFT_SCALE_SPLIT, op.split)} scale={scale}"
                      f" form={_name(AFFINE_FORM, op.form)}")
         return [line, "net: " + _net_text(op.net)]
+    if isinstance(op, Logit):
+        return [f"alpha={op.alpha:g}"]
     if isinstance(op, Split):
         lines = [f"leaving={_name(HALF, op.leaving)}"]
         if op.prior:

@@ -128,6 +128,31 @@ class Coupling:
     scale_fn: int = SCALE_FUNCTION.UNSPECIFIED
     scale_bias: float = 2.0
     form: int = AFFINE_FORM.UNSPECIFIED
+    # Format 1.1:
+    mask_channel: bool = False                # checkerboard: the mask is the net's last input
+    scale_weight: Optional[np.ndarray] = None  # TANH: [C_b]
+
+    @property
+    def checkerboard(self) -> bool:
+        return is_checkerboard(self.conditioning)
+
+    def transformed_channels(self, c: int) -> int:
+        """C_b: the channels the coupling transforms at a (C, H, W) input."""
+        return c if self.checkerboard else c // 2
+
+    def net_input_channels(self, c: int) -> int:
+        return c + (1 if self.mask_channel else 0) if self.checkerboard else c // 2
+
+
+def is_checkerboard(half: int) -> bool:
+    return half in (HALF.CHECKERBOARD_EVEN, HALF.CHECKERBOARD_ODD)
+
+
+def checkerboard_mask(half: int, h: int, w: int) -> np.ndarray:
+    """m(i, j) as float64 [H, W]: 1 at the positions that condition (x_a), 0 at x_b's."""
+    parity = 0 if half == HALF.CHECKERBOARD_EVEN else 1
+    i, j = np.indices((h, w))
+    return ((i + j) % 2 == parity).astype(np.float64)
 
 
 @dataclass
@@ -143,6 +168,17 @@ class TopPrior:
     mean: Optional[np.ndarray] = None        # LEARNED: [C, H, W]
     log_std: Optional[np.ndarray] = None     # LEARNED: [C, H, W]
     class_offsets: Optional[np.ndarray] = None  # [n_classes, 2C] or None
+
+
+@dataclass
+class Logit:
+    """y = logit(alpha + (1 - 2 alpha)(x + 1/2)); only as the first layer."""
+    alpha: float = 0.05
+
+
+@dataclass
+class Flatten:
+    """(C, H, W) -> (C*H*W, 1, 1), the NCHW order unchanged."""
 
 
 @dataclass
@@ -162,18 +198,33 @@ class Model:
     def metadata_dict(self):
         return dict(self.metadata)
 
+    def required_format_minor(self) -> int:
+        """1 when a layer or option of format 1.1 is used (a 1.0 reader rejects those)."""
+        for layer in self.layers:
+            op = layer.op
+            if isinstance(op, (Logit, Flatten)):
+                return 1
+            if isinstance(op, Coupling) and (
+                    op.checkerboard or (op.type == COUPLING_TYPE.AFFINE
+                                        and op.scale_fn == SCALE_FUNCTION.TANH)):
+                return 1
+        return 0
+
 
 LAYER_TYPE_NAMES = {
     Squeeze: "squeeze", ActNorm: "actnorm", InvConv1x1: "invconv1x1", Permute: "permute",
-    Coupling: "coupling", Split: "split", TopPrior: "top_prior",
+    Coupling: "coupling", Split: "split", TopPrior: "top_prior", Logit: "logit",
+    Flatten: "flatten",
 }
 
 
 def layer_tensors(op) -> List[np.ndarray]:
     """Every Tensor a layer (or net op) stores, nested net ops included."""
-    if isinstance(op, (Coupling, Split)):
-        ops = op.net if isinstance(op, Coupling) else op.prior
-        return [t for sub in ops for t in layer_tensors(sub)]
+    if isinstance(op, Coupling):
+        nested = [t for sub in op.net for t in layer_tensors(sub)]
+        return nested + ([op.scale_weight] if op.scale_weight is not None else [])
+    if isinstance(op, Split):
+        return [t for sub in op.prior for t in layer_tensors(sub)]
     names = {
         ActNorm: ("bias", "scale"),
         InvConv1x1: ("weight", "lower", "upper", "sign", "log_s"),

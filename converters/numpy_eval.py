@@ -11,10 +11,10 @@ from typing import List, Optional
 
 import numpy as np
 
-from .model_ir import (ActNorm, AFFINE_FORM, Conv2d, COUPLING_TYPE, Coupling, HALF, InvConv1x1,
-                       OutputScale, PADDING, PERMUTE_KIND, Permute, PRIOR_LAYOUT, ReLU,
-                       SCALE_FUNCTION, SHIFT_SCALE_SPLIT, SQUEEZE_ORDER, Split, Squeeze,
-                       TOP_PRIOR_KIND, TopPrior)
+from .model_ir import (ActNorm, AFFINE_FORM, Conv2d, COUPLING_TYPE, Coupling, Flatten, HALF,
+                       InvConv1x1, Logit, OutputScale, PADDING, PERMUTE_KIND, Permute,
+                       PRIOR_LAYOUT, ReLU, SCALE_FUNCTION, SHIFT_SCALE_SPLIT, SQUEEZE_ORDER, Split,
+                       Squeeze, TOP_PRIOR_KIND, TopPrior, checkerboard_mask)
 from .shapes import trace
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -111,7 +111,31 @@ def log_scale(raw: np.ndarray, op: Coupling) -> np.ndarray:
     a = raw + op.scale_bias
     if op.scale_fn == SCALE_FUNCTION.SIGMOID:
         return -np.logaddexp(0.0, -a)
+    if op.scale_fn == SCALE_FUNCTION.TANH:
+        return _channel(op.scale_weight) * np.tanh(a)
     return a
+
+
+def logit_alpha(op: Logit) -> float:
+    """alpha at the precision the file stores (float32), so results do not depend on whether
+    the model was read back."""
+    return float(np.float32(op.alpha))
+
+
+def logit_forward(x: np.ndarray, op: Logit):
+    """(y, per-image log|det|) of the logit layer."""
+    # u = alpha + (1 - 2 alpha)(x + 1/2) = 1/2 + k x and 1 - u = 1/2 - k x with k = 1 - 2 alpha:
+    # both formed without subtracting from 1.
+    k = 1.0 - 2.0 * logit_alpha(op)
+    log_u, log_1mu = np.log(0.5 + k * x), np.log(0.5 - k * x)
+    log_det = (math.log(k) - log_u - log_1mu).reshape(x.shape[0], -1).sum(axis=1)
+    return log_u - log_1mu, log_det
+
+
+def logit_inverse(y: np.ndarray, op: Logit) -> np.ndarray:
+    # x = (sigmoid(y) - 1/2) / (1 - 2 alpha), and sigmoid(y) - 1/2 = tanh(y / 2) / 2 without the
+    # cancellation near u = 1/2.
+    return 0.5 * np.tanh(0.5 * y) / (1.0 - 2.0 * logit_alpha(op))
 
 
 def prior_mean_logstd(o: np.ndarray, layout: int):
@@ -125,6 +149,27 @@ def gaussian_log_p(z, mean, log_std) -> np.ndarray:
     """Per image sum of log N(z; mean, exp(log_std)^2)."""
     lp = -_HALF_LOG_2PI - log_std - 0.5 * (z - mean) ** 2 * np.exp(-2.0 * log_std)
     return lp.reshape(z.shape[0], -1).sum(axis=1)
+
+
+def _transform(op: Coupling, b: np.ndarray, h: np.ndarray, forward: bool, keep):
+    """(x_b transformed by the net output h, per-image log|det|). `keep` (a boolean mask of the
+    positions that are transformed, or None for all) zeroes the shift and log-scale elsewhere,
+    where the transform is then exactly the identity."""
+    n = b.shape[0]
+    if op.type == COUPLING_TYPE.ADDITIVE:
+        if keep is not None:
+            h = np.where(keep, h, 0.0)
+        return (b + h if forward else b - h), np.zeros(n)
+    t, raw = shift_and_raw_scale(h, op.split)
+    ls = log_scale(raw, op)
+    if keep is not None:
+        t, ls = np.where(keep, t, 0.0), np.where(keep, ls, 0.0)
+    s = np.exp(ls)
+    if op.form == AFFINE_FORM.SHIFT_THEN_SCALE:
+        b = (b + t) * s if forward else b / s - t
+    else:
+        b = b * s + t if forward else (b - t) / s
+    return b, ls.reshape(n, -1).sum(axis=1)
 
 
 @dataclass
@@ -199,6 +244,11 @@ class Evaluator:
             elif isinstance(op, Coupling):
                 x, ld = self._coupling(op, x, forward=True)
                 log_det += ld
+            elif isinstance(op, Logit):
+                x, ld = logit_forward(x, op)
+                log_det += ld
+            elif isinstance(op, Flatten):
+                x = x.reshape(n, -1, 1, 1)
             elif isinstance(op, Split):
                 first_leaves = op.leaving == HALF.FIRST
                 z, h = halves(x, first_leaves)
@@ -216,23 +266,24 @@ class Evaluator:
                             bits_per_dim(log_p, self.dims, self.model.image.n_bits))
 
     def _coupling(self, op: Coupling, x: np.ndarray, forward: bool):
+        if op.checkerboard:
+            return self._checkerboard_coupling(op, x, forward)
         first_is_a = op.conditioning == HALF.FIRST
         a, b = halves(x, first_is_a)
-        h = run_net(op.net, a)
-        log_det = np.zeros(x.shape[0])
-        if op.type == COUPLING_TYPE.ADDITIVE:
-            b = b + h if forward else b - h
-        else:
-            t, raw = shift_and_raw_scale(h, op.split)
-            ls = log_scale(raw, op)
-            s = np.exp(ls)
-            if op.form == AFFINE_FORM.SHIFT_THEN_SCALE:
-                b = (b + t) * s if forward else b / s - t
-            else:
-                b = b * s + t if forward else (b - t) / s
-            log_det = ls.reshape(x.shape[0], -1).sum(axis=1)
+        b, log_det = _transform(op, b, run_net(op.net, a), forward, keep=None)
         out = np.concatenate([a, b] if first_is_a else [b, a], axis=1)
         return out, log_det
+
+    @staticmethod
+    def _checkerboard_coupling(op: Coupling, x: np.ndarray, forward: bool):
+        # x_a = x * m is the same before and after the coupling, so the net sees the same input
+        # in both directions; every channel is transformed, at the positions where m = 0 only.
+        n, _, h, w = x.shape
+        m = checkerboard_mask(op.conditioning, h, w)[None, None]
+        net_in = x * m
+        if op.mask_channel:
+            net_in = np.concatenate([net_in, np.broadcast_to(m, (n, 1, h, w))], axis=1)
+        return _transform(op, x, run_net(op.net, net_in), forward, keep=m == 0)
 
     @staticmethod
     def _permutation(op: Permute, c: int) -> np.ndarray:
@@ -289,4 +340,8 @@ class Evaluator:
                 x = x / _channel(op.scale) - _channel(op.bias)
             elif isinstance(op, Squeeze):
                 x = unsqueeze(x, op.order)
+            elif isinstance(op, Flatten):
+                x = x.reshape((n,) + self.shapes[i].in_shape)
+            elif isinstance(op, Logit):
+                x = logit_inverse(x, op)
         return x

@@ -15,8 +15,13 @@ What is computed at export time, in float64, then stored as float32 constants:
 - an OutputScale folded into the convolution before it;
 - the padding of CONSTANT / EDGE_CHANNEL convolutions: conv(pad_v(x)) = conv(pad_0(x)) +
   conv(pad_v(0)), and the second term does not depend on x, so it becomes a constant bias map
-  added to a zero-padded Conv;
-- the input-independent parts of the log-determinant.
+  added to a zero-padded Conv; a checkerboard coupling's mask channel, a constant input of the
+  net's first convolution, joins that map the same way;
+- the checkerboard masks, and the input-independent parts of the log-determinant (the logit
+  layer's log(1 - 2 alpha) per element among them).
+
+A checkerboard coupling transforms every element and then keeps the conditioning positions as
+they were (Where, so an overflow there cannot leak into the result); a flatten is a Reshape.
 """
 import math
 from typing import List, Optional
@@ -26,11 +31,11 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .errors import ConversionError
-from .model_ir import (ActNorm, AFFINE_FORM, Conv2d, COUPLING_TYPE, Coupling, HALF, InvConv1x1,
-                       OutputScale, PADDING, PERMUTE_KIND, Permute, PRIOR_LAYOUT, ReLU,
-                       SCALE_FUNCTION, SHIFT_SCALE_SPLIT, SQUEEZE_ORDER, Split, Squeeze,
-                       TOP_PRIOR_KIND, TopPrior)
-from .numpy_eval import conv2d
+from .model_ir import (ActNorm, AFFINE_FORM, Conv2d, COUPLING_TYPE, Coupling, Flatten, HALF,
+                       InvConv1x1, Logit, OutputScale, PADDING, PERMUTE_KIND, Permute,
+                       PRIOR_LAYOUT, ReLU, SCALE_FUNCTION, SHIFT_SCALE_SPLIT, SQUEEZE_ORDER, Split,
+                       Squeeze, TOP_PRIOR_KIND, TopPrior, checkerboard_mask)
+from .numpy_eval import conv2d, logit_alpha
 from .shapes import trace
 
 OPSET = 17
@@ -85,21 +90,27 @@ def _channel_vec(v):
 
 # ---- small CNNs (coupling nets, split priors) -------------------------------------------------
 
-def _conv_parts(op: Conv2d, scale: Optional[np.ndarray], hw):
+def _conv_parts(op: Conv2d, scale: Optional[np.ndarray], hw, fixed: Optional[np.ndarray] = None):
     """(weight, bias, constant map or None) of a conv whose output is multiplied per channel
-    by `scale`, with non-zero padding turned into a constant map (see the module doc)."""
+    by `scale`, with non-zero padding turned into a constant map (see the module doc). `fixed`
+    [k, H, W] are constant input channels after the variable ones (a checkerboard mask): their
+    part of the output joins the map and the weight keeps the variable channels only."""
     w = np.asarray(op.weight, dtype=np.float64)
     o = w.shape[0]
     bias = np.zeros(o) if op.bias is None else np.asarray(op.bias, dtype=np.float64)
+    edge = 1 if op.padding == PADDING.EDGE_CHANNEL else 0
+    n_fixed = 0 if fixed is None else fixed.shape[0]
+    variable = w.shape[1] - edge - n_fixed
     const_map = None
-    if op.padding in (PADDING.CONSTANT, PADDING.EDGE_CHANNEL) and (
-            op.padding == PADDING.EDGE_CHANNEL or op.pad_value != 0.0):
-        in_c = w.shape[1] - (1 if op.padding == PADDING.EDGE_CHANNEL else 0)
-        zero = np.zeros((1, in_c) + hw)
-        const_map = conv2d(zero, Conv2d(w, bias, op.padding, op.pad_value))[0]
+    if fixed is not None or edge or (op.padding == PADDING.CONSTANT and op.pad_value != 0.0):
+        inputs = np.zeros((1, variable) + tuple(hw))
+        if fixed is not None:
+            inputs = np.concatenate([inputs, np.asarray(fixed, np.float64)[None]], axis=1)
+        const_map = conv2d(inputs, Conv2d(w, bias, op.padding, op.pad_value))[0]
         bias = None
-    if op.padding == PADDING.EDGE_CHANNEL:
-        w = w[:, :-1]   # the edge channel is zero inside the image: its part is in const_map
+    # The edge channel is zero inside the image and the fixed channels are constants: their
+    # parts are in const_map.
+    w = w[:, :variable]
     if scale is not None:
         w = w * scale[:, None, None, None]
         if bias is not None:
@@ -109,17 +120,25 @@ def _conv_parts(op: Conv2d, scale: Optional[np.ndarray], hw):
     return w, bias, const_map
 
 
-def _net(g: _Graph, ops, x: str, hw) -> str:
+def _net(g: _Graph, ops, x: str, hw, fixed: Optional[np.ndarray] = None) -> str:
+    """The net on x, or, with `fixed` [k, H, W], on x with those constant channels appended."""
+    if fixed is not None and not isinstance(ops[0], Conv2d):
+        # Nothing to fold the constants into: append them as real channels.
+        batch = g.op("Shape", [x], start=0, end=1)
+        size = g.op("Concat", [batch, g.ints(np.shape(fixed))], axis=0)
+        x = g.op("Concat", [x, g.op("Expand", [g.const(fixed[None], "mask"), size])], axis=1)
+        fixed = None
     i = 0
     while i < len(ops):
         op = ops[i]
         if isinstance(op, Conv2d):
+            fixed_in = fixed if i == 0 else None
             scale = None
             if i + 1 < len(ops) and isinstance(ops[i + 1], OutputScale):
                 nxt = ops[i + 1]
                 scale = np.exp(nxt.factor * np.asarray(nxt.log_scale, dtype=np.float64))
                 i += 1
-            w, bias, const_map = _conv_parts(op, scale, hw)
+            w, bias, const_map = _conv_parts(op, scale, hw, fixed_in)
             kh, kw = w.shape[2], w.shape[3]
             inputs = [x, g.const(w, "conv_w")] + ([g.const(bias, "conv_b")] if bias is not None else [])
             x = g.op("Conv", inputs, kernel_shape=[kh, kw],
@@ -157,32 +176,69 @@ def _mean_logstd(g: _Graph, o: str, c2: int, layout: int):
 def _coupling(g: _Graph, op: Coupling, x: str, shape, forward: bool):
     """Returns (output, per-image log-det or None)."""
     c, h, w = shape
+    if op.checkerboard:
+        m = checkerboard_mask(op.conditioning, h, w)
+        # x * m is x_a, equal before and after the coupling: the net input of both directions.
+        net_out = _net(g, op.net, g.op("Mul", [x, g.const(m[None, None], "mask")]), (h, w),
+                       m[None] if op.mask_channel else None)
+        keep = g.const(m[None, None] == 0, "transformed", np.bool_)
+        return _transform(g, op, x, net_out, c, forward, keep)
     first, second = g.halves(x, c)
     a, b = (first, second) if op.conditioning == HALF.FIRST else (second, first)
-    net_out = _net(g, op.net, a, (h, w))
-    log_det = None
-    if op.type == COUPLING_TYPE.ADDITIVE:
-        b = g.op("Add" if forward else "Sub", [b, net_out])
-    else:
-        t, raw = _shift_raw(g, net_out, c, op.split)
-        pre = g.op("Add", [raw, g.const(np.float32(op.scale_bias))])
-        if op.scale_fn == SCALE_FUNCTION.SIGMOID:
-            s = g.op("Sigmoid", [pre])
-            if forward:   # log sigmoid(a) = -softplus(-a), stable for large |a|
-                log_s = g.op("Neg", [g.op("Softplus", [g.op("Neg", [pre])])])
-        else:
-            s = g.op("Exp", [pre])
-            log_s = pre
-        shift_first = op.form == AFFINE_FORM.SHIFT_THEN_SCALE
-        if forward:
-            b = g.op("Mul", [g.op("Add", [b, t]), s]) if shift_first else \
-                g.op("Add", [g.op("Mul", [b, s]), t])
-            log_det = g.per_image_sum(log_s)
-        else:
-            b = g.op("Sub", [g.op("Div", [b, s]), t]) if shift_first else \
-                g.op("Div", [g.op("Sub", [b, t]), s])
+    b, log_det = _transform(g, op, b, _net(g, op.net, a, (h, w)), c // 2, forward, None)
     parts = [a, b] if op.conditioning == HALF.FIRST else [b, a]
     return g.op("Concat", parts, axis=1), log_det
+
+
+def _transform(g: _Graph, op: Coupling, b: str, net_out: str, cb: int, forward: bool,
+               keep: Optional[str]):
+    """(x_b transformed by the net output, per-image log-det or None). `keep` (a boolean
+    constant) selects the positions that are transformed; elsewhere the shift is 0 and the scale
+    1, so the transform is exactly the identity there."""
+    def where(value, otherwise):
+        if keep is None:
+            return value
+        return g.op("Where", [keep, value, g.const(np.float32(otherwise))])
+
+    if op.type == COUPLING_TYPE.ADDITIVE:
+        return g.op("Add" if forward else "Sub", [b, where(net_out, 0.0)]), None
+    t, raw = _shift_raw(g, net_out, 2 * cb, op.split)
+    pre = g.op("Add", [raw, g.const(np.float32(op.scale_bias))])
+    if op.scale_fn == SCALE_FUNCTION.SIGMOID:
+        s = g.op("Sigmoid", [pre])
+        if forward:   # log sigmoid(a) = -softplus(-a), stable for large |a|
+            log_s = g.op("Neg", [g.op("Softplus", [g.op("Neg", [pre])])])
+    elif op.scale_fn == SCALE_FUNCTION.TANH:
+        log_s = g.op("Mul", [g.op("Tanh", [pre]), g.const(_channel_vec(op.scale_weight))])
+        s = g.op("Exp", [log_s])
+    else:
+        s = g.op("Exp", [pre])
+        log_s = pre
+    t, s = where(t, 0.0), where(s, 1.0)
+    shift_first = op.form == AFFINE_FORM.SHIFT_THEN_SCALE
+    if forward:
+        b = g.op("Mul", [g.op("Add", [b, t]), s]) if shift_first else \
+            g.op("Add", [g.op("Mul", [b, s]), t])
+        return b, g.per_image_sum(where(log_s, 0.0))
+    b = g.op("Sub", [g.op("Div", [b, s]), t]) if shift_first else \
+        g.op("Div", [g.op("Sub", [b, t]), s])
+    return b, None
+
+
+def _logit(g: _Graph, x: str, op: Logit, forward: bool):
+    """Forward: (y, per-image sum of -log u - log(1 - u)); inverse: (x, None). The constant
+    log(1 - 2 alpha) per element is the caller's."""
+    k = 1.0 - 2.0 * logit_alpha(op)
+    if not forward:   # x = (sigmoid(y) - 1/2) / k = tanh(y / 2) / (2k)
+        return g.op("Mul", [g.op("Tanh", [g.op("Mul", [x, g.const(np.float32(0.5))])]),
+                            g.const(np.float32(0.5 / k))]), None
+    # u = 1/2 + k x and 1 - u = 1/2 - k x, neither formed by subtracting from 1.
+    kx = g.op("Mul", [x, g.const(np.float32(k))])
+    half = g.const(np.float32(0.5))
+    log_u = g.op("Log", [g.op("Add", [half, kx])])
+    log_1mu = g.op("Log", [g.op("Sub", [half, kx])])
+    log_det = g.op("Neg", [g.per_image_sum(g.op("Add", [log_u, log_1mu]))])
+    return g.op("Sub", [log_u, log_1mu]), log_det
 
 
 def _squeeze(g: _Graph, x: str, shape, order: int, forward: bool) -> str:
@@ -280,6 +336,12 @@ def _encoder(g: _Graph, model, shapes, label):
             x, ld = _coupling(g, op, x, (c, h, w), forward=True)
             if ld is not None:
                 log_dets.append(ld)
+        elif isinstance(op, Logit):
+            x, ld = _logit(g, x, op, forward=True)
+            log_dets.append(ld)
+            const_log_det += c * h * w * math.log(1.0 - 2.0 * logit_alpha(op))
+        elif isinstance(op, Flatten):
+            x = g.reshape(x, [-1, c * h * w, 1, 1])
         elif isinstance(op, Split):
             first, second = g.halves(x, c)
             z, x = (first, second) if op.leaving == HALF.FIRST else (second, first)
@@ -362,6 +424,10 @@ def _decoder(g: _Graph, model, shapes, label):
             x = g.op("Sub", [g.op("Mul", [x, g.const(1.0 / s)]), g.const(_channel_vec(op.bias))])
         elif isinstance(op, Squeeze):
             x = _squeeze(g, x, (c, h, w), op.order, forward=False)
+        elif isinstance(op, Flatten):
+            x = g.reshape(x, [-1, c, h, w])
+        elif isinstance(op, Logit):
+            x, _ = _logit(g, x, op, forward=False)
         i -= 1
     return {"x": x}
 

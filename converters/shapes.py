@@ -10,15 +10,20 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from .errors import ConversionError, layer_label
-from .model_ir import (ActNorm, AFFINE_FORM, Conv2d, COUPLING_TYPE, Coupling, HALF, INV_CONV_FORM,
-                       InvConv1x1, OutputScale, PADDING, PERMUTE_KIND, Permute, PRIOR_LAYOUT, ReLU,
-                       SCALE_FUNCTION, SHIFT_SCALE_SPLIT, SQUEEZE_ORDER, Split, Squeeze,
-                       TOP_PRIOR_KIND, TopPrior, layer_tensors)
+from .model_ir import (ActNorm, AFFINE_FORM, Conv2d, COUPLING_TYPE, Coupling, Flatten, HALF,
+                       INV_CONV_FORM, InvConv1x1, Logit, OutputScale, PADDING, PERMUTE_KIND,
+                       Permute, PRIOR_LAYOUT, ReLU, SCALE_FUNCTION, SHIFT_SCALE_SPLIT,
+                       SQUEEZE_ORDER, Split, Squeeze, TOP_PRIOR_KIND, TopPrior, is_checkerboard,
+                       layer_tensors)
 
 Shape = Tuple[int, int, int]
 
 # The same bound libflowrt's loader applies (infinity-norm condition number of every 1x1 conv W).
 MAX_CONDITION_NUMBER = 1e8
+# libflowrt's bound on stored log-scales (|scale_weight| of the TANH scale function among them).
+MAX_ABS_LOG_SCALE = 60.0
+# libflowrt's bound on the channels of any activation (a flattened image's among them).
+MAX_CHANNELS = 65536
 
 
 @dataclass
@@ -114,6 +119,41 @@ def _check_invconv(where, op: InvConv1x1, c: int):
                      f"exceeds {MAX_CONDITION_NUMBER:g})")
 
 
+def _check_coupling(where, op: Coupling, shape: Shape):
+    c, h, w = shape
+    _check_enum(where, "type", op.type, COUPLING_TYPE)
+    _check_enum(where, "conditioning", op.conditioning, HALF)
+    if op.checkerboard:
+        if h * w < 2:
+            _fail(where, f"a checkerboard coupling needs at least 2 positions, got {c}x{h}x{w}")
+    else:
+        if c % 2:
+            _fail(where, f"a coupling needs an even channel count, got {c}")
+        if op.mask_channel:
+            _fail(where, "mask_channel is set on a channel coupling")
+    affine = op.type == COUPLING_TYPE.AFFINE
+    cb = op.transformed_channels(c)
+    if affine:
+        _check_enum(where, "split", op.split, SHIFT_SCALE_SPLIT)
+        _check_enum(where, "scale_fn", op.scale_fn, SCALE_FUNCTION)
+        _check_enum(where, "form", op.form, AFFINE_FORM)
+        if not np.isfinite(op.scale_bias):
+            _fail(where, "scale_bias is not finite")
+    if affine and op.scale_fn == SCALE_FUNCTION.TANH:
+        _check_vector(where, "scale_weight", op.scale_weight, cb)
+        if np.any(np.abs(op.scale_weight) > MAX_ABS_LOG_SCALE):
+            _fail(where, f"scale_weight is out of range (|log scale| > {MAX_ABS_LOG_SCALE:g})")
+    elif op.scale_weight is not None:
+        _fail(where, "scale_weight is set, but the scale function is not TANH")
+    got = net_output_channels(op.net, op.net_input_channels(c), where + " net")
+    want = 2 * cb if affine else cb
+    if got != want:
+        kind = ("a checkerboard " if op.checkerboard else "a ") + (
+            "affine" if affine else "additive")
+        _fail(where, f"the net outputs {got} channels, {kind} coupling on {c} channels needs "
+                     f"{want}")
+
+
 def trace(model) -> List[LayerShapes]:
     """Validates the model and returns the shapes at every layer."""
     img = model.image
@@ -150,23 +190,12 @@ def trace(model) -> List[LayerShapes]:
                 _check_permutation(where, "indices", op.indices, c)
             out = shape
         elif isinstance(op, Coupling):
-            _check_enum(where, "type", op.type, COUPLING_TYPE)
-            _check_enum(where, "conditioning", op.conditioning, HALF)
-            if c % 2:
-                _fail(where, f"a coupling needs an even channel count, got {c}")
-            affine = op.type == COUPLING_TYPE.AFFINE
-            if affine:
-                _check_enum(where, "split", op.split, SHIFT_SCALE_SPLIT)
-                _check_enum(where, "scale_fn", op.scale_fn, SCALE_FUNCTION)
-                _check_enum(where, "form", op.form, AFFINE_FORM)
-            got = net_output_channels(op.net, c // 2, where + " net")
-            want = c if affine else c // 2
-            if got != want:
-                _fail(where, f"the net outputs {got} channels, a {'affine' if affine else 'additive'}"
-                             f" coupling on {c} channels needs {want}")
+            _check_coupling(where, op, shape)
             out = shape
         elif isinstance(op, Split):
             _check_enum(where, "leaving", op.leaving, HALF)
+            if is_checkerboard(op.leaving):
+                _fail(where, "a split leaves a channel half, not a checkerboard")
             if c % 2:
                 _fail(where, f"a split needs an even channel count, got {c}")
             if op.prior:
@@ -191,6 +220,17 @@ def trace(model) -> List[LayerShapes]:
                 _fail(where, f"class_offsets must be [n_classes, {2 * c}]")
             out = shape
             latent = shape
+        elif isinstance(op, Logit):
+            if index != 0:
+                _fail(where, "logit must be the first layer")
+            # The file stores alpha as a float32: that value is the one checked and used.
+            if not 0.0 < np.float32(op.alpha) < 0.5:
+                _fail(where, f"alpha = {op.alpha:g} is out of range (0, 0.5)")
+            out = shape
+        elif isinstance(op, Flatten):
+            out = (c * h * w, 1, 1)
+            if out[0] > MAX_CHANNELS:
+                _fail(where, f"too many channels after flatten: {out[0]} (limit {MAX_CHANNELS})")
         else:
             _fail(where, f"unknown layer type {type(op).__name__}")
         result.append(LayerShapes(shape, out, latent))

@@ -5,7 +5,8 @@
 #      round trips, the device sampler against the host's Philox normals, graph replays, reduced
 #      precisions; the CUDA trainer against the CPU trainer: gradients, Adam steps, a whole run
 #      with checkpoint and resume);
-#   2. flowbench on the CUDA backend for tiny, fmnist and cifar at batch 1, 16 and 256;
+#   2. flowbench on the CUDA backend for tiny, fmnist and cifar at batch 1, 16 and 256; the same
+#      for RealNVP and NICE at 28x28 (random nets), each also checked against ref in fp32;
 #   3. the cifar model at TF32, BF16 and FP16: timings, and their bits/dim error against fp32;
 #   4. training throughput and device memory (`flowtrain bench --device cuda`), fmnist and cifar
 #      at batch 64;
@@ -47,6 +48,22 @@ for arch in tiny fmnist cifar; do
     --batch 1,16,256 --warmup 3 --warmup-time 0.2 --reps 10 --min-time 0.5 --max-time 10 \
     "${check[@]}" --json "$out/flowbench-$arch.json" > "$out/flowbench-$arch.txt" 2>&1 || status=1
   cat "$out/flowbench-$arch.txt"
+done
+
+step "flowbench (CUDA backend): RealNVP and NICE, 1x28x28, random nets"
+# RealNVP: checkerboard couplings, the tanh scale, the logit layer; NICE: a 784-vector at 1x1 with
+# 392 -> 1000 -> ... -> 392 fully connected nets.
+for arch in realnvp nice; do
+  "$bundle/bin/flowrt" init --arch "$arch" --random-nets --seed 1 -o "$out/$arch.flow" > /dev/null \
+    || status=1
+  timeout 90 "$bundle/bin/flowbench" --model "$out/$arch.flow" --backend cuda --op sample,encode \
+    --batch 1,16,256 --warmup 3 --warmup-time 0.2 --reps 10 --min-time 0.5 --max-time 5 \
+    --json "$out/flowbench-$arch.json" > "$out/flowbench-$arch.txt" 2>&1 || status=1
+  cat "$out/flowbench-$arch.txt"
+  timeout 90 "$bundle/bin/flowbench" --model "$out/$arch.flow" --backend cuda --op encode \
+    --batch 4 --check --warmup 0 --warmup-time 0 --reps 1 --min-time 0 \
+    > "$out/$arch-check.txt" 2>&1 || status=1
+  grep '^check' "$out/$arch-check.txt"
 done
 
 step "TF32, BF16, FP16 (cifar): speed, and the bits/dim error against fp32 on the reference backend"

@@ -167,6 +167,7 @@ def tensors_in_buffer(flow: bytes):
         elif kind == ops.Coupling:
             c = union(layer, fbs.Coupling.Coupling)
             net(c.NetLength(), c.Net)
+            tensor(c.ScaleWeight())
         elif kind == ops.Split:
             s = union(layer, fbs.Split.Split)
             net(s.PriorLength(), s.Prior)

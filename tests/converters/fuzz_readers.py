@@ -49,7 +49,8 @@ from converters.inspect_flow import summary as summary_of_model  # noqa: E402
 from converters.pickle_reader import load_state_dict  # noqa: E402
 
 from . import torch_zip  # noqa: E402
-from .random_models import VARIANTS, random_model  # noqa: E402
+from .random_models import (FAMILY_VARIANTS, VARIANTS, random_family_model,  # noqa: E402
+                            random_model)
 
 CORPUS = os.path.join(REPO, "tests", "fuzz", "corpus")
 INPUT_SECONDS = float(os.environ.get("FLOWRT_PYFUZZ_INPUT_SECONDS", "10"))
@@ -126,7 +127,8 @@ def _small_checkpoint() -> bytes:
 
 class Seeds:
     """The valid inputs mutations start from: a small generated checkpoint and the glow-pytorch
-    fixtures (when present), the corpus' valid .flow files and two generated models."""
+    fixtures (when present), the corpus' valid .flow files and four generated models (two Glow,
+    two with the format 1.1 layers)."""
 
     def __init__(self):
         self.checkpoints = [_checkpoint_seed("generated.pt", _small_checkpoint())]
@@ -143,6 +145,9 @@ class Seeds:
                         self.flows.append(FlowSeed(name, f.read()))
         for variant in VARIANTS[:2]:
             self.flows.append(FlowSeed(variant.name, flow_writer.to_bytes(random_model(variant))))
+        for variant in (FAMILY_VARIANTS[0], FAMILY_VARIANTS[-1]):   # every format 1.1 table
+            self.flows.append(FlowSeed(variant.name, flow_writer.to_bytes(
+                random_family_model(variant, image=(1, 4, 4)))))
 
     def names(self):
         return [s.name for s in self.checkpoints] + [s.name for s in self.flows]

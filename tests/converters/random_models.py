@@ -1,16 +1,20 @@
 """Random, well-conditioned models that use every option of the format (both squeeze orders,
 LU and dense 1x1 convs, fixed permutations, every coupling variant and padding mode, split
 priors in both layouts or none, learned / standard-normal / class-conditional top priors), for
-tests that compare implementations with each other."""
+tests that compare implementations with each other.
+
+FAMILY_VARIANTS are the format 1.1 layers in RealNVP- and NICE-shaped models: checkerboard
+couplings of both phases with and without the mask channel (affine with each scale function, and
+additive), the tanh scale, the logit input layer and flatten with 1x1 "fully-connected" nets."""
 from dataclasses import dataclass
 
 import numpy as np
 
-from converters.model_ir import (ActNorm, AFFINE_FORM, Conv2d, COUPLING_TYPE, Coupling, HALF,
-                                 INV_CONV_FORM, ImageSpec, InvConv1x1, Layer, Model, OutputScale,
-                                 PADDING, PERMUTE_KIND, Permute, PRIOR_LAYOUT, ReLU, SCALE_FUNCTION,
-                                 SHIFT_SCALE_SPLIT, SQUEEZE_ORDER, Split, Squeeze, TOP_PRIOR_KIND,
-                                 TopPrior, f32)
+from converters.model_ir import (ActNorm, AFFINE_FORM, Conv2d, COUPLING_TYPE, Coupling, Flatten,
+                                 HALF, INV_CONV_FORM, ImageSpec, InvConv1x1, Layer, Logit, Model,
+                                 OutputScale, PADDING, PERMUTE_KIND, Permute, PRIOR_LAYOUT, ReLU,
+                                 SCALE_FUNCTION, SHIFT_SCALE_SPLIT, SQUEEZE_ORDER, Split, Squeeze,
+                                 TOP_PRIOR_KIND, TopPrior, f32)
 
 
 @dataclass
@@ -131,6 +135,146 @@ def random_model(v: Variant, image=(2, 8, 8), levels=2, depth=2, width=8, n_bits
     layers.append(Layer("top/prior", top))
     return Model(ImageSpec(image[0], image[1], image[2], n_bits), layers,
                  [("producer", "flowrt converter tests"), ("variant", v.name)])
+
+
+@dataclass
+class FamilyVariant:
+    name: str
+    arch: str                  # "realnvp" or "nice"
+    affine: bool = True
+    scale_fn: int = SCALE_FUNCTION.TANH
+    split: int = SHIFT_SCALE_SPLIT.SHIFT_SCALE_HALVES
+    form: int = AFFINE_FORM.SCALE_THEN_SHIFT
+    mask_channel: bool = True  # realnvp: the checkerboard nets' extra input
+    logit_alpha: float = 0.0   # 0: no logit layer
+    padding: int = PADDING.ZEROS
+    pad_value: float = 0.0
+    net_actnorm_first: bool = False  # a net that starts with an actnorm, not a conv
+    prior_layout: int = 0      # realnvp: 0 for standard-normal split priors
+    top: int = TOP_PRIOR_KIND.STANDARD_NORMAL
+    classes: int = 0
+    permute: int = PERMUTE_KIND.INDICES  # nice: between couplings, INDICES = none
+
+
+# alpha values a float32 holds exactly: the in-memory model and the file then agree bit for bit.
+_ALPHA = float(np.float32(0.05))
+
+FAMILY_VARIANTS = [
+    # RealNVP as flowrt init --arch realnvp builds it (batch norms as actnorms).
+    FamilyVariant("realnvp", "realnvp", logit_alpha=_ALPHA),
+    # Sigmoid scale, shift then scale, no mask channel, constant padding, learned priors.
+    FamilyVariant("realnvp_sigmoid_nomask", "realnvp", scale_fn=SCALE_FUNCTION.SIGMOID,
+                  split=SHIFT_SCALE_SPLIT.SCALE_SHIFT_INTERLEAVED,
+                  form=AFFINE_FORM.SHIFT_THEN_SCALE, mask_channel=False, logit_alpha=0.125,
+                  padding=PADDING.CONSTANT, pad_value=1.0,
+                  prior_layout=PRIOR_LAYOUT.MEAN_LOGSTD_HALVES, top=TOP_PRIOR_KIND.LEARNED),
+    # Exp scale, edge padding after the mask channel, nets that start with an actnorm (so the
+    # mask channel goes through it), class-conditional.
+    FamilyVariant("realnvp_exp_edge", "realnvp", scale_fn=SCALE_FUNCTION.EXP,
+                  split=SHIFT_SCALE_SPLIT.SHIFT_SCALE_INTERLEAVED, padding=PADDING.EDGE_CHANNEL,
+                  net_actnorm_first=True, prior_layout=PRIOR_LAYOUT.MEAN_LOGSTD_INTERLEAVED,
+                  top=TOP_PRIOR_KIND.LEARNED, classes=2),
+    # Additive checkerboard and channel couplings.
+    FamilyVariant("checker_additive", "realnvp", affine=False, logit_alpha=_ALPHA,
+                  padding=PADDING.CONSTANT, pad_value=0.5),
+    # NICE as flowrt init --arch nice builds it.
+    FamilyVariant("nice", "nice", affine=False),
+    # Affine tanh couplings on the flattened vector after a logit, reversals between them,
+    # a learned class-conditional top prior.
+    FamilyVariant("nice_tanh_logit", "nice", logit_alpha=_ALPHA, permute=PERMUTE_KIND.REVERSE,
+                  top=TOP_PRIOR_KIND.LEARNED, classes=3),
+]
+
+
+def _family_coupling(rng, v: FamilyVariant, conditioning, c, hw, width):
+    op = Coupling(COUPLING_TYPE.AFFINE if v.affine else COUPLING_TYPE.ADDITIVE, conditioning, [])
+    op.mask_channel = op.checkerboard and v.mask_channel
+    cb = op.transformed_channels(c)
+    in_c, out_c = op.net_input_channels(c), 2 * cb if v.affine else cb
+    k, padding = (3, v.padding) if hw > 1 else (1, PADDING.ZEROS)
+    net = []
+    if v.net_actnorm_first:
+        net.append(ActNorm(f32(rng.normal(0, 0.1, in_c)), f32(np.exp(rng.normal(0, 0.1, in_c)))))
+    net += [_conv(rng, width, in_c, k, padding, v.pad_value, 1.0), ReLU(),
+            _conv(rng, width, width, 1, PADDING.ZEROS, 0.0, 1.0), ReLU(),
+            _conv(rng, out_c, width, k, padding, v.pad_value, 0.3)]
+    op.net = net
+    if v.affine:
+        op.split, op.scale_fn, op.form = v.split, v.scale_fn, v.form
+        op.scale_bias = 2.0 if v.scale_fn == SCALE_FUNCTION.SIGMOID else 0.0
+        if v.scale_fn == SCALE_FUNCTION.TANH:
+            op.scale_weight = f32(rng.normal(1.0, 0.1, cb))
+    return op
+
+
+def _actnorm(rng, c, spread=0.1):
+    return ActNorm(f32(rng.normal(0, spread, c)), f32(np.exp(rng.normal(0, spread, c))))
+
+
+def _top(rng, v, shape):
+    top = TopPrior(v.top)
+    if v.top == TOP_PRIOR_KIND.LEARNED:
+        top.mean = f32(rng.normal(0, 0.2, shape))
+        top.log_std = f32(rng.normal(0, 0.2, shape))
+    if v.classes:
+        top.class_offsets = f32(rng.normal(0, 0.2, (v.classes, 2 * shape[0])))
+    return top
+
+
+def random_family_model(v: FamilyVariant, image=(3, 8, 8), scales=2, depth=2, width=8,
+                        n_bits=8, seed=0):
+    """realnvp: per scale `depth` checkerboard couplings (EVEN, ODD, ...), a squeeze, `depth`
+    channel couplings and a split, the last scale `depth` checkerboard couplings, every coupling
+    followed by an actnorm. nice: flatten, `depth` couplings alternating halves (a permutation
+    between them when v.permute is REVERSE), an actnorm. `scales` is ignored for nice."""
+    rng = np.random.default_rng(seed)
+    c, h, w = image
+    layers = []
+    if v.logit_alpha:
+        layers.append(Layer("logit", Logit(v.logit_alpha)))
+    if v.arch == "nice":
+        layers.append(Layer("flatten", Flatten()))
+        c, h, w = c * h * w, 1, 1
+        for k in range(depth):
+            if k and v.permute == PERMUTE_KIND.REVERSE:
+                layers.append(Layer(f"coupling{k}/reverse", Permute(PERMUTE_KIND.REVERSE)))
+            layers.append(Layer(f"coupling{k}", _family_coupling(
+                rng, v, HALF.FIRST if k % 2 == 0 else HALF.SECOND, c, 1, width)))
+        layers.append(Layer("scaling", _actnorm(rng, c)))
+    else:
+        for level in range(scales):
+            last = level == scales - 1
+            for k in range(depth):
+                at = f"scale{level}/checker{k}"
+                half = HALF.CHECKERBOARD_EVEN if k % 2 == 0 else HALF.CHECKERBOARD_ODD
+                layers.append(Layer(at + "/coupling",
+                                    _family_coupling(rng, v, half, c, h * w, width)))
+                layers.append(Layer(at + "/batchnorm", _actnorm(rng, c)))
+            if last:
+                break
+            layers.append(Layer(f"scale{level}/squeeze", Squeeze(SQUEEZE_ORDER.CHANNEL_MAJOR)))
+            c, h, w = 4 * c, h // 2, w // 2
+            for k in range(depth):
+                at = f"scale{level}/channel{k}"
+                half = HALF.FIRST if k % 2 == 0 else HALF.SECOND
+                layers.append(Layer(at + "/coupling",
+                                    _family_coupling(rng, v, half, c, h * w, width)))
+                layers.append(Layer(at + "/batchnorm", _actnorm(rng, c)))
+            prior = []
+            if v.prior_layout:
+                prior = [_conv(rng, c, c // 2, 3, v.padding, v.pad_value, 0.3),
+                         OutputScale(f32(rng.normal(0, 0.05, c)), 3.0)]
+            layers.append(Layer(f"scale{level}/split", Split(HALF.SECOND, prior, v.prior_layout)))
+            c //= 2
+    layers.append(Layer("top_prior", _top(rng, v, (c, h, w))))
+    return Model(ImageSpec(image[0], image[1], image[2], n_bits), layers,
+                 [("producer", "flowrt converter tests"), ("variant", v.name)])
+
+
+def labels_for(model, n):
+    """Labels 0, 1, ... for a class-conditional model, else None."""
+    top = model.layers[-1].op
+    return None if top.class_offsets is None else np.arange(n) % top.class_offsets.shape[0]
 
 
 def random_x(model, n, seed=1):

@@ -13,11 +13,12 @@ from converters.model_ir import ActNorm, Coupling, Squeeze, f32
 from converters.shapes import trace
 
 from .common import fixtures, run_cli, tensor_data_offsets
-from .random_models import VARIANTS, random_model
+from .random_models import FAMILY_VARIANTS, VARIANTS, random_family_model, random_model
 
 
 def _models():
     yield from ((v.name, random_model(v)) for v in VARIANTS)
+    yield from ((v.name, random_family_model(v)) for v in FAMILY_VARIANTS)
     yield from ((fx.name, fx.model()) for fx in fixtures())
 
 

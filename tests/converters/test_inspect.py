@@ -11,7 +11,7 @@ import numpy as np
 from converters import flow_writer
 
 from .common import fixtures, run_cli, tensors_in_buffer
-from .random_models import VARIANTS, random_model
+from .random_models import FAMILY_VARIANTS, VARIANTS, random_family_model, random_model
 
 SUMMARY_KEYS = ("format", "image", "levels", "layers", "params", "latent_dim")
 LAYER_LINE = re.compile(r'layer (\d+): (\S+) "([^"]*)" (\S+) -> (\S+) params=(\d+)$')
@@ -20,6 +20,8 @@ LAYER_LINE = re.compile(r'layer (\d+): (\S+) "([^"]*)" (\S+) -> (\S+) params=(\d
 def _models():
     yield from ((fx.name, fx.model()) for fx in fixtures())
     yield from ((v.name, random_model(v, image=(3, 16, 16), levels=3)) for v in VARIANTS)
+    yield from ((v.name, random_family_model(v, image=(3, 16, 16), scales=3))
+                for v in FAMILY_VARIANTS)
 
 
 def _inspect(path):
@@ -48,7 +50,7 @@ class InspectSummary(unittest.TestCase):
                 summary, layers = _inspect(path)
                 c, h, w = model.image.shape
                 self.assertEqual(summary["image"], f"{c}x{h}x{w} n_bits={model.image.n_bits}")
-                self.assertEqual(summary["format"], "1.0")
+                self.assertEqual(summary["format"], f"1.{model.required_format_minor()}")
                 self.assertEqual(int(summary["layers"]), len(model.layers))
                 self.assertEqual(int(summary["latent_dim"]), c * h * w)
                 total = sum(count for _, count in tensors_in_buffer(data))

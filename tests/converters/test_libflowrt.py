@@ -10,7 +10,8 @@ from converters import flow_writer
 from converters.numpy_eval import Evaluator
 
 from .common import fixtures, libflowrt, max_rel, ref_session
-from .random_models import VARIANTS, random_model, random_x
+from .random_models import (FAMILY_VARIANTS, VARIANTS, labels_for, random_family_model,
+                            random_model, random_x)
 
 TOL = 1e-4
 
@@ -94,6 +95,42 @@ class EveryOption(unittest.TestCase):
                 eps = np.random.default_rng(4).standard_normal((6, ev.dims))
                 self.assertLess(max_rel(s.decode_noise(eps, 0.7, labels, return_x=True)[1],
                                         ev.decode_noise(eps, 0.7, labels), 1.0), TOL, "sample")
+
+
+class FamilyLayers(unittest.TestCase):
+    """libflowrt and the float64 evaluator agree on the format 1.1 layers (checkerboard
+    couplings, the tanh scale, logit, flatten) in RealNVP- and NICE-shaped models."""
+
+    @classmethod
+    def setUpClass(cls):
+        libflowrt()
+
+    def _compare(self, model, n=6):
+        ev = Evaluator(model)
+        labels = labels_for(model, n)
+        x = random_x(model, n)
+        with ref_session(flow_writer.to_bytes(model)) as s:
+            r = ev.encode(x, labels)
+            z, log_p, log_det, bpd = s.encode_ex(x.astype(np.float32), labels)
+            self.assertLess(max_rel(z, r.z, 1.0), TOL, "z")
+            self.assertLess(max_rel(log_p, r.log_p, ev.dims), TOL, "log_p")
+            self.assertLess(max_rel(log_det, r.log_det, ev.dims), TOL, "log_det")
+            self.assertLess(np.max(np.abs(bpd - r.bits_per_dim)), 1e-5, "bits/dim")
+            self.assertLess(max_rel(s.decode(r.z, return_x=True)[1], x, 1.0), TOL,
+                            "decode")
+            eps = np.random.default_rng(4).standard_normal((n, ev.dims))
+            self.assertLess(max_rel(s.decode_noise(eps, 0.7, labels, return_x=True)[1],
+                                    ev.decode_noise(eps, 0.7, labels), 1.0), TOL, "sample")
+
+    def test_against_numpy_evaluator(self):
+        for v in FAMILY_VARIANTS:
+            for image in ((1, 16, 16), (3, 16, 16)):
+                with self.subTest(variant=v.name, image=image):
+                    if v.arch == "nice":
+                        model = random_family_model(v, image=image, depth=4, width=32, n_bits=5)
+                    else:
+                        model = random_family_model(v, image=image, scales=3, width=16, n_bits=5)
+                    self._compare(model)
 
 
 if __name__ == "__main__":

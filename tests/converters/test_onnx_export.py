@@ -13,19 +13,30 @@ from converters.onnx_export import OPSET, export
 
 from . import ort_node
 from .common import fixtures, libflowrt, max_rel, ref_session, run_cli
-from .random_models import VARIANTS, random_model, random_x
+from .random_models import (FAMILY_VARIANTS, VARIANTS, labels_for, random_family_model,
+                            random_model, random_x)
 
 TOL = 1e-4
 
 
-def _cases():
-    """(name, model, x float64, labels or None) for every fixture and random variant."""
+def _glow_cases():
+    """(name, model, x float64, labels or None) for every fixture and Glow-shaped variant."""
     out = [(fx.name, fx.model(), fx.x(), None) for fx in fixtures()]
     for v in VARIANTS:
         model = random_model(v, image=(3, 16, 16), levels=3, width=16)
-        top = model.layers[-1].op
-        labels = None if top.class_offsets is None else np.arange(5) % top.class_offsets.shape[0]
-        out.append((v.name, model, random_x(model, 5), labels))
+        out.append((v.name, model, random_x(model, 5), labels_for(model, 5)))
+    return out
+
+
+def _cases():
+    """The Glow cases and the RealNVP- and NICE-shaped variants (format 1.1 layers)."""
+    out = _glow_cases()
+    for v in FAMILY_VARIANTS:
+        if v.arch == "nice":
+            model = random_family_model(v, image=(1, 8, 8), depth=4, width=32)
+        else:
+            model = random_family_model(v, image=(3, 16, 16), scales=3, width=16)
+        out.append((v.name, model, random_x(model, 5), labels_for(model, 5)))
     return out
 
 

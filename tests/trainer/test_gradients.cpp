@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backends/ref/ref_executor.hpp"
+#include "gradient_check.hpp"
 #include "layers/squeeze.hpp"
 #include "tiny_models.hpp"
 #include "trainer/model/train_model.hpp"
@@ -29,49 +30,9 @@ std::vector<int32_t> labels_for(const test::TinyVariant &v) {
   return y;
 }
 
-// Every parameter tensor's analytic gradient against central differences (f(p+e) - f(p-e)) / 2e,
-// as the relative error of the whole tensor, ||g - g_fd|| / ||g_fd||, which must be <= 1e-5.
-// The loss is rounded at ~1e-16, so a difference quotient carries ~1e-11 of noise: tensors whose
-// gradient is tiny next to the model's largest are measured against 1e-3 of that largest norm
-// instead (a wrong gradient still fails by orders of magnitude). The step stays small because
-// a larger one would cross ReLU kinks.
 void check_gradients(TrainModel<double> &model, const std::vector<double> &x,
                      const std::vector<int32_t> &labels) {
-  const int32_t *y = labels[0] >= 0 ? labels.data() : nullptr;
-  model.forward(x.data(), y, kBatch, false);
-  model.backward();
-  const std::vector<double> grads = model.params().grads();
-  std::vector<double> &values = model.params().values();
-  const double eps = 1e-5;
-  struct Result {
-    std::string name;
-    double diff, norm, analytic;
-  };
-  std::vector<Result> results;
-  double largest = 0;
-  for (const train::ParamInfo &p : model.params().info()) {
-    Result r{p.name, 0, 0, 0};
-    for (size_t k = p.offset; k < p.offset + p.size; ++k) {
-      const double v = values[k];
-      values[k] = v + eps;
-      const double fp = model.forward(x.data(), y, kBatch, false);
-      values[k] = v - eps;
-      const double fm = model.forward(x.data(), y, kBatch, false);
-      values[k] = v;
-      const double fd = (fp - fm) / (2 * eps);
-      r.diff += (grads[k] - fd) * (grads[k] - fd);
-      r.norm += fd * fd;
-      r.analytic += grads[k] * grads[k];
-    }
-    largest = std::max(largest, std::sqrt(r.norm));
-    results.push_back(r);
-  }
-  CHECK(largest > 0);
-  for (const Result &r : results) {
-    INFO(r.name << ": |g| = " << std::sqrt(r.analytic) << ", |g_fd| = " << std::sqrt(r.norm)
-                << ", |g - g_fd| = " << std::sqrt(r.diff));
-    CHECK(std::sqrt(r.diff) <= 1e-5 * std::max(std::sqrt(r.norm), 1e-3 * largest));
-  }
+  test::check_gradients(model, x, labels, test::GradCheckOptions{kBatch});
 }
 
 // Bits/dim of the runtime's reference executor in double (unfolded and folded).

@@ -4,6 +4,7 @@
 #include <sys/mount.h>
 
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/error.hpp"
@@ -95,6 +97,26 @@ RunConfig tiny_run(const std::string &data, const std::string &out) {
 
 void quiet(RunConfig &c, void *) {
   c.quiet = true;
+}
+
+// Mean bits/dim of `images` by libflowrt (C API, reference backend) on the model file at `path`.
+double libflowrt_mean_bpd(const std::string &path, const ImageBatch &images) {
+  flowrt_model *model = nullptr;
+  REQUIRE(flowrt_model_open(path.c_str(), &model) == FLOWRT_OK);
+  flowrt_session_options *opt = nullptr;
+  REQUIRE(flowrt_session_options_create(&opt) == FLOWRT_OK);
+  REQUIRE(flowrt_session_options_set_backend(opt, FLOWRT_BACKEND_REF) == FLOWRT_OK);
+  flowrt_session *session = nullptr;
+  REQUIRE(flowrt_session_create(model, opt, &session) == FLOWRT_OK);
+  std::vector<double> bpd(static_cast<size_t>(images.n));
+  REQUIRE(flowrt_encode(session, static_cast<size_t>(images.n), images.pixels.data(), nullptr,
+                        bpd.data()) == FLOWRT_OK);
+  flowrt_session_free(session);
+  flowrt_session_options_free(opt);
+  flowrt_model_free(model);
+  double mean = 0;
+  for (double v : bpd) mean += v / static_cast<double>(images.n);
+  return mean;
 }
 
 std::vector<uint8_t> file_bytes(const std::string &path) {
@@ -202,6 +224,112 @@ TEST_CASE("trainer resume: N steps straight == N/2, kill, resume N/2 (bitwise), 
   std::getline(csv, line);
   while (std::getline(csv, line)) steps.push_back(line.substr(0, line.find(',')));
   CHECK(steps == std::vector<std::string>{"3", "6", "7", "9", "12"});
+}
+
+TEST_CASE("trainer --arch realnvp|nice: trains, resumes bitwise (batch norm statistics too)") {
+  const std::string data = png_folder(40);
+  for (const char *arch : {"realnvp", "nice"}) {
+    CAPTURE(arch);
+    RunConfig straight = tiny_run(data, temp_dir(std::string("family-") + arch));
+    straight.arch = arch;
+    straight.levels = straight.arch == "nice" ? 1 : 2;
+    straight.depth = 1;
+    straight.width = 8;
+    TrainRun a(straight);
+    const double initial = a.evaluate(0);
+    a.run();
+    REQUIRE(a.step() == 12);
+    const double trained = a.evaluate(0);
+    CHECK(trained < initial);
+    // The model file holds only format layers (a batch norm is written as its actnorm), and
+    // libflowrt scores it as the trainer evaluates.
+    const std::string path = straight.out + "/final.flow";
+    save_flow(a.export_graph(), path);
+    const Graph written = read_flow(map_model_file(path));
+    for (const Layer &l : written.layers) CHECK_FALSE(std::holds_alternative<BatchNormLayer>(l.op));
+    CHECK(std::fabs(libflowrt_mean_bpd(path, a.data().test.images) - trained) <= 1e-5);
+
+    RunConfig killed = straight;
+    killed.out = temp_dir(std::string("family-killed-") + arch);
+    killed.stop_at = 7;
+    {
+      TrainRun b(killed);
+      b.run();
+    }
+    std::unique_ptr<TrainRun> resumed = TrainRun::resume(killed.out, quiet);
+    CHECK(resumed->config().arch == straight.arch);
+    resumed->run();
+    REQUIRE(resumed->step() == 12);
+    REQUIRE(resumed->params().size() == a.params().size());
+    CHECK(std::memcmp(resumed->params().data(), a.params().data(),
+                      a.params().size() * sizeof(float)) == 0);
+    CHECK(write_flow(resumed->export_graph()) == write_flow(a.export_graph()));
+  }
+}
+
+TEST_CASE("trainer NaN guard with batch norm: a non-finite batch leaves the running averages") {
+  const std::string data = png_folder(12);
+  RunConfig c = tiny_run(data, temp_dir("nan-bn"));
+  c.arch = "realnvp", c.levels = 2, c.depth = 1, c.width = 8;
+  TrainRun run(c);
+  const std::vector<float> before = run.params();
+  const int64_t d = run.data().train.images.image_size();
+  std::vector<float> x(static_cast<size_t>(c.batch * d), 0.1f);
+  for (size_t k = 0; k < x.size(); ++k) x[k] = static_cast<float>(k % 7) / 7.f - 0.5f;
+  x[5] = std::numeric_limits<float>::quiet_NaN();
+  CHECK_FALSE(run.train_step(x.data(), nullptr, c.batch).applied);
+  CHECK(std::memcmp(before.data(), run.params().data(), before.size() * sizeof(float)) == 0);
+  x[5] = 0.2f;
+  CHECK(run.train_step(x.data(), nullptr, c.batch).applied);
+  CHECK(std::memcmp(before.data(), run.params().data(), before.size() * sizeof(float)) != 0);
+}
+
+// Runs `flowtrain ARGS` and returns its exit status and what it printed (stdout and stderr).
+std::pair<int, std::string> flowtrain(const std::string &args) {
+  const std::string cmd = std::string("'") + FLOWRT_FLOWTRAIN_CLI + "' " + args + " 2>&1";
+  FILE *p = ::popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  const int status = ::pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+TEST_CASE("flowtrain train --arch: Glow's options and --dist are refused for other families") {
+  const std::string data = png_folder(20);  // 2 of them test images
+  const std::string base =
+      "train --data " + data + " --batch 4 --steps 1 --out " + temp_dir("cli") + " ";
+  struct Case {
+    std::string args, message;
+  };
+  for (const Case &c :
+       {Case{"--arch nice --coupling additive", "--coupling is Glow's option: --arch nice"},
+        Case{"--arch realnvp --permutation reverse", "--permutation is Glow's option"},
+        Case{"--arch nice --levels 2", "NICE has a single level (got --levels 2)"},
+        Case{"--arch maf", "unknown architecture family 'maf'"},
+        Case{"--arch realnvp --dist mpi", "RealNVP's batch norms keep running averages"}}) {
+    CAPTURE(c.args);
+    const auto [status, out] = flowtrain(base + c.args);
+    CHECK(status == 2);
+    CHECK(out.find(c.message) != std::string::npos);
+  }
+  // The family's own size defaults; the banner names it.
+  const auto [status, out] = flowtrain(base + "--arch nice --width 8 --depth 2 --quiet");
+  CHECK(status == 0);
+  CHECK(out.find("flowtrain: nice, ") != std::string::npos);
+}
+
+TEST_CASE("trainer settings: the family is saved; a checkpoint without it is a Glow run") {
+  RunConfig c;
+  c.arch = "nice";
+  CHECK(RunConfig::from_kv(c.to_kv()).arch == "nice");
+  std::vector<std::pair<std::string, std::string>> kv;
+  for (const auto &e : c.to_kv())
+    if (e.first != "arch") kv.push_back(e);
+  CHECK(RunConfig::from_kv(kv).arch == "glow");
+  kv.emplace_back("arch", "pixelcnn");
+  CHECK_THROWS_WITH_AS(RunConfig::from_kv(kv), doctest::Contains("unknown arch 'pixelcnn'"), Error);
 }
 
 TEST_CASE("trainer checkpoints: the last 3 are kept, complete, and damage is detected") {

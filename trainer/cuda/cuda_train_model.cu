@@ -609,7 +609,8 @@ void CudaTrainModel::layer_forward(Layer &l) {
   const LayerDims d(hl, batch_);
   const int B = d.B, C = d.C, plane = d.plane, H = d.H, W = d.W;
   const int64_t in_n = d.in_n, out_n = d.out_n, ld = d.ld;
-  if (hl.kind != HostLayer::Squeeze && hl.kind != HostLayer::Permute)
+  if (hl.kind != HostLayer::Squeeze && hl.kind != HostLayer::Permute &&
+      hl.kind != HostLayer::Flatten)
     check(cudaMemcpyAsync(l.input.ensure(B * in_n), cur_, B * in_n * sizeof(float),
                           cudaMemcpyDeviceToDevice, s()),
           "tape");
@@ -685,6 +686,11 @@ void CudaTrainModel::layer_forward(Layer &l) {
                        labels_.get(), C, plane, B, log_prior_.get(), s());
       break;
     }
+    case HostLayer::Flatten:  // the NCHW memory already is the flattened vector
+      break;
+    case HostLayer::Logit:
+    case HostLayer::BatchNorm:
+      invalid_argument("cuda trainer: layer '" + hl.name + "' is not implemented");
   }
 }
 
@@ -799,6 +805,11 @@ void CudaTrainModel::layer_backward(Layer &l) {
                        hl.offsets >= 0 ? G(hl.offsets) : nullptr, s());
       break;
     }
+    case HostLayer::Flatten:
+      break;
+    case HostLayer::Logit:
+    case HostLayer::BatchNorm:
+      invalid_argument("cuda trainer: layer '" + hl.name + "' is not implemented");
   }
 }
 
@@ -842,9 +853,31 @@ StepOutcome CudaTrainModel::train_step(const float *x, const int32_t *labels, in
   return o;
 }
 
+// The layers and options of format 1.1 the device code has no kernels for (flatten moves no
+// data, so it runs as it is).
+const char *unsupported_on_device(const LayerOp &op) {
+  if (std::holds_alternative<LogitLayer>(op)) return "a logit layer";
+  if (std::holds_alternative<BatchNormLayer>(op)) return "a batch norm";
+  if (auto *c = std::get_if<CouplingLayer>(&op)) {
+    if (is_checkerboard(c->conditioning)) return "a checkerboard coupling";
+    if (c->type == CouplingType::Affine && c->scale_fn == ScaleFunction::Tanh)
+      return "a coupling with the tanh scale";
+  }
+  return nullptr;
+}
+
 }  // namespace
 
+void check_cuda_trainable(const Graph &graph) {
+  for (const Layer &l : graph.layers)
+    if (const char *what = unsupported_on_device(l.op))
+      fail(FLOWRT_UNSUPPORTED, "--device cuda: layer '" + l.name + "' is " + what +
+                                   ", which the GPU trainer does not implement (train this "
+                                   "model with --device cpu)");
+}
+
 std::unique_ptr<TrainCompute<float>> make_cuda_train_compute(const Graph &graph, int device) {
+  check_cuda_trainable(graph);
   if (!cuda_device_available(device))
     fail(FLOWRT_DEVICE_ERROR, "--device cuda: no usable CUDA device " + std::to_string(device) +
                                   " (no driver, or no GPU)");

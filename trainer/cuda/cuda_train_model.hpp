@@ -10,6 +10,10 @@
 
 namespace flowrt::train {
 
+// Throws Error(FLOWRT_UNSUPPORTED), naming the layer, for a model with a layer the GPU trainer
+// does not implement (logit, batch norm, checkerboard couplings, the tanh scale); called first
+// by make_cuda_train_compute, so the refusal does not depend on a device being present.
+void check_cuda_trainable(const Graph &graph);
 std::unique_ptr<TrainCompute<float>> make_cuda_train_compute(const Graph &graph, int device = 0);
 
 }  // namespace flowrt::train

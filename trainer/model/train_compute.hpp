@@ -33,6 +33,12 @@ struct StepOutcome {
   UpdateResult update;
 };
 
+// What a forward pass is for. Only batch norms tell them apart: in Train they normalise with the
+// batch's statistics and update their running averages; in Eval they use the running averages,
+// as the exported model does (test bits/dim, samples, export). Data-dependent initialisation
+// (forward's data_init) normalises with the batch's statistics and updates nothing of them.
+enum class Mode { Train, Eval };
+
 template <typename T>
 class TrainCompute {
  public:
@@ -40,7 +46,9 @@ class TrainCompute {
   virtual ParamStore<T> &params() = 0;
   virtual const ParamStore<T> &params() const = 0;
   // x: n images in the network's range (NCHW, already dequantised); labels may be null. With
-  // data_init, every actnorm first initialises itself from this batch. Returns the mean bits/dim.
+  // data_init, every actnorm first initialises itself from this batch (but a flow actnorm on a
+  // 1x1 grid, a per-pixel scaling; batch norms: see Mode).
+  // Returns the mean bits/dim.
   virtual double forward(const T *x, const int32_t *labels, int64_t n, bool data_init) = 0;
   // Fills params().grads() with d(mean bits/dim)/d(parameter) of the last forward.
   virtual void backward() = 0;
@@ -52,6 +60,9 @@ class TrainCompute {
   virtual const std::vector<double> &bits_per_dim() const = 0;
   // The model with the given parameter values (layout of params().values()), finalized.
   virtual Graph export_graph(const std::vector<T> &values) const = 0;
+  // Train (the default) or Eval, for the forward passes that follow.
+  void set_mode(Mode m) { mode_ = m; }
+  Mode mode() const { return mode_; }
 
   // Forward, backward and apply_update (then the EMA, when the step applied and `ema` is not
   // empty) on n images. A device implementation runs all of it on the device with one
@@ -96,6 +107,25 @@ class TrainCompute {
   virtual void set_device_reducer(std::unique_ptr<DeviceReducer>) {
     fail(FLOWRT_UNSUPPORTED, "a device gradient reduction needs --device cuda");
   }
+
+ private:
+  Mode mode_ = Mode::Train;
+};
+
+// Sets a model's mode for a scope and restores the previous one when it ends.
+template <typename T>
+class ModeScope {
+ public:
+  ModeScope(TrainCompute<T> &model, Mode m) : model_(model), saved_(model.mode()) {
+    model_.set_mode(m);
+  }
+  ~ModeScope() { model_.set_mode(saved_); }
+  ModeScope(const ModeScope &) = delete;
+  ModeScope &operator=(const ModeScope &) = delete;
+
+ private:
+  TrainCompute<T> &model_;
+  Mode saved_;
 };
 
 template <typename T>

@@ -12,10 +12,12 @@
 #include "layers/squeeze.hpp"
 #include "model/finalize.hpp"
 #include "trainer/layers/actnorm_backward.hpp"
+#include "trainer/layers/batchnorm_backward.hpp"
 #include "trainer/layers/coupling_backward.hpp"
 #include "trainer/layers/elementwise_backward.hpp"
 #include "trainer/layers/gaussian_backward.hpp"
 #include "trainer/layers/invconv_backward.hpp"
+#include "trainer/layers/logit_backward.hpp"
 #include "trainer/layers/parallel.hpp"
 #include "trainer/layers/shuffle_backward.hpp"
 
@@ -32,6 +34,12 @@ template <typename T>
 void gather_cnhw(const T *x, int64_t batch, int64_t channels, int64_t plane, int64_t c0, int64_t n,
                  T *out) {
   const int64_t ld = batch * plane;
+  if (plane == 1) {  // a vector per image (NICE): a transpose, not a copy per element
+#pragma omp parallel for schedule(static) if (parallel_worth(n * ld))
+    for (int64_t c = 0; c < n; ++c)
+      for (int64_t b = 0; b < batch; ++b) out[c * ld + b] = x[b * channels + c0 + c];
+    return;
+  }
 #pragma omp parallel for collapse(2) schedule(static) if (parallel_worth(n * ld))
   for (int64_t c = 0; c < n; ++c)
     for (int64_t b = 0; b < batch; ++b)
@@ -43,6 +51,15 @@ template <typename T>
 void scatter_nchw(const T *in, int64_t batch, int64_t channels, int64_t plane, int64_t c0,
                   int64_t n, T *x, bool add) {
   const int64_t ld = batch * plane;
+  if (plane == 1) {
+#pragma omp parallel for schedule(static) if (parallel_worth(n * ld))
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t c = 0; c < n; ++c) {
+        T &dst = x[b * channels + c0 + c];
+        dst = add ? dst + in[c * ld + b] : in[c * ld + b];
+      }
+    return;
+  }
 #pragma omp parallel for collapse(2) schedule(static) if (parallel_worth(n * ld))
   for (int64_t c = 0; c < n; ++c)
     for (int64_t b = 0; b < batch; ++b) {
@@ -111,6 +128,7 @@ TrainModel<T>::TrainModel(const Graph &graph) : template_(graph) {
     const flowrt::Layer &g = graph.layers[i];
     const std::string name = g.name.empty() ? "layer" + std::to_string(i) : g.name;
     Layer l;
+    l.name = name;
     l.in = g.in;
     l.out = g.out;
     if (auto *sq = std::get_if<SqueezeLayer>(&g.op)) {
@@ -146,14 +164,50 @@ TrainModel<T>::TrainModel(const Graph &graph) : template_(graph) {
       l.kind = Layer::Coupling;
       l.coupling = PCoupling<T>{cp->type,  cp->conditioning, PNet<T>{},
                                 cp->split, cp->scale_fn,     static_cast<T>(cp->scale_bias),
-                                cp->form,  cp->mask_channel, to_t<T>(cp->scale_weight)};
+                                cp->form,  cp->mask_channel, {}};
       l.half = cp->conditioning;
       l.net = build_net(cp->net, name);
+      if (cp->type == CouplingType::Affine && cp->scale_fn == ScaleFunction::Tanh)
+        l.scale_weight = params_.add(name + ".scale_weight", cp->scale_weight.shape(),
+                                     to_t<T>(cp->scale_weight));
+      if (is_checkerboard(cp->conditioning)) {
+        // m(i, j) = 1 where (i + j) % 2 is 0 (EVEN) or 1 (ODD): x_a, passed through.
+        const int64_t parity = cp->conditioning == Half::CheckerboardEven ? 0 : 1;
+        l.active.resize(static_cast<size_t>(g.in.plane()));
+        l.mask.resize(l.active.size());
+        for (int64_t y = 0; y < g.in.h; ++y)
+          for (int64_t x = 0; x < g.in.w; ++x) {
+            const bool m = (y + x) % 2 == parity;
+            l.active[y * g.in.w + x] = m ? 0 : 1;
+            l.mask[y * g.in.w + x] = m ? T(1) : T(0);
+          }
+      }
     } else if (auto *sp = std::get_if<SplitLayer>(&g.op)) {
       l.kind = Layer::Split;
       l.half = sp->leaving;
       l.layout = sp->layout;
       l.net = build_net(sp->prior, name);
+    } else if (auto *bn = std::get_if<BatchNormLayer>(&g.op)) {
+      l.kind = Layer::BatchNorm;
+      l.beta = params_.add(name + ".beta", bn->beta.shape(), to_t<T>(bn->beta));
+      std::vector<T> lg(bn->gamma.size());
+      l.sign.resize(lg.size());
+      for (size_t k = 0; k < lg.size(); ++k) {
+        lg[k] = static_cast<T>(std::log(std::fabs(static_cast<double>(bn->gamma[k]))));
+        l.sign[k] = bn->gamma[k] < 0 ? T(-1) : T(1);
+      }
+      l.log_gamma = params_.add(name + ".log_gamma", bn->gamma.shape(), lg);
+      l.running_mean =
+          params_.add(name + ".running_mean", bn->running_mean.shape(), to_t<T>(bn->running_mean));
+      l.running_var =
+          params_.add(name + ".running_var", bn->running_var.shape(), to_t<T>(bn->running_var));
+      l.eps = bn->eps;
+      l.momentum = bn->momentum;
+    } else if (auto *lg = std::get_if<LogitLayer>(&g.op)) {
+      l.kind = Layer::Logit;
+      l.alpha = lg->alpha;
+    } else if (std::holds_alternative<FlattenLayer>(g.op)) {
+      l.kind = Layer::Flatten;
     } else {
       const auto &tp = std::get<TopPriorLayer>(g.op);
       l.kind = Layer::Top;
@@ -235,9 +289,29 @@ void TrainModel<T>::swap_pool(Net &net) {
 
 template <typename T>
 void TrainModel<T>::recompute_net(Layer &l, const BatchGeometry &bg, int64_t c0, int64_t cn) {
-  l.net.bufs[0].resize(static_cast<size_t>(cn * bg.ld()));
-  gather_cnhw(l.input.data(), bg.batch, l.in.c, bg.plane(), c0, cn, l.net.bufs[0].data());
+  net_input(l, bg, l.input.data(), c0, cn);
   net_forward(l.net, bg, false);
+}
+
+template <typename T>
+void TrainModel<T>::net_input(Layer &l, const BatchGeometry &bg, const T *x, int64_t c0,
+                              int64_t cn) {
+  const int64_t ld = bg.ld(), plane = bg.plane();
+  std::vector<T> &in = l.net.bufs[0];
+  in.resize(static_cast<size_t>(l.net.in_ch * ld));
+  gather_cnhw(x, bg.batch, l.in.c, plane, c0, cn, in.data());
+  if (l.mask.empty()) return;
+  // Checkerboard: x_b's positions zeroed, then the mask channel (when the net takes it).
+  const T *m = l.mask.data();
+#pragma omp parallel for schedule(static) if (parallel_worth(l.net.in_ch * ld))
+  for (int64_t r = 0; r < l.net.in_ch * bg.batch; ++r) {
+    T *row = in.data() + r * plane;
+    if (r < cn * bg.batch) {
+      for (int64_t p = 0; p < plane; ++p) row[p] *= m[p];
+    } else {
+      std::copy(m, m + plane, row);
+    }
+  }
 }
 
 template <typename T>
@@ -312,8 +386,7 @@ void TrainModel<T>::layer_forward(Layer &l, bool data_init) {
   const int64_t B = batch_, C = l.in.c, plane = l.in.plane(), in_n = l.in.numel();
   const int64_t out_n = l.out.numel();
   const BatchGeometry bg{B, l.in.h, l.in.w};
-  if (l.kind == Layer::ActNorm || l.kind == Layer::InvConv || l.kind == Layer::Coupling ||
-      l.kind == Layer::Split || l.kind == Layer::Top)
+  if (l.kind != Layer::Squeeze && l.kind != Layer::Permute && l.kind != Layer::Flatten)
     l.input = cur_;
   switch (l.kind) {
     case Layer::Squeeze:
@@ -333,7 +406,11 @@ void TrainModel<T>::layer_forward(Layer &l, bool data_init) {
       break;
     case Layer::ActNorm: {
       T *bias = params_.value(l.bias), *ls = params_.value(l.log_scale);
-      if (data_init)
+      // On a 1x1 grid (after a flatten: NICE's diagonal scaling) each channel is one pixel, whose
+      // statistics over one batch are a few dozen samples: a pixel constant in the batch would get
+      // a scale of ~1e3 (its dequantisation noise), and any other image a huge z there. Such an
+      // actnorm keeps its values.
+      if (data_init && plane > 1)
         actnorm_data_init(ChannelLayout::nchw(B, C, plane), cur_.data(), bias, ls, l.sign.data());
       std::vector<T> scale(C), shift(C);
       double sum_ls = 0;
@@ -368,21 +445,35 @@ void TrainModel<T>::layer_forward(Layer &l, bool data_init) {
       break;
     }
     case Layer::Coupling: {
-      const int64_t cb = C / 2, ch = l.net.out_ch;
-      const int64_t a0 = l.half == Half::First ? 0 : cb, b0 = l.half == Half::First ? cb : 0;
+      // A checkerboard coupling conditions on, and transforms, all C channels (at the two
+      // position sets); a channel coupling's halves are channel ranges.
+      const bool checker = !l.active.empty();
+      const int64_t cb = checker ? C : C / 2, ch = l.net.out_ch;
+      const int64_t a0 = l.half == Half::Second ? cb : 0, b0 = l.half == Half::First ? cb : 0;
       swap_pool(l.net);
-      l.net.bufs[0].resize(static_cast<size_t>(cb * bg.ld()));
-      gather_cnhw(cur_.data(), B, C, plane, a0, cb, l.net.bufs[0].data());
+      net_input(l, bg, cur_.data(), a0, cb);
       const T *hc = net_forward(l.net, bg, data_init);
       l.h.resize(static_cast<size_t>(B * ch * plane));
       scatter_nchw(hc, B, ch, plane, 0, ch, l.h.data(), false);
       swap_pool(l.net);
+      const T *sw = l.scale_weight >= 0 ? params_.value(l.scale_weight) : nullptr;
+      const uint8_t *active = checker ? l.active.data() : nullptr;
 #pragma omp parallel for schedule(static) if (parallel_worth(B * in_n))
       for (int64_t b = 0; b < B; ++b)
-        log_det_[b] += layers::coupling_apply(l.coupling, l.h.data() + b * ch * plane, cb, plane,
-                                              cur_.data() + b * in_n + b0 * plane, false);
+        log_det_[b] += coupling_forward(l.coupling, sw, l.h.data() + b * ch * plane, cb, plane,
+                                        active, cur_.data() + b * in_n + b0 * plane);
       break;
     }
+    case Layer::Logit:
+#pragma omp parallel for schedule(static) if (parallel_worth(B * in_n))
+      for (int64_t b = 0; b < B; ++b)
+        log_det_[b] += logit_forward(l.alpha, in_n, cur_.data() + b * in_n);
+      break;
+    case Layer::Flatten:
+      break;  // (C, H, W) -> (C*H*W, 1, 1): the NCHW memory already is the flattened vector
+    case Layer::BatchNorm:
+      batchnorm_forward(l, data_init);
+      break;
     case Layer::Split: {
       const int64_t cz = C / 2;
       const int64_t lo = l.half == Half::First ? 0 : cz, ko = l.half == Half::First ? cz : 0;
@@ -449,6 +540,64 @@ void TrainModel<T>::layer_forward(Layer &l, bool data_init) {
 }
 
 template <typename T>
+void TrainModel<T>::batchnorm_forward(Layer &l, bool data_init) {
+  const int64_t B = batch_, C = l.in.c, plane = l.in.plane(), in_n = l.in.numel();
+  const T *log_gamma = params_.value(l.log_gamma), *beta = params_.value(l.beta);
+  T *rmean = params_.value(l.running_mean), *rvar = params_.value(l.running_var);
+  l.batch_stats = data_init || this->mode() == Mode::Train;
+  l.stat_mean.resize(static_cast<size_t>(C));
+  l.stat_inv_std.resize(static_cast<size_t>(C));
+  double logdet = 0;
+  if (l.batch_stats) {
+    std::vector<double> var(static_cast<size_t>(C));
+    batch_moments(ChannelLayout::nchw(B, C, plane), cur_.data(), l.stat_mean.data(), var.data());
+    bool finite = true;
+    for (int64_t c = 0; c < C; ++c) {
+      l.stat_inv_std[c] = 1.0 / std::sqrt(var[c] + l.eps);
+      finite = finite && std::isfinite(l.stat_mean[c]) && std::isfinite(var[c]);
+      logdet += static_cast<double>(log_gamma[c]) + std::log(l.stat_inv_std[c]);
+    }
+    std::vector<double> gamma(static_cast<size_t>(C));
+    for (int64_t c = 0; c < C; ++c) gamma[c] = l.sign[c] * std::exp(double(log_gamma[c]));
+#pragma omp parallel for schedule(static) if (parallel_worth(B * in_n))
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t c = 0; c < C; ++c) {
+        T *x = cur_.data() + b * in_n + c * plane;
+        const double m = l.stat_mean[c], s = gamma[c] * l.stat_inv_std[c], t = beta[c];
+        for (int64_t p = 0; p < plane; ++p) x[p] = static_cast<T>((x[p] - m) * s + t);
+      }
+    // Running averages in training only (not in the initialisation, nor from a batch whose
+    // statistics are not finite: that step is skipped). running_var averages the unbiased
+    // variance, as PyTorch does.
+    if (!data_init && finite) {
+      const double n = static_cast<double>(B * plane), unbias = n > 1 ? n / (n - 1) : 1.0;
+      const double mo = l.momentum;
+      for (int64_t c = 0; c < C; ++c) {
+        rmean[c] = static_cast<T>((1 - mo) * rmean[c] + mo * l.stat_mean[c]);
+        rvar[c] = static_cast<T>((1 - mo) * rvar[c] + mo * var[c] * unbias);
+      }
+    }
+  } else {
+    // The running averages as the actnorm a file holds (BatchNormLayer::as_actnorm), so that
+    // evaluation here and the exported model compute the same map.
+    std::vector<T> scale(static_cast<size_t>(C)), shift(static_cast<size_t>(C));
+    for (int64_t c = 0; c < C; ++c) {
+      const T gamma = l.sign[c] * std::exp(log_gamma[c]);
+      const double s = static_cast<double>(gamma) / std::sqrt(double(rvar[c]) + l.eps);
+      scale[c] = static_cast<T>(s);
+      shift[c] = scale[c] * static_cast<T>(double(beta[c]) / s - double(rmean[c]));
+      logdet += std::log(std::fabs(static_cast<double>(scale[c])));
+      l.stat_mean[c] = rmean[c];
+      l.stat_inv_std[c] = 1.0 / std::sqrt(double(rvar[c]) + l.eps);
+    }
+#pragma omp parallel for schedule(static) if (parallel_worth(B * in_n))
+    for (int64_t b = 0; b < B; ++b)
+      layers::channel_affine(scale.data(), shift.data(), C, plane, cur_.data() + b * in_n, false);
+  }
+  for (int64_t b = 0; b < B; ++b) log_det_[b] += static_cast<double>(plane) * logdet;
+}
+
+template <typename T>
 void TrainModel<T>::backward() {
   if (batch_ < 1) invalid_argument("backward without a forward pass");
   params_.zero_grads();
@@ -507,18 +656,29 @@ void TrainModel<T>::layer_backward(Layer &l) {
       break;
     }
     case Layer::Coupling: {
-      const int64_t cb = C / 2, ch = l.net.out_ch;
-      const int64_t a0 = l.half == Half::First ? 0 : cb, b0 = l.half == Half::First ? cb : 0;
+      const bool checker = !l.active.empty();
+      const int64_t cb = checker ? C : C / 2, ch = l.net.out_ch;
+      const int64_t a0 = l.half == Half::Second ? cb : 0, b0 = l.half == Half::First ? cb : 0;
       dgrad_.resize(static_cast<size_t>(B * in_n));
       std::vector<T> dh(static_cast<size_t>(B * ch * plane));
+      const T *sw = l.scale_weight >= 0 ? params_.value(l.scale_weight) : nullptr;
+      // The tanh scale's weight gradient per image, summed in image order afterwards.
+      std::vector<T> dsw(sw ? static_cast<size_t>(B * cb) : 0, T(0));
+      const uint8_t *active = checker ? l.active.data() : nullptr;
 #pragma omp parallel for schedule(static) if (parallel_worth(B * in_n))
       for (int64_t b = 0; b < B; ++b) {
         const T *g = grad_.data() + b * in_n;
         T *d = dgrad_.data() + b * in_n;
-        std::memcpy(d + a0 * plane, g + a0 * plane, sizeof(T) * cb * plane);
-        coupling_backward(l.coupling, l.h.data() + b * ch * plane,
-                          l.input.data() + b * in_n + b0 * plane, g + b0 * plane, cb, plane, w,
-                          d + b0 * plane, dh.data() + b * ch * plane);
+        if (!checker) std::memcpy(d + a0 * plane, g + a0 * plane, sizeof(T) * cb * plane);
+        coupling_backward(l.coupling, sw, l.h.data() + b * ch * plane,
+                          l.input.data() + b * in_n + b0 * plane, g + b0 * plane, cb, plane, active,
+                          w, d + b0 * plane, dh.data() + b * ch * plane,
+                          sw ? dsw.data() + b * cb : nullptr);
+      }
+      if (sw) {
+        T *gsw = params_.grad(l.scale_weight);
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t j = 0; j < cb; ++j) gsw[j] += dsw[b * cb + j];
       }
       net_g_.resize(static_cast<size_t>(ch * bg.ld()));
       gather_cnhw(dh.data(), B, ch, plane, 0, ch, net_g_.data());
@@ -526,8 +686,40 @@ void TrainModel<T>::layer_backward(Layer &l) {
       if (recompute_) recompute_net(l, bg, a0, cb);
       net_backward(l.net, bg, net_g_, cnhw_);
       swap_pool(l.net);
-      scatter_nchw(cnhw_.data(), B, C, plane, a0, cb, dgrad_.data(), true);
+      if (checker) {
+        // The net saw x * m: its gradient reaches x at x_a's positions only (the mask
+        // channel, a constant, takes none).
+        const int64_t ld = bg.ld();
+        const T *m = l.mask.data();
+#pragma omp parallel for schedule(static) if (parallel_worth(B * in_n))
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t c = 0; c < C; ++c) {
+            const T *src = cnhw_.data() + c * ld + b * plane;
+            T *dst = dgrad_.data() + b * in_n + c * plane;
+            for (int64_t p = 0; p < plane; ++p) dst[p] += src[p] * m[p];
+          }
+      } else {
+        scatter_nchw(cnhw_.data(), B, C, plane, a0, cb, dgrad_.data(), true);
+      }
       grad_.swap(dgrad_);
+      break;
+    }
+    case Layer::Logit:
+#pragma omp parallel for schedule(static) if (parallel_worth(B * in_n))
+      for (int64_t b = 0; b < B; ++b)
+        logit_backward(l.alpha, in_n, l.input.data() + b * in_n, grad_.data() + b * in_n, w,
+                       grad_.data() + b * in_n);
+      break;
+    case Layer::Flatten:
+      break;
+    case Layer::BatchNorm: {
+      std::vector<T> gamma(static_cast<size_t>(C));
+      for (int64_t c = 0; c < C; ++c)
+        gamma[c] = l.sign[c] * std::exp(params_.value(l.log_gamma)[c]);
+      batchnorm_backward(ChannelLayout::nchw(B, C, plane), l.input.data(), grad_.data(),
+                         l.stat_mean.data(), l.stat_inv_std.data(), gamma.data(), logdet_weight,
+                         l.batch_stats, grad_.data(), params_.grad(l.beta),
+                         params_.grad(l.log_gamma));
       break;
     }
     case Layer::Split: {
@@ -604,6 +796,8 @@ void TrainModel<T>::release_tape() {
   auto drop = [](std::vector<T> &v) { std::vector<T>().swap(v); };
   for (Layer &l : layers_) {
     drop(l.input), drop(l.h);
+    std::vector<double>().swap(l.stat_mean);
+    std::vector<double>().swap(l.stat_inv_std);
     for (std::vector<T> &b : l.net.bufs) drop(b);
   }
   for (std::vector<T> &b : pool_) drop(b);
@@ -618,8 +812,11 @@ GradLayout TrainModel<T>::grad_layout() const {
   const std::vector<ParamInfo> &info = params_.info();
   GradLayout out;
   for (const Layer &l : layers_) {
-    std::vector<int> ids = {l.bias,  l.log_scale, l.weight,  l.lower,  l.upper,
-                            l.log_s, l.mean,      l.log_std, l.offsets};
+    // A batch norm's running averages take no gradient, but are its layer's (their zeros
+    // keep the layout a tiling of the parameters).
+    std::vector<int> ids = {l.bias,  l.log_scale, l.weight,       l.lower,      l.upper,
+                            l.log_s, l.mean,      l.log_std,      l.offsets,    l.scale_weight,
+                            l.beta,  l.log_gamma, l.running_mean, l.running_var};
     for (const NetOp &op : l.net.ops) ids.insert(ids.end(), {op.weight, op.bias, op.log_scale});
     std::vector<GradRange> ranges;
     for (int id : ids)
@@ -683,6 +880,12 @@ Graph TrainModel<T>::export_graph(const std::vector<T> &values) const {
       }
     } else if (auto *cp = std::get_if<CouplingLayer>(&op)) {
       export_net(l.net, cp->net);
+      if (l.scale_weight >= 0) cp->scale_weight = tensor(l.scale_weight);
+    } else if (auto *bn = std::get_if<BatchNormLayer>(&op)) {
+      bn->beta = tensor(l.beta);
+      bn->gamma = scale_tensor(l.log_gamma, l.sign);
+      bn->running_mean = tensor(l.running_mean);
+      bn->running_var = tensor(l.running_var);
     } else if (auto *sp = std::get_if<SplitLayer>(&op)) {
       export_net(l.net, sp->prior);
     } else if (auto *tp = std::get_if<TopPriorLayer>(&op)) {

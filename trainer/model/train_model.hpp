@@ -1,12 +1,14 @@
 // TrainModel: the CPU training implementation of a Graph. Forward passes reuse the runtime's
 // layer kernels (runtime/src/layers) image by image, except the nets' convolutions, which run
-// batched (im2col + GEMM, trainer/layers/conv_backward.hpp). The forward pass keeps every
+// batched (im2col + GEMM, trainer/layers/conv_backward.hpp), and the couplings' element-wise
+// half, logit and batch norm (trainer/layers). The forward pass keeps every
 // layer's input and every net activation (the tape; with recompute only the inputs, and the nets
 // run again in backward); backward passes are in
 // trainer/layers/*_backward.hpp. Instantiated for float (training) and double (gradient tests).
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "layers/coupling.hpp"
@@ -31,6 +33,8 @@ class TrainModel final : public TrainCompute<T> {
 
   // The log-likelihood (nats) of each image of the last forward.
   const std::vector<double> &log_p() const { return log_p_; }
+  // d(mean bits/dim)/d(forward's input x) of the last backward (NCHW, the batch).
+  const std::vector<T> &input_grad() const { return grad_; }
 
   // The model's structure as built from the graph: each layer's kind, shapes, conventions,
   // parameter ids (into params()) and signs, and its nets' ops. The CUDA trainer builds its
@@ -53,7 +57,19 @@ class TrainModel final : public TrainCompute<T> {
     bool empty() const { return ops.empty(); }
   };
   struct Layer {
-    enum Kind { Squeeze, ActNorm, InvConv, Permute, Coupling, Split, Top } kind = Squeeze;
+    enum Kind {
+      Squeeze,
+      ActNorm,
+      InvConv,
+      Permute,
+      Coupling,
+      Split,
+      Top,
+      Logit,
+      Flatten,
+      BatchNorm
+    } kind = Squeeze;
+    std::string name;
     Shape3 in, out;
     SqueezeOrder order = SqueezeOrder::ChannelMajor;
     int bias = -1, log_scale = -1;  // actnorm
@@ -63,8 +79,20 @@ class TrainModel final : public TrainCompute<T> {
     std::vector<int32_t> perm;    // LU
     std::vector<T> w;             // W of the last forward
     std::vector<int32_t> source;  // permute
-    PCoupling<T> coupling{};      // element-wise settings (its net stays empty)
+    PCoupling<T> coupling{};      // element-wise settings (its net and scale_weight stay empty)
     Half half = Half::First;      // coupling conditioning / split leaving
+    int scale_weight = -1;        // coupling with the tanh scale: its [C_b] weights
+    // Checkerboard coupling: the positions it transforms (mask m = 0), and m itself.
+    std::vector<uint8_t> active;
+    std::vector<T> mask;
+    double alpha = 0;  // logit
+    // Batch norm: beta, log|gamma| (sign in `sign`), the running averages (parameters that take
+    // no gradient: the forward pass in Mode::Train updates them), eps and momentum; tape: the
+    // statistics of the last forward and whether they were the batch's.
+    int beta = -1, log_gamma = -1, running_mean = -1, running_var = -1;
+    double eps = 0, momentum = 0;
+    std::vector<double> stat_mean, stat_inv_std;
+    bool batch_stats = false;
     PriorLayout layout = PriorLayout::MeanLogstdHalves;
     TopPriorKind top_kind = TopPriorKind::StandardNormal;
     int mean = -1, log_std = -1, offsets = -1;
@@ -87,6 +115,10 @@ class TrainModel final : public TrainCompute<T> {
   const T *net_forward(Net &net, const BatchGeometry &bg, bool data_init);
   void net_backward(Net &net, const BatchGeometry &bg, std::vector<T> &dout, std::vector<T> &din);
   void layer_forward(Layer &l, bool data_init);
+  // The net's input (net.bufs[0], CNHW) from the NCHW batch x: channels [c0, c0 + cn) (a channel
+  // coupling, a split), or a checkerboard's x * m and the mask channel.
+  void net_input(Layer &l, const BatchGeometry &bg, const T *x, int64_t c0, int64_t cn);
+  void batchnorm_forward(Layer &l, bool data_init);
   // With recompute_, a net's activations live in pool_ except while it runs: swapping them in
   // and out makes every net share one set of buffers.
   void swap_pool(Net &net);

@@ -3,6 +3,7 @@
 
 #include "cli_args.hpp"
 #include "core/error.hpp"
+#include "model/architecture.hpp"
 #include "trainer/dist/communicator.hpp"
 #include "trainer/tools/train_commands.hpp"
 #include "trainer/train/run.hpp"
@@ -35,6 +36,15 @@ void parse_dist(const CliArgs &a, std::string *dist, std::string *reduce, double
                      "alone into the same run directory");
 }
 
+// A batch norm's running averages are per process: across ranks they would drift apart.
+void check_dist_family(const RunConfig &c) {
+  if (!c.dist.empty() && c.init_model.empty() && c.arch == "realnvp")
+    invalid_argument("--dist " + c.dist +
+                     ": RealNVP's batch norms keep running averages per process, which ranks "
+                     "would not share; train --arch realnvp in one process (--grad-shards "
+                     "splits its batch there)");
+}
+
 void apply_overrides(RunConfig &c, void *user) {
   const auto *o = static_cast<const StopOverrides *>(user);
   if (o->steps >= 0 || o->epochs >= 0 || o->time_s >= 0) {
@@ -46,6 +56,7 @@ void apply_overrides(RunConfig &c, void *user) {
   c.dist = o->dist;
   c.dist_reduce = o->dist_reduce;
   c.dist_timeout_s = o->dist_timeout_s;
+  check_dist_family(c);
 }
 
 void print_summary(const TrainRun &run) {
@@ -75,19 +86,30 @@ int cmd_train(int argc, char **argv) {
                             "--stop-at",      "--out",
                             "--precision",    "--grad-shards",
                             "--dist",         "--dist-reduce",
-                            "--dist-timeout"},
+                            "--dist-timeout", "--arch"},
             {"--quiet", "--recompute"}, {{"-o", "--out"}});
   if (!a.positional().empty()) invalid_argument("unexpected argument '" + a.positional()[0] + "'");
   RunConfig c;
   c.data = a.get("--data", c.data);
   c.data_dir = a.get("--data-dir");
-  c.levels = static_cast<int>(a.get_int("--levels", c.levels, 1, 8));
-  c.depth = static_cast<int>(a.get_int("--depth", c.depth, 1, 256));
-  c.width = static_cast<int>(a.get_int("--width", c.width, 1, 8192));
+  c.init_model = a.get("--model");
+  c.arch = a.get("--arch", c.arch);
+  const Family family = parse_family(c.arch);
+  if (a.has("--arch") && !c.init_model.empty())
+    invalid_argument("--model starts from an existing model: --arch does not apply");
+  // The size options mean what they mean in the family, with its defaults.
+  const FamilySize size = family_defaults(family);
+  c.levels = static_cast<int>(a.get_int("--levels", size.levels, 1, 8));
+  c.depth = static_cast<int>(a.get_int("--depth", size.depth, 1, 256));
+  c.width = static_cast<int>(a.get_int("--width", size.width, 1, 8192));
+  if (family != Family::Glow)
+    for (const char *glow_only : {"--coupling", "--permutation"})
+      if (a.has(glow_only))
+        invalid_argument(std::string(glow_only) + " is Glow's option: --arch " + c.arch +
+                         " has its own couplings and permutations");
   c.coupling = a.get("--coupling", c.coupling);
   c.permutation = a.get("--permutation", c.permutation);
   c.n_bits = static_cast<int>(a.get_int("--n-bits", c.n_bits, 1, 8));
-  c.init_model = a.get("--model");
   c.batch = a.get_int("--batch", c.batch, 1, 65536);
   c.lr = a.get_double("--lr", c.lr);
   if (!(c.lr > 0)) invalid_argument("--lr must be positive");
@@ -129,9 +151,11 @@ int cmd_train(int argc, char **argv) {
   c.out = a.require("--out");
   c.grad_shards = static_cast<int>(a.get_int("--grad-shards", 0, 1, 4096));
   parse_dist(a, &c.dist, &c.dist_reduce, &c.dist_timeout_s);
+  check_dist_family(c);
   TrainRun run(c);
   if (run.writer())
-    std::printf("flowtrain: %s, %lld training / %lld test images, %zu parameters, batch %lld\n",
+    std::printf("flowtrain: %s, %s, %lld training / %lld test images, %zu parameters, batch %lld\n",
+                c.init_model.empty() ? c.arch.c_str() : c.init_model.c_str(),
                 run.data().name.c_str(), (long long)run.data().train.size(),
                 (long long)run.data().test.size(), run.params().size(), (long long)c.batch);
   run.run();

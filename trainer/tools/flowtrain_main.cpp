@@ -1,4 +1,4 @@
-// flowtrain: trains Glow-family flows and writes .flow models for the runtime.
+// flowtrain: trains Glow, RealNVP and NICE flows and writes .flow models for the runtime.
 #include <unistd.h>
 
 #include <cstdio>
@@ -18,7 +18,7 @@ const char *kUsage =
     "usage: flowtrain <command> [options]\n"
     "\n"
     "commands:\n"
-    "  init ...                         a freshly initialised Glow model (as `flowrt init`)\n"
+    "  init ...                         a freshly initialised model (as `flowrt init`)\n"
     "  train --out RUN_DIR [options]    trains a model (see below)\n"
     "  resume RUN_DIR [--steps S | --epochs E | --time T] [--threads N] [--dist mpi ...]\n"
     "                                   continues a run from its newest checkpoint, bit-exactly\n"
@@ -33,12 +33,19 @@ const char *kUsage =
     "\n"
     "train options:\n"
     "  --data fashion-mnist|mnist|cifar10|DIR  data set (default fashion-mnist; its 28x28\n"
-    "                                   images are zero-padded to 32x32 for 3+ levels, used as\n"
-    "                                   they are for 1-2; DIR: a folder of PNGs)\n"
+    "                                   images are zero-padded to 32x32 for 3+ squeezes (glow:\n"
+    "                                   3+ levels, realnvp: 4+ scales), used as they are\n"
+    "                                   otherwise; DIR: a folder of PNGs)\n"
     "  --data-dir D                     where the data set's files are\n"
-    "  --levels L --depth K --width W   architecture (default 3, 8, 256)\n"
-    "  --coupling affine|additive  --permutation lu|dense|reverse|shuffle  --n-bits N\n"
-    "  --model M.flow                   start from this model instead of a fresh Glow\n"
+    "  --arch glow|realnvp|nice         the model family (default glow)\n"
+    "  --levels L --depth K --width W   its size; by family (defaults in parentheses):\n"
+    "                                   glow: levels, steps per level, net width (3, 8, 256)\n"
+    "                                   realnvp: scales, couplings of each kind per scale,\n"
+    "                                   net width (3, 3, 64); nice: 1 level, couplings,\n"
+    "                                   hidden units (1, 4, 1000)\n"
+    "  --coupling affine|additive  --permutation lu|dense|reverse|shuffle   (glow only)\n"
+    "  --n-bits N\n"
+    "  --model M.flow                   start from this model instead of a fresh one\n"
     "  --batch B (16)  --lr X (1e-3)  --warmup N (200)  --decay cosine|step|none\n"
     "  --epochs E | --steps S           the run's length (and the decay's horizon)\n"
     "  --time 30m                       a wall-clock limit, alone (no decay) or with either\n"
@@ -56,6 +63,8 @@ const char *kUsage =
     "\n"
     "data-parallel training (train and resume; launch with mpirun, srun or flowtrain launch):\n"
     "  --dist mpi                       one rank per process; --batch is the global batch\n"
+    "                                   (not for realnvp: its batch norms' running averages\n"
+    "                                   are per process)\n"
     "  --dist-reduce ordered|fast       ordered (default): the same bytes as one process with\n"
     "                                   --grad-shards N; fast: MPI_Allreduce\n"
     "  --dist-timeout 10m               a collective waiting longer ends the job (default 10m)\n"

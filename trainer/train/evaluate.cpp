@@ -23,6 +23,8 @@ double evaluate_bits_per_dim(TrainCompute<float> &model, const Dataset &test, in
   const int ranks = comm ? comm->size() : 1, rank = comm ? comm->rank() : 0;
   const int64_t b0 = batches * rank / ranks, b1 = batches * (rank + 1) / ranks;
   std::vector<double> mine;  // this rank's per-image values, draw by draw
+  // Batch norms use their running averages, as the exported model does.
+  const ModeScope<float> eval(model, Mode::Eval);
   for (int s = 0; s < draws; ++s)
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t i = b * batch, m = std::min(batch, n - i);

@@ -2,6 +2,7 @@
 // the bits/dim at the bin centres (no noise, what libflowrt scores); with `dequantize_samples`
 // > 0 the mean over that many uniform-dequantisation draws per image instead, the estimate
 // papers report (in expectation an upper bound on the discrete model's bits/dim).
+// The model runs in Mode::Eval (and is back in its own mode afterwards).
 #pragma once
 
 #include <cstdint>

@@ -17,6 +17,7 @@
 
 #include "core/error.hpp"
 #include "format/flow_file.hpp"
+#include "model/architecture.hpp"
 #include "model/glow_builder.hpp"
 #include "model/program.hpp"
 #include "trainer/dist/nccl_reducer.hpp"
@@ -46,8 +47,21 @@ std::string today() {
   return date;
 }
 
+// The squeezes of a fresh model, which the image's sides must be divisible by (default_image):
+// Glow squeezes once per level, RealNVP once per scale but the last, NICE never.
+int model_squeezes(const RunConfig &c) {
+  const Family f = parse_family(c.arch);
+  return f == Family::Glow ? c.levels : f == Family::RealNvp ? c.levels - 1 : 0;
+}
+
 Graph initial_graph(const RunConfig &c, const ImageSpec &image) {
   if (!c.init_model.empty()) return read_flow(map_model_file(c.init_model));
+  const Family f = parse_family(c.arch);
+  if (f != Family::Glow) {
+    ImageSpec im = image;
+    im.n_bits = c.n_bits;
+    return build_family(f, im, FamilySize{c.levels, c.depth, c.width}, c.seed, false);
+  }
   GlowConfig g;
   g.channels = image.channels, g.height = image.height, g.width = image.width;
   g.n_bits = c.n_bits;
@@ -56,6 +70,16 @@ Graph initial_graph(const RunConfig &c, const ImageSpec &image) {
   g.permutation = parse_permutation(c.permutation);
   g.seed = c.seed;
   return build_glow(g);
+}
+
+// The model a checkpoint continues. Its model file holds a batch norm as the actnorm of its
+// running averages (files never contain batch norms), so a family built with batch norms is
+// built again: the same structure and parameter layout, whose values the checkpoint's replace.
+Graph resumed_graph(const RunConfig &c, const Checkpoint &from) {
+  Graph g = read_flow(copy_model_bytes(from.model_flow.data(), from.model_flow.size()));
+  if (c.init_model.empty() && parse_family(c.arch) == Family::RealNvp)
+    return initial_graph(c, g.image);
+  return g;
 }
 
 }  // namespace
@@ -107,9 +131,9 @@ TrainRun::TrainRun(RunConfig cfg, const Checkpoint *from) : cfg_(std::move(cfg))
   const Device device = parse_device(cfg_.device);
   Graph graph;
   if (from) {
-    graph = read_flow(copy_model_bytes(from->model_flow.data(), from->model_flow.size()));
+    graph = resumed_graph(cfg_, *from);
   } else {
-    ImageSpec image = default_image(cfg_.data, cfg_.levels);
+    ImageSpec image = default_image(cfg_.data, model_squeezes(cfg_));
     if (!cfg_.init_model.empty()) image = read_flow(map_model_file(cfg_.init_model)).image;
     graph = initial_graph(cfg_, image);
   }

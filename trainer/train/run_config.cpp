@@ -39,6 +39,7 @@ std::vector<std::pair<std::string, std::string>> RunConfig::to_kv() const {
           {"limit_train", std::to_string(limit_train)},
           {"limit_test", std::to_string(limit_test)},
           {"init_model", init_model},
+          {"arch", arch},
           {"levels", std::to_string(levels)},
           {"depth", std::to_string(depth)},
           {"width", std::to_string(width)},
@@ -83,6 +84,9 @@ RunConfig RunConfig::from_kv(const std::vector<std::pair<std::string, std::strin
     c.data = get("data"), c.data_dir = get("data_dir");
     c.limit_train = i64("limit_train"), c.limit_test = i64("limit_test");
     c.init_model = get("init_model");
+    if (m.count("arch")) c.arch = m["arch"];  // absent before other families: Glow
+    if (c.arch != "glow" && c.arch != "realnvp" && c.arch != "nice")
+      format_error("checkpoint settings: unknown arch '" + c.arch + "'");
     c.levels = static_cast<int>(i64("levels")), c.depth = static_cast<int>(i64("depth"));
     c.width = static_cast<int>(i64("width"));
     c.coupling = get("coupling"), c.permutation = get("permutation");

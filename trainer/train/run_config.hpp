@@ -13,8 +13,11 @@ struct RunConfig {
   // Data.
   std::string data = "fashion-mnist", data_dir;
   int64_t limit_train = 0, limit_test = 0;
-  // Model: a fresh Glow of this architecture, or (init_model) an existing .flow to start from.
+  // Model: a fresh model of this family ("glow", "realnvp", "nice") and size (what --levels,
+  // --depth and --width mean in each: model/architecture.hpp), or (init_model) an existing .flow
+  // to start from. coupling and permutation are Glow's.
   std::string init_model;
+  std::string arch = "glow";
   int levels = 3, depth = 8, width = 256;
   std::string coupling = "affine", permutation = "lu";
   int n_bits = 8;

@@ -2,10 +2,12 @@
 // actnorm folded into the 1x1 convs, their precomputed inverses, nets' scales folded into convs)
 // and allocates all device scratch for the maximum batch. Convolutions are im2col + cuBLAS
 // strided-batched GEMM on float data (1x1 convs skip im2col) at the session's precision (fp32, or
-// tensor cores with TF32, BF16 or FP16 inputs and float accumulation); the rest is element-wise
-// float kernels. The decoder for each batch size is captured once into a CUDA Graph and replayed;
-// the temperature, seed and first image index it needs are read from device memory, so one graph
-// serves every call.
+// tensor cores with TF32, BF16 or FP16 inputs and float accumulation; at a single position, as
+// after a flatten, the whole batch is one GEMM); the rest is element-wise float kernels, among
+// them the checkerboard couplings' masked net inputs and the logit layer (in double). The
+// decoder for each batch size is captured once into a CUDA Graph and replayed; the temperature,
+// seed and first image index it needs are read from device memory, so one graph serves every
+// call.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -40,7 +42,7 @@ struct DevNet {
   bool empty() const { return ops.empty(); }
 };
 
-enum class StepKind { Squeeze, Affine, Linear, Permute, Coupling, Split, Top };
+enum class StepKind { Squeeze, Affine, Linear, Permute, Coupling, Split, Top, Logit };
 
 struct DevStep {
   StepKind kind;
@@ -52,7 +54,11 @@ struct DevStep {
   DeviceBuffer<int32_t> source;     // permute
   CouplingArgs coupling{};
   Half half = Half::First;  // coupling: conditioning; split: leaving
-  DevNet net;               // coupling net or split prior
+  int checker = -1;         // checkerboard coupling: the parity of x_a's positions, else -1
+  bool mask_channel = false;
+  DeviceBuffer<float> scale_weight;  // coupling with the tanh scale
+  float alpha = 0.f;                 // logit
+  DevNet net;                        // coupling net or split prior
   PriorLayout layout = PriorLayout::MeanLogstdHalves;
   DeviceBuffer<float> mean, log_std, offsets;  // top prior
   int64_t n_classes = 0;
@@ -85,6 +91,45 @@ DevNet upload_net(const PNet<float> &net) {
   return d;
 }
 
+[[noreturn]] void unsupported(size_t step, const std::string &what) {
+  fail(FLOWRT_UNSUPPORTED,
+       "the CUDA backend cannot run step " + std::to_string(step) + " of this model: " + what);
+}
+
+// Everything the kernels assume of a program, checked before any device work, so that a model
+// they cannot run is refused when the session is created.
+void check_supported(const Program<float> &prog) {
+  for (size_t k = 0; k < prog.steps.size(); ++k) {
+    const PStep<float> &ps = prog.steps[k];
+    if (std::holds_alternative<PTop<float>>(ps.op) != (k + 1 == prog.steps.size()))
+      unsupported(k, "the top prior must be the last step, and only it");
+    if (auto *cp = std::get_if<PCoupling<float>>(&ps.op)) {
+      const bool checker = is_checkerboard(cp->conditioning);
+      if (!checker && cp->conditioning != Half::First && cp->conditioning != Half::Second)
+        unsupported(k, "unknown coupling conditioning");
+      if (checker && ps.in.plane() < 2)
+        unsupported(k, "a checkerboard coupling on a single position");
+      if (cp->type != CouplingType::Additive && cp->type != CouplingType::Affine)
+        unsupported(k, "unknown coupling type");
+      if (cp->type == CouplingType::Affine) {
+        const ScaleFunction f = cp->scale_fn;
+        if (f != ScaleFunction::Sigmoid && f != ScaleFunction::Exp && f != ScaleFunction::Tanh)
+          unsupported(k, "unknown scale function");
+        const size_t cb = static_cast<size_t>(checker ? ps.in.c : ps.in.c / 2);
+        if (f == ScaleFunction::Tanh && cp->scale_weight.size() != cb)
+          unsupported(k, "the tanh scale has " + std::to_string(cp->scale_weight.size()) +
+                             " weights for " + std::to_string(cb) + " transformed channels");
+      }
+    } else if (auto *sp = std::get_if<PSplit<float>>(&ps.op)) {
+      if (sp->leaving != Half::First && sp->leaving != Half::Second)
+        unsupported(k, "a split must leave a channel half (First or Second)");
+    } else if (auto *lg = std::get_if<PLogit<float>>(&ps.op)) {
+      if (!(lg->alpha > 0.f && lg->alpha < 0.5f))
+        unsupported(k, "logit alpha " + std::to_string(lg->alpha) + " is not in (0, 0.5)");
+    }
+  }
+}
+
 // The cuBLAS compute type of a precision: float inputs, outputs and accumulation, the inputs
 // rounded to the named format on the tensor cores for the reduced precisions. FP32 keeps the
 // pedantic type (standard float arithmetic, no tensor-core shortcuts).
@@ -111,6 +156,8 @@ class CudaBackend final : public Backend {
         gemm_compute_(compute_type(opt.precision)) {
     if (max_batch_ > 65535)  // per-image reductions put images on the grid's y dimension
       invalid_argument("the CUDA backend's max batch is 65535, got " + std::to_string(max_batch_));
+    const Program<float> prog = build_program<float>(g, opt.fold);
+    check_supported(prog);
     if (!cuda_device_available(device_))
       fail(FLOWRT_DEVICE_ERROR, "no device: no usable CUDA device " + std::to_string(device_) +
                                     " (no driver, or no GPU)");
@@ -126,9 +173,8 @@ class CudaBackend final : public Backend {
     // keeps the default math mode so that this type alone decides it.
     check(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
 
-    const Program<float> prog = build_program<float>(g, opt.fold);
     net_stride_ = std::max<int64_t>(prog.max_net_elems, 1);
-    int64_t col_per_image = 1;
+    int64_t col_per_image = 1, masked_per_image = 0;
     for (const PStep<float> &ps : prog.steps) {
       DevStep s;
       s.in = ps.in;
@@ -159,6 +205,13 @@ class CudaBackend final : public Backend {
         s.kind = StepKind::Coupling;
         s.coupling = CouplingArgs{cp->type, cp->split, cp->scale_fn, cp->form, cp->scale_bias};
         s.half = cp->conditioning;
+        if (is_checkerboard(cp->conditioning)) {
+          s.checker = cp->conditioning == Half::CheckerboardEven ? 0 : 1;
+          s.mask_channel = cp->mask_channel;
+          masked_per_image = std::max(masked_per_image, cp->net.in_ch * ps.in.plane());
+        }
+        if (cp->type == CouplingType::Affine && cp->scale_fn == ScaleFunction::Tanh)
+          s.scale_weight = upload(cp->scale_weight);
         s.net = upload_net(cp->net);
         track_net(cp->net);
       } else if (auto *sp = std::get_if<PSplit<float>>(&ps.op)) {
@@ -173,6 +226,11 @@ class CudaBackend final : public Backend {
         s.log_std = upload(tp->log_std);
         s.offsets = upload(tp->class_offsets);
         s.n_classes = tp->n_classes;
+      } else if (auto *lg = std::get_if<PLogit<float>>(&ps.op)) {
+        s.kind = StepKind::Logit;
+        s.alpha = lg->alpha;
+      } else {
+        fail(FLOWRT_INTERNAL_ERROR, "the CUDA backend has no kernel for a step of this model");
       }
       steps_.push_back(std::move(s));
     }
@@ -182,6 +240,7 @@ class CudaBackend final : public Backend {
     io_ = DeviceBuffer<float>(nd);
     net_a_ = DeviceBuffer<float>(max_batch_ * net_stride_);
     net_b_ = DeviceBuffer<float>(max_batch_ * net_stride_);
+    masked_ = DeviceBuffer<float>(max_batch_ * static_cast<size_t>(masked_per_image));
     // im2col for up to the whole batch, capped at 64 Mi floats (then convs run in chunks).
     col_images_ =
         std::max<int64_t>(1, std::min<int64_t>(max_batch_, (int64_t{64} << 20) / col_per_image));
@@ -241,15 +300,12 @@ class CudaBackend final : public Backend {
           permute(s.source.get(), s.in, nn, d, cur, tmp, false, stream_);
           std::swap(cur, tmp);
           break;
-        case StepKind::Coupling: {
-          const int64_t cb = s.in.c / 2;
-          float *xa = cur + (s.half == Half::First ? 0 : cb * plane);
-          float *xb = cur + (s.half == Half::First ? cb * plane : 0);
-          const float *h = run_net(s.net, xa, d, s.in, nn);
-          coupling(s.coupling, h, net_stride_, xb, d, int(cb), int(plane), nn, logdet_.get(), false,
-                   stream_);
+        case StepKind::Coupling:
+          run_coupling(s, cur, nn, logdet_.get(), false);
           break;
-        }
+        case StepKind::Logit:
+          logit(s.alpha, s.in, nn, d, cur, logdet_.get(), false, stream_);
+          break;
         case StepKind::Split: {
           const int64_t cz = s.in.c / 2, m = cz * plane;
           float *leave = cur + (s.half == Half::First ? 0 : m);
@@ -343,6 +399,16 @@ class CudaBackend final : public Backend {
   void gemm(const float *b, int64_t b_stride, int64_t ldb_p, const float *w, int64_t ldw, int o,
             int k, int64_t p, float *c, int64_t c_stride, int batch) {
     const float one = 1.f, zero = 0.f;
+    if (p == 1) {
+      // A single position (NICE's vectors at 1x1): each image is one column, so the batch is one
+      // product [O x batch] = W * [K x batch] (column i at image i's offset) rather than `batch`
+      // matrix-vector products. cuBLAS reads the row-major W as its transpose.
+      check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, o, batch, k, &one, w, CUDA_R_32F,
+                         int(ldw), b, CUDA_R_32F, int(b_stride), &zero, c, CUDA_R_32F,
+                         int(c_stride), gemm_compute_, CUBLAS_GEMM_DEFAULT),
+            "gemm");
+      return;
+    }
     check(cublasGemmStridedBatchedEx(blas_, CUBLAS_OP_N, CUBLAS_OP_N, int(p), o, k, &one, b,
                                      CUDA_R_32F, int(ldb_p), b_stride, w, CUDA_R_32F, int(ldw), 0,
                                      &zero, c, CUDA_R_32F, int(p), c_stride, batch, gemm_compute_,
@@ -408,6 +474,27 @@ class CudaBackend final : public Backend {
     return cur;
   }
 
+  // A coupling on the current tensor (stride D), in place: its net on x_a (a checkerboard's on
+  // the masked copy of the whole tensor, which the map then leaves intact), then the map or its
+  // inverse on x_b. logdet: encode's per-image sums, or null.
+  void run_coupling(const DevStep &s, float *cur, int n, double *logdet, bool inverse) {
+    const int64_t plane = s.in.plane();
+    if (s.checker >= 0) {
+      const int64_t stride = int64_t(s.net.in_ch) * plane;
+      checker_input(s.checker, s.mask_channel, s.in, n, dims_, cur, masked_.get(), stride, stream_);
+      const float *h = run_net(s.net, masked_.get(), stride, s.in, n);
+      coupling(s.coupling, s.scale_weight.get(), s.checker, int(s.in.w), h, net_stride_, cur, dims_,
+               int(s.in.c), int(plane), n, logdet, inverse, stream_);
+      return;
+    }
+    const int64_t cb = s.in.c / 2;
+    const float *xa = cur + (s.half == Half::First ? 0 : cb * plane);
+    float *xb = cur + (s.half == Half::First ? cb * plane : 0);
+    const float *h = run_net(s.net, xa, dims_, s.in, n);
+    coupling(s.coupling, s.scale_weight.get(), -1, int(s.in.w), h, net_stride_, xb, dims_, int(cb),
+             int(plane), n, logdet, inverse, stream_);
+  }
+
   // The decoder's device work from io_ (latents or noise) to an image buffer; returns it.
   const float *record_decoder(int n, bool noise, bool has_labels) {
     const int64_t d = dims_;
@@ -440,15 +527,12 @@ class CudaBackend final : public Backend {
           permute(s.source.get(), s.in, n, d, cur, tmp, true, stream_);
           std::swap(cur, tmp);
           break;
-        case StepKind::Coupling: {
-          const int64_t cb = s.in.c / 2;
-          float *xa = cur + (s.half == Half::First ? 0 : cb * plane);
-          float *xb = cur + (s.half == Half::First ? cb * plane : 0);
-          const float *h = run_net(s.net, xa, d, s.in, n);
-          coupling(s.coupling, h, net_stride_, xb, d, int(cb), int(plane), n, nullptr, true,
-                   stream_);
+        case StepKind::Coupling:
+          run_coupling(s, cur, n, nullptr, true);
           break;
-        }
+        case StepKind::Logit:
+          logit(s.alpha, s.in, n, d, cur, nullptr, true, stream_);
+          break;
         case StepKind::Split: {
           const int64_t cz = s.in.c / 2, m = cz * plane;
           if (s.half == Half::First) copy_rows(cur + m, cur, m, n);
@@ -506,6 +590,7 @@ class CudaBackend final : public Backend {
   std::vector<DevStep> steps_;
   int64_t net_stride_ = 1, col_images_ = 1, col_per_image_ = 1;
   DeviceBuffer<float> cur_, tmp_, io_, net_a_, net_b_, col_;
+  DeviceBuffer<float> masked_;  // checkerboard couplings' net inputs
   DeviceBuffer<double> logp_, logdet_;
   DeviceBuffer<int32_t> labels_;
   DeviceBuffer<SampleParams> params_;

@@ -1,5 +1,6 @@
 #include "backends/cuda/cuda_device_common.cuh"
 #include "backends/cuda/cuda_kernels.cuh"
+#include "core/error.hpp"
 #include "core/philox.hpp"
 
 namespace flowrt::cuda {
@@ -88,20 +89,24 @@ __global__ void im2col_k(const float *in, int64_t in_stride, int in_ch, int in_t
   }
 }
 
-__global__ void coupling_k(CouplingArgs a, const float *h, int64_t h_stride, float *xb,
-                           int64_t x_stride, int cb, int plane, double *logdet, bool inverse) {
+// One image per blockIdx.y. checker < 0: xb is the transformed half; checker = 0 / 1: xb is the
+// whole tensor and the positions of x_a (parity `checker`) are passed through unchanged.
+__global__ void coupling_k(CouplingArgs a, const float *scale_weight, int checker, int width,
+                           const float *h, int64_t h_stride, float *xb, int64_t x_stride, int cb,
+                           int plane, double *logdet, bool inverse) {
   const int i = blockIdx.y;
   const int64_t per = int64_t(cb) * plane;
+  const float *hi = h + i * h_stride;
   double acc = 0;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < per;
        e += int64_t(gridDim.x) * blockDim.x) {
+    const int j = static_cast<int>(e / plane), p = static_cast<int>(e % plane);
+    if (checker >= 0 && ((p / width + p % width) & 1) == checker) continue;
     float &x = xb[i * x_stride + e];
-    const float *hi = h + i * h_stride;
     if (a.type == CouplingType::Additive) {
       x = inverse ? x - hi[e] : x + hi[e];
       continue;
     }
-    const int j = static_cast<int>(e / plane), p = static_cast<int>(e % plane);
     int tc = 0, rc = 0;
     shift_scale_channels(int(a.split), j, cb, &tc, &rc);
     const float t = hi[int64_t(tc) * plane + p];
@@ -109,6 +114,8 @@ __global__ void coupling_k(CouplingArgs a, const float *h, int64_t h_stride, flo
     float s, ls;
     if (a.scale_fn == ScaleFunction::Exp) {
       s = expf(arg), ls = arg;
+    } else if (a.scale_fn == ScaleFunction::Tanh) {
+      ls = scale_weight[j] * tanhf(arg), s = expf(ls);
     } else {
       s = 1.f / (1.f + expf(-arg)), ls = log_sigmoid(arg);
     }
@@ -119,6 +126,46 @@ __global__ void coupling_k(CouplingArgs a, const float *h, int64_t h_stride, flo
       x = inverse ? (x - t) / s : x * s + t;
   }
   if (logdet && a.type == CouplingType::Affine) block_add(inverse ? -acc : acc, logdet + i);
+}
+
+__global__ void checker_input_k(int checker, int c, int w, int plane, bool mask_channel, int n,
+                                int64_t x_stride, const float *x, float *out, int64_t out_stride) {
+  const int64_t per = int64_t(c + (mask_channel ? 1 : 0)) * plane, total = per * n;
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total;
+       t += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = t / per, e = t % per;
+    const int ch = static_cast<int>(e / plane), p = static_cast<int>(e % plane);
+    const bool m = ((p / w + p % w) & 1) == checker;
+    float v;
+    if (ch < c)
+      v = m ? x[i * x_stride + e] : 0.f;
+    else  // the mask channel
+      v = m ? 1.f : 0.f;
+    out[i * out_stride + e] = v;
+  }
+}
+
+// In double: y = log(u) - log(1 - u) cancels near u = 1/2, and for a small alpha the log terms
+// are large at the ends of the pixel range, where float would lose their digits.
+__global__ void logit_k(float alpha, int64_t per, int64_t stride, float *x, double *logdet,
+                        bool inverse) {
+  const int i = blockIdx.y;
+  const double a = alpha, range = 1.0 - 2.0 * a, log_range = log(range);
+  double acc = 0;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < per;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    float &v = x[i * stride + e];
+    if (!inverse) {
+      const double u = a + range * (double(v) + 0.5);
+      const double log_u = log(u), log_1mu = log1p(-u);
+      v = static_cast<float>(log_u - log_1mu);
+      acc += log_range - log_u - log_1mu;
+    } else {
+      const double u = 1.0 / (1.0 + exp(-double(v)));
+      v = static_cast<float>((u - a) / range - 0.5);
+    }
+  }
+  if (logdet) block_add(acc, logdet + i);
 }
 
 __global__ void split_logp_k(const float *z, int64_t z_stride, const float *prior,
@@ -248,8 +295,30 @@ void im2col(const float *in, int64_t in_stride, int in_ch, int in_total, int h, 
 
 void coupling(const CouplingArgs &a, const float *h, int64_t h_stride, float *xb, int64_t x_stride,
               int cb, int plane, int n, double *logdet, bool inverse, cudaStream_t s) {
-  coupling_k<<<reduce_grid(int64_t(cb) * plane, n), kThreads, 0, s>>>(a, h, h_stride, xb, x_stride,
-                                                                      cb, plane, logdet, inverse);
+  if (a.scale_fn == ScaleFunction::Tanh)
+    fail(FLOWRT_INTERNAL_ERROR, "a tanh-scale coupling needs its scale weights");
+  coupling(a, nullptr, -1, 1, h, h_stride, xb, x_stride, cb, plane, n, logdet, inverse, s);
+}
+
+void coupling(const CouplingArgs &a, const float *scale_weight, int checker, int width,
+              const float *h, int64_t h_stride, float *xb, int64_t x_stride, int cb, int plane,
+              int n, double *logdet, bool inverse, cudaStream_t s) {
+  coupling_k<<<reduce_grid(int64_t(cb) * plane, n), kThreads, 0, s>>>(
+      a, scale_weight, checker, width, h, h_stride, xb, x_stride, cb, plane, logdet, inverse);
+}
+
+void checker_input(int checker, bool mask_channel, const Shape3 &sh, int n, int64_t x_stride,
+                   const float *x, float *out, int64_t out_stride, cudaStream_t s) {
+  const int64_t total = (sh.c + (mask_channel ? 1 : 0)) * sh.plane() * n;
+  checker_input_k<<<blocks_for(total), kThreads, 0, s>>>(checker, int(sh.c), int(sh.w),
+                                                         int(sh.plane()), mask_channel, n, x_stride,
+                                                         x, out, out_stride);
+}
+
+void logit(float alpha, const Shape3 &sh, int n, int64_t stride, float *x, double *logdet,
+           bool inverse, cudaStream_t s) {
+  logit_k<<<reduce_grid(sh.numel(), n), kThreads, 0, s>>>(alpha, sh.numel(), stride, x, logdet,
+                                                          inverse);
 }
 
 void split_log_prob(const float *z, int64_t z_stride, const float *prior, int64_t prior_stride,

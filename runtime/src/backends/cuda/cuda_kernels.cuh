@@ -39,9 +39,26 @@ struct CouplingArgs {
   AffineForm form;
   float scale_bias;
 };
-// xb: the transformed half (cb channels) in place; logdet (n doubles) accumulates sum(log s).
+// A channel coupling (conditioning First/Second) without the tanh scale: xb is the transformed
+// half (cb channels), changed in place; logdet (n doubles, or null) accumulates sum(log s).
 void coupling(const CouplingArgs &a, const float *h, int64_t h_stride, float *xb, int64_t x_stride,
               int cb, int plane, int n, double *logdet, bool inverse, cudaStream_t s);
+// Any coupling. scale_weight: ScaleFunction::Tanh's [cb] weights on the device (else unused).
+// checker < 0: a channel coupling, as above. checker = 0 or 1: a checkerboard coupling whose x_a
+// is the positions (i, j) with (i + j) % 2 == checker; xb is then the whole tensor (cb = C
+// channels of `width` columns), and only the other positions change and count in log|det|.
+void coupling(const CouplingArgs &a, const float *scale_weight, int checker, int width,
+              const float *h, int64_t h_stride, float *xb, int64_t x_stride, int cb, int plane,
+              int n, double *logdet, bool inverse, cudaStream_t s);
+// A checkerboard coupling's net input: channels [0, C) of `out` are x * m, channel C (with
+// mask_channel) is m itself, where m(i, j) = 1 if (i + j) % 2 == checker, else 0.
+void checker_input(int checker, bool mask_channel, const Shape3 &sh, int n, int64_t x_stride,
+                   const float *x, float *out, int64_t out_stride, cudaStream_t s);
+// The logit layer in place on every element of `sh`: encode y = log(u) - log(1 - u) with
+// u = alpha + (1 - 2 alpha)(x + 1/2), adding log(1 - 2 alpha) - log(u) - log(1 - u) to logdet[i]
+// (n doubles); inverse: x = (sigmoid(y) - alpha) / (1 - 2 alpha) - 1/2 (logdet unused).
+void logit(float alpha, const Shape3 &sh, int n, int64_t stride, float *x, double *logdet,
+           bool inverse, cudaStream_t s);
 
 // log N(z; mean, std) summed per image into logp. prior: the split prior net's output (2*cz
 // channels, `layout`), or null for a standard normal.
