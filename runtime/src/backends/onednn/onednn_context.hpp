@@ -135,8 +135,8 @@ struct Context {
   Primitives prims;
   MemoryCache constants;  // memories on data that never moves (biases)
   // Whether oneDNN's 1x1 convolution keeps its weights layout across batch sizes, by problem
-  // (in, out, h, w, relu, plain dst, max batch): see OnednnNet::choose_forms.
-  using Probe = std::array<int64_t, 7>;
+  // (form, in, out, h, w, relu, plain dst, max batch): see OnednnNet::choose_forms.
+  using Probe = std::array<int64_t, 8>;
   std::vector<std::pair<Probe, bool>> probes;
   Buffer &buf(Role r) { return buffers[static_cast<int>(r)]; }
 };

@@ -21,14 +21,18 @@ constexpr int64_t kTapsFromIn = 64;
 // primitive descriptor costs ~30 us), else as a matmul.
 constexpr size_t kMaxLayoutProbe = 1024;
 
-// FLOWRT_ONEDNN_1X1=matmul or =conv forces the form of every 1x1 conv (tests: the parity suite
-// runs both; conv may then hold a second weights layout). Unset or anything else: probe.
-enum class Force1x1 { Probe, Matmul, Conv };
+// FLOWRT_ONEDNN_1X1=matmul, =conv or =rows forces the form of every 1x1 conv (tests: the
+// parity suite runs them all; conv may then hold a second weights layout). Unset or anything
+// else: probe.
+enum class Force1x1 { Probe, Matmul, Conv, Rows };
 Force1x1 force_1x1() {
   const char *env = std::getenv("FLOWRT_ONEDNN_1X1");
   if (!env) return Force1x1::Probe;
   const std::string v = env;
-  return v == "matmul" ? Force1x1::Matmul : v == "conv" ? Force1x1::Conv : Force1x1::Probe;
+  return v == "matmul" ? Force1x1::Matmul
+         : v == "conv" ? Force1x1::Conv
+         : v == "rows" ? Force1x1::Rows
+                       : Force1x1::Probe;
 }
 
 const dnnl::memory &WeightCache::get(const memory::desc &want, Context &ctx) {
@@ -81,6 +85,7 @@ void OnednnNet::make_weights(Conv &c) {
   const float *direct = exact ? src->weight.data() : nullptr;
   switch (c.form) {
     case Conv::Form::Direct:
+    case Conv::Form::Rows:
       c.weights = WeightCache(
           memory::desc({out, in, c.kh, c.kw}, f32, tag::oihw),
           [src, out, in, taps](float *dst) {
@@ -136,6 +141,44 @@ OnednnNet::ConvDescs OnednnNet::direct_descs(const Conv &c, size_t k, size_t n) 
   return d;
 }
 
+OnednnNet::ConvDescs OnednnNet::rows_descs(const Conv &c, size_t k, size_t n) const {
+  const memory::dim m = static_cast<memory::dim>(n) * h_ * w_;
+  ConvDescs d;
+  d.src = memory::desc({1, c.in, 1, m}, dt_, tag::nhwc);
+  d.bias = memory::desc({c.out}, f32, tag::x);
+  d.dst = memory::desc({1, c.out, 1, m}, dst_type(k), tag::nhwc);
+  d.pad = {0, 0};
+  d.relu = c.relu;
+  return d;
+}
+
+bool OnednnNet::rows_pay(const Conv &c, size_t k, size_t max_batch, Context &ctx) const {
+  const Context::Probe key{{1, c.in, c.out, h_, w_, c.relu, static_cast<int64_t>(dst_type(k)),
+                            static_cast<int64_t>(max_batch)}};
+  auto hit = std::find_if(ctx.probes.begin(), ctx.probes.end(),
+                          [&](const auto &e) { return e.first == key; });
+  if (hit != ctx.probes.end()) return hit->second;
+  // Only where the matmul would repack plain weights on every call.
+  const memory::dim m = static_cast<memory::dim>(max_batch) * h_ * w_;
+  const auto mm = make_matmul_pd(
+      ctx.eng, memory::desc({m, c.in}, dt_, tag::ab), memory::desc({c.in, c.out}, dt_, tag::any),
+      memory::desc({1, c.out}, f32, tag::ab), memory::desc({m, c.out}, dst_type(k), tag::ab),
+      Primitives::attr(c.relu));
+  bool pays = mm.weights_desc() == memory::desc({c.in, c.out}, dt_, tag::ab) ||
+              mm.weights_desc() == memory::desc({c.in, c.out}, dt_, tag::ba);
+  const memory::desc any({c.out, c.in, 1, 1}, dt_, tag::any);
+  memory::desc first;
+  for (size_t n = 1; n <= max_batch && pays; ++n) {
+    const ConvDescs d = rows_descs(c, k, n);
+    const auto pd =
+        make_conv_pd(ctx.eng, d.src, any, d.bias, d.dst, d.pad, Primitives::attr(d.relu));
+    if (n == 1) first = pd.weights_desc();
+    pays = pd.weights_desc() == first && !is_ref_impl(impl_name(pd));
+  }
+  ctx.probes.emplace_back(key, pays);
+  return pays;
+}
+
 void OnednnNet::choose_forms(size_t max_batch, Context &ctx) {
   // Last op first: a conv's destination layout depends on the form of the op after it.
   for (size_t k = ops_.size(); k-- > 0;) {
@@ -147,7 +190,7 @@ void OnednnNet::choose_forms(size_t max_batch, Context &ctx) {
     if (stable && force == Force1x1::Probe) {
       // Weights layouts of the direct conv, keyed by everything the primitive depends on.
       const Context::Probe key{
-          {c->in, c->out, h_, w_, c->relu, plain_dst(k), static_cast<int64_t>(max_batch)}};
+          {0, c->in, c->out, h_, w_, c->relu, plain_dst(k), static_cast<int64_t>(max_batch)}};
       auto hit = std::find_if(ctx.probes.begin(), ctx.probes.end(),
                               [&](const auto &e) { return e.first == key; });
       if (hit != ctx.probes.end()) {
@@ -160,14 +203,18 @@ void OnednnNet::choose_forms(size_t max_batch, Context &ctx) {
           const auto pd =
               make_conv_pd(ctx.eng, d.src, any, d.bias, d.dst, d.pad, Primitives::attr(d.relu));
           if (n == 1) first = pd.weights_desc();
-          stable =
-              pd.weights_desc() == first && std::string(impl_name(pd)).compare(0, 3, "ref") != 0;
+          stable = pd.weights_desc() == first && !is_ref_impl(impl_name(pd));
         }
         ctx.probes.emplace_back(key, stable);
       }
     }
     if (stable) {
       c->form = Conv::Form::Direct;
+      make_weights(*c);
+    } else if (force == Force1x1::Rows ||
+               (force == Force1x1::Probe && max_batch <= kMaxLayoutProbe &&
+                rows_pay(*c, k, max_batch, ctx))) {
+      c->form = Conv::Form::Rows;
       make_weights(*c);
     }
   }
@@ -274,6 +321,27 @@ std::unique_ptr<OnednnNet::Plan> OnednnNet::create(size_t n, Context &ctx, Needs
     item.op = k;
     item.channels = ch;
     const Conv *conv = std::get_if<Conv>(&ops_[k]);
+    if (conv && conv->form == Conv::Form::Rows) {
+      const Conv *c = conv;
+      feed(nhwc(c->in, dt_));  // the pixel rows, as they are
+      const ConvDescs d = rows_descs(*c, k, n);
+      const auto e =
+          pd_for_cache(c->weights, memory::desc({c->out, c->in, 1, 1}, dt_, tag::any),
+                       [&](const memory::desc &wd) {
+                         return ctx.prims.conv(ctx.eng, d.src, wd, d.bias, d.dst, d.pad, d.relu);
+                       });
+      item.kind = Plan::Kind::RowsConv;
+      item.prim = e.prim;
+      item.src = cur, item.src_md = cur_md;
+      item.dst = k == last_conv_ ? Role::Out : other(cur);
+      item.dst_md = nhwc(c->out, dst_type(k));
+      needs.need(item.dst, item.dst_md.get_size());
+      needs.need(Role::Scratchpad, e.pd.scratchpad_desc().get_size());
+      item.pd = e.pd;
+      cur = item.dst, cur_md = item.dst_md, ch = c->out;
+      plan->items.push_back(std::move(item));
+      continue;
+    }
     if (conv && conv->form != Conv::Form::Direct) {
       const Conv *c = conv;
       feed(nhwc(c->in, dt_));  // the matmul reads plain pixel rows
@@ -419,7 +487,7 @@ void OnednnNet::bind(Plan &plan, Context &ctx, MemoryCache &mems) {
       it.exec.add(DNNL_ARG_DST, mems.get(ctx.eng, pd.dst_desc(), ctx.buf(it.dst).data()));
       it.exec.add(DNNL_ARG_SCRATCHPAD,
                   mems.get(ctx.eng, pd.scratchpad_desc(), ctx.buf(Role::Scratchpad).data()));
-    } else if (it.kind == Plan::Kind::Conv) {
+    } else if (it.kind == Plan::Kind::Conv || it.kind == Plan::Kind::RowsConv) {
       Conv &c = std::get<Conv>(ops_[it.op]);
       const auto &pd = *it.pd;
       it.exec.prim = it.prim;
@@ -441,6 +509,7 @@ void OnednnNet::run(const Plan &plan, Context &ctx, const Par &par) const {
     const size_t floats = plan.n * plane * it.channels;
     switch (it.kind) {
       case Plan::Kind::Conv:
+      case Plan::Kind::RowsConv:
       case Plan::Kind::TapMatmul:
       case Plan::Kind::Matmul:
       case Plan::Kind::Reorder:
@@ -479,7 +548,9 @@ void OnednnNet::run(const Plan &plan, Context &ctx, const Par &par) const {
 void OnednnNet::impl_names(const Plan &plan, std::vector<std::string> &out) {
   for (const Plan::Item &it : plan.items) {
     if (it.kind == Plan::Kind::Reorder) out.emplace_back("reorder " + it.reorder_impl);
-    if (it.pd) out.emplace_back(std::string("conv ") + impl_name(*it.pd));
+    if (it.pd)
+      out.emplace_back(std::string(it.kind == Plan::Kind::RowsConv ? "conv1x1-as-rows " : "conv ") +
+                       impl_name(*it.pd));
     if (it.mm_pd)
       out.emplace_back(std::string(it.kind == Plan::Kind::Matmul ? "conv1x1-as-matmul "
                                                                  : "conv-as-taps matmul ") +

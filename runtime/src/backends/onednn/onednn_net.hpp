@@ -16,7 +16,11 @@
 // a 1x1 conv runs as that convolution only where it keeps one weights layout for every batch
 // size the session can plan (choose_forms probes them), and otherwise as a matmul over the NHWC
 // pixel rows, whose weights layout never depends on the batch. (The matmul alone would do, but
-// it runs ~7% slower than the convolution inside small nets at batch 1: fmnist.)
+// it runs ~7% slower than the convolution inside small nets at batch 1: fmnist.) Where that
+// matmul takes only plain weights, packing them anew on every call (gemm:jit: AVX2), the 1x1
+// conv runs instead as a convolution of all the pixel rows as one 1 x rows image, whose weights
+// are packed once (Form::Rows; measured on Zen 3, one thread: NICE's nets 1.6-2x faster, cifar
+// 10-25 %).
 //
 // A bf16 net (FLOWRT_PRECISION_BF16) runs its convolutions on bf16 activations and bf16 weights
 // with fp32 accumulation: the prepared copy of each weight tensor is bf16 (made from the fp32
@@ -153,7 +157,11 @@ class OnednnNet {
     // 16 lanes); such a kxk conv runs as one matmul to all k*k taps' partial outputs
     // [pixels, in] x [in, k*k*out], then a pass that sums each pixel's neighbours' taps.
     // Pointwise: a 1x1 conv as the matmul [pixels, in] x [in, out] (+ bias, ReLU post-op).
-    enum class Form { Direct, Taps, Pointwise };
+    // Rows: a 1x1 conv as oneDNN's convolution of one 1 x pixels NHWC image (the pixel rows of
+    // the whole batch): where the matmul takes only plain weights, and so packs them again on
+    // every call (oneDNN 2.6's gemm:jit, AVX2), this convolution reads weights packed once, in
+    // one layout for every batch size. NICE's nets (1000 x 1000 at 1x1) run 2-3x faster.
+    enum class Form { Direct, Taps, Pointwise, Rows };
     Form form = Form::Direct;
     int64_t out = 0, in = 0, kh = 1, kw = 1;
     bool relu = false;
@@ -174,6 +182,10 @@ class OnednnNet {
     bool relu = false;
   };
   ConvDescs direct_descs(const Conv &c, size_t k, size_t n) const;
+  // The same for form Rows: the n images' pixels as one 1 x (n*H*W) NHWC image.
+  ConvDescs rows_descs(const Conv &c, size_t k, size_t n) const;
+  // Whether form Rows suits 1x1 conv k at every batch size up to max_batch (see Form).
+  bool rows_pay(const Conv &c, size_t k, size_t max_batch, Context &ctx) const;
   struct Affine {
     std::vector<float> scale, shift;
   };
@@ -188,7 +200,19 @@ class OnednnNet {
 
 // The items of one batch size: primitives, reorders and element-wise passes, in order.
 struct OnednnNet::Plan {
-  enum class Kind { Conv, Reorder, ToBf16, Correct, TapMatmul, TapSum, Matmul, Affine, Relu, Copy };
+  enum class Kind {
+    Conv,
+    RowsConv,
+    Reorder,
+    ToBf16,
+    Correct,
+    TapMatmul,
+    TapSum,
+    Matmul,
+    Affine,
+    Relu,
+    Copy
+  };
   struct Item {
     Kind kind = Kind::Copy;
     size_t op = 0;
