@@ -58,6 +58,13 @@ class TrainCompute {
   virtual void set_recompute(bool on) = 0;
   // Bits/dim of each image of the last forward.
   virtual const std::vector<double> &bits_per_dim() const = 0;
+  // Each layer's term of each image's log-likelihood (nats) in the last forward, layer-major
+  // ([layer][image]): a log-determinant, or a split's or the top's prior term. Empty where the
+  // implementation does not keep them (the CUDA trainer).
+  virtual const std::vector<double> &layer_log_p() const {
+    static const std::vector<double> none;
+    return none;
+  }
   // The model with the given parameter values (layout of params().values()), finalized.
   virtual Graph export_graph(const std::vector<T> &values) const = 0;
   // Train (the default) or Eval, for the forward passes that follow.

@@ -369,7 +369,16 @@ double TrainModel<T>::forward(const T *x, const int32_t *labels, int64_t n, bool
   cur_.assign(x, x + n * dims_);
   log_det_.assign(static_cast<size_t>(n), 0.0);
   log_prior_.assign(static_cast<size_t>(n), 0.0);
-  for (Layer &l : layers_) layer_forward(l, data_init);
+  // Each layer's term is what it added to the image's log-determinant or prior sum.
+  layer_log_p_.resize(layers_.size() * static_cast<size_t>(n));
+  std::vector<double> det(static_cast<size_t>(n), 0.0), prior(det);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    layer_forward(layers_[i], data_init);
+    for (int64_t b = 0; b < n; ++b) {
+      layer_log_p_[i * n + b] = (log_det_[b] - det[b]) + (log_prior_[b] - prior[b]);
+      det[b] = log_det_[b], prior[b] = log_prior_[b];
+    }
+  }
   log_p_.resize(static_cast<size_t>(n));
   bpd_.resize(static_cast<size_t>(n));
   double sum = 0;

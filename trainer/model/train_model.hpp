@@ -35,6 +35,7 @@ class TrainModel final : public TrainCompute<T> {
   const std::vector<double> &log_p() const { return log_p_; }
   // d(mean bits/dim)/d(forward's input x) of the last backward (NCHW, the batch).
   const std::vector<T> &input_grad() const { return grad_; }
+  const std::vector<double> &layer_log_p() const override { return layer_log_p_; }
 
   // The model's structure as built from the graph: each layer's kind, shapes, conventions,
   // parameter ids (into params()) and signs, and its nets' ops. The CUDA trainer builds its
@@ -136,6 +137,7 @@ class TrainModel final : public TrainCompute<T> {
   std::vector<int32_t> labels_;
   std::vector<T> cur_, next_, grad_, dgrad_;
   std::vector<double> log_det_, log_prior_, log_p_, bpd_;
+  std::vector<double> layer_log_p_;  // [layer][image]
   // Scratch for convolutions and the nets' gradients.
   std::vector<T> col_, dcol_, net_g_, net_dg_, cnhw_;
   bool recompute_ = false;

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 
 namespace flowrt::train {
 
@@ -34,7 +35,7 @@ double peak_rss_mib() {
 }
 
 void Progress::update(const ProgressState &s) {
-  char line[256];
+  char line[320];
   char total[32] = "";
   if (s.total_steps > 0) std::snprintf(total, sizeof total, "/%lld", (long long)s.total_steps);
   char test[32] = "-";
@@ -42,6 +43,11 @@ void Progress::update(const ProgressState &s) {
   std::snprintf(line, sizeof line, "step %lld%s  %.1f img/s  train %.4f bits/dim  test %s  ETA %s",
                 (long long)s.step, total, s.images_per_s, s.train_bpd, test,
                 format_duration(s.eta_s).c_str());
+  if (s.spikes > 0) {
+    const size_t used = std::strlen(line);
+    std::snprintf(line + used, sizeof line - used, "  spikes %lld (last at step %lld)",
+                  (long long)s.spikes, (long long)s.last_spike_step);
+  }
   if (tty_) {
     std::printf("\r%-100s", line);
     open_ = true;

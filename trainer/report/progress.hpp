@@ -12,6 +12,7 @@ struct ProgressState {
   int64_t step = 0, total_steps = 0;                     // total 0: unknown
   double images_per_s = 0, train_bpd = 0, test_bpd = 0;  // test 0: none yet
   double eta_s = -1;                                     // < 0: unknown
+  int64_t spikes = 0, last_spike_step = 0;               // loss spikes so far, the last one's step
 };
 
 class Progress {

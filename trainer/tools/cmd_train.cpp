@@ -86,8 +86,9 @@ int cmd_train(int argc, char **argv) {
                             "--stop-at",      "--out",
                             "--precision",    "--grad-shards",
                             "--dist",         "--dist-reduce",
-                            "--dist-timeout", "--arch"},
-            {"--quiet", "--recompute"}, {{"-o", "--out"}});
+                            "--dist-timeout", "--arch",
+                            "--spike-factor", "--spike-window"},
+            {"--quiet", "--recompute", "--unbounded-priors"}, {{"-o", "--out"}});
   if (!a.positional().empty()) invalid_argument("unexpected argument '" + a.positional()[0] + "'");
   RunConfig c;
   c.data = a.get("--data", c.data);
@@ -130,6 +131,9 @@ int cmd_train(int argc, char **argv) {
   c.clip = a.get_double("--clip", c.clip);
   c.ema = a.get_double("--ema", c.ema);
   c.recompute = a.has("--recompute");
+  // Not in the usage: Glow's split priors as built, without the log-std floor (their loss
+  // spikes can be reproduced with it).
+  c.bounded_priors = !a.has("--unbounded-priors");
   if (c.ema < 0 || c.ema >= 1) invalid_argument("--ema must be in [0, 1)");
   c.device = a.get("--device", c.device);
   parse_device(c.device);
@@ -147,6 +151,10 @@ int cmd_train(int argc, char **argv) {
   c.log_every = a.get_int("--log-every", c.log_every, 1, int64_t{1} << 40);
   c.keep_checkpoints = static_cast<int>(a.get_int("--keep-checkpoints", 3, 1, 1000));
   c.stop_at = a.get_int("--stop-at", 0, 0, int64_t{1} << 40);
+  c.spike_factor = a.get_double("--spike-factor", c.spike_factor);
+  if (c.spike_factor < 0 || (c.spike_factor > 0 && c.spike_factor <= 1))
+    invalid_argument("--spike-factor must be > 1 (or 0: off)");
+  c.spike_window = a.get_int("--spike-window", c.spike_window, 1, int64_t{1} << 20);
   c.quiet = a.has("--quiet");
   c.out = a.require("--out");
   c.grad_shards = static_cast<int>(a.get_int("--grad-shards", 0, 1, 4096));

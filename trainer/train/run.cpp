@@ -136,6 +136,14 @@ TrainRun::TrainRun(RunConfig cfg, const Checkpoint *from) : cfg_(std::move(cfg))
     ImageSpec image = default_image(cfg_.data, model_squeezes(cfg_));
     if (!cfg_.init_model.empty()) image = read_flow(map_model_file(cfg_.init_model)).image;
     graph = initial_graph(cfg_, image);
+    // The log-std floor needs the CPU trainer, which holds the floor's tensors fixed. A given
+    // model keeps its function wherever its priors' log-stds are above the floor.
+    if (cfg_.bounded_priors && device == Device::Cpu) {
+      const int n = bound_split_priors(graph);
+      if (n > 0 && !cfg_.init_model.empty() && writer() && !cfg_.quiet)
+        std::printf("%s: %d split priors given a log-std floor of %g\n", cfg_.init_model.c_str(), n,
+                    kSplitLogStdFloor);
+    }
   }
   n_bits_ = graph.image.n_bits;
   // One GPU per rank: the launcher's local rank picks it.
@@ -165,12 +173,27 @@ TrainRun::TrainRun(RunConfig cfg, const Checkpoint *from) : cfg_(std::move(cfg))
   } else if (cfg_.ema > 0) {
     ema_ = p;
   }
+  if (device == Device::Cpu) {
+    prior_constants_ = bounded_prior_constants(graph, compute_->params().info());
+  } else if (!bounded_prior_constants(graph, compute_->params().info()).empty() && writer() &&
+             !cfg_.quiet) {
+    // The device runs the whole update and cannot hold tensors fixed.
+    std::printf(
+        "--device cuda: the bounded split priors' fixed convolutions train like the "
+        "rest, so their log-std floor does not hold\n");
+  }
   compute_->sync_to_device(&adam_, &ema_);
   make_schedule();
   if (ranks > 1) check_ranks_agree();
   if (writer())
     metrics_ = std::make_unique<MetricsLog>(cfg_.out + "/metrics.csv", from != nullptr, step_);
   progress_ = std::make_unique<Progress>(writer() && Progress::stdout_is_tty());
+  std::vector<std::string> names;
+  for (size_t i = 0; i < graph.layers.size(); ++i)
+    names.push_back(graph.layers[i].name.empty() ? "layer" + std::to_string(i)
+                                                 : graph.layers[i].name);
+  spikes_ = std::make_unique<SpikeDetector>(cfg_.spike_factor, cfg_.spike_window, std::move(names),
+                                            graph.dims());
 }
 
 namespace {
@@ -314,6 +337,45 @@ std::vector<float> TrainRun::batch_x(int64_t step, int64_t first, int64_t n, uin
   return x;
 }
 
+std::vector<int64_t> TrainRun::batch_images(int64_t step, int64_t first, int64_t n) {
+  const int64_t epoch = step / steps_per_epoch_;
+  if (epoch != order_epoch_) {
+    order_ = epoch_order(data_.train.size(), cfg_.seed, epoch);
+    order_epoch_ = epoch;
+  }
+  return std::vector<int64_t>(order_.begin() + first, order_.begin() + first + n);
+}
+
+void TrainRun::observe_forward(const int64_t *images) {
+  if (!spikes_->enabled()) return;
+  const std::vector<double> &bpd = compute_->bits_per_dim();
+  const std::vector<double> &terms = compute_->layer_log_p();
+  const int64_t n = static_cast<int64_t>(bpd.size());
+  spikes_->observe(bpd.data(), images, n,
+                   terms.size() == bpd.size() * spikes_->layers() ? terms.data() : nullptr);
+}
+
+std::optional<Spike> TrainRun::check_spike(double loss) {
+  // Every rank sees the same losses, so all of them find the same spikes.
+  std::optional<Spike> s = spikes_->finish_step(step_, loss);
+  if (!s) return s;
+  if (comm_->size() > 1) {
+    // The worst image over all ranks: each offers its own.
+    const std::vector<double> all =
+        comm_->allgather({s->image_bpd, static_cast<double>(s->image),
+                          static_cast<double>(s->layer), s->layer_bpd, s->typical_bpd});
+    size_t best = 0;
+    for (size_t r = 5; r < all.size(); r += 5)
+      if (!std::isfinite(all[r]) ? std::isfinite(all[best]) : all[r] > all[best]) best = r;
+    s->image_bpd = all[best], s->image = static_cast<int64_t>(all[best + 1]);
+    s->layer = static_cast<int>(all[best + 2]);
+    s->layer_bpd = all[best + 3], s->typical_bpd = all[best + 4];
+    s->layer_name = s->layer >= 0 ? spikes_->layer_name(s->layer) : "";
+  }
+  log_message(describe(*s));
+  return s;
+}
+
 TrainRun::StepResult TrainRun::sharded_step(int64_t first) {
   StepResult r;
   r.lr = schedule_.at(step_);
@@ -328,6 +390,7 @@ TrainRun::StepResult TrainRun::sharded_step(int64_t first) {
     const int64_t s = static_cast<int64_t>(comm_->rank()) * per_rank + j;
     const std::vector<float> x = batch_x(step_, first + s * b, b, static_cast<uint64_t>(step_));
     losses.push_back(compute_->forward(x.data(), nullptr, b, false));
+    observe_forward(batch_images(step_, first + s * b, b).data());
     compute_->backward();
     if (per_rank == 1) {  // the only shard: reduced where it lies
       shards.push_back(ps.grads().data());
@@ -343,6 +406,7 @@ TrainRun::StepResult TrainRun::sharded_step(int64_t first) {
   loss /= shards_;
   std::vector<float> &g = ps.grads();
   comm_->reduce_shards(shards, g.data(), n_params, reduce_);
+  zero_ranges(g, prior_constants_);
   // Each shard's gradient is of its own mean: the batch's is their mean.
   const float inv = static_cast<float>(1.0 / shards_);
 #pragma omp parallel for schedule(static) if (n_params >= (size_t{1} << 16))
@@ -354,18 +418,34 @@ TrainRun::StepResult TrainRun::sharded_step(int64_t first) {
   return finish_step(r, u.applied);
 }
 
-TrainRun::StepResult TrainRun::train_step(const float *x, const int32_t *labels, int64_t n) {
+TrainRun::StepResult TrainRun::train_step(const float *x, const int32_t *labels, int64_t n,
+                                          const int64_t *images) {
   StepResult r;
   r.lr = schedule_.at(step_);
+  if (!prior_constants_.empty()) {
+    // TrainCompute::train_step with the fixed tensors' gradients zeroed before the update:
+    // Adam's moments for them stay zero, and they stay as they are.
+    ParamStore<float> &ps = compute_->params();
+    r.loss = compute_->forward(x, labels, n, false);
+    compute_->backward();
+    zero_ranges(ps.grads(), prior_constants_);
+    const UpdateResult u = apply_update(ps.values(), ps.grads(), adam_, r.loss, r.lr, cfg_.clip);
+    if (u.applied && cfg_.ema > 0 && !ema_.empty()) ema_update(ema_, ps.values(), cfg_.ema);
+    r.grad_norm = u.grad_norm;
+    observe_forward(images);
+    return finish_step(r, u.applied);
+  }
   const StepOutcome o =
       compute_->train_step(x, labels, n, adam_, ema_, StepArgs{r.lr, cfg_.clip, cfg_.ema});
   r.loss = o.loss;
   r.grad_norm = o.update.grad_norm;
   if (!o.update.applied && o.update.loss_scale_overflow) {
     // fp16 loss scaling found its scale too high (it lowered it): routine, not a NaN/Inf batch.
+    r.rescaled = true;
     ++step_;
     return r;
   }
+  observe_forward(images);
   return finish_step(r, o.update.applied);
 }
 
@@ -381,6 +461,7 @@ TrainRun::StepResult TrainRun::finish_step(StepResult r, bool applied) {
   }
   r.applied = applied;
   ++step_;
+  r.spike = check_spike(r.loss);
   return r;
 }
 
@@ -455,6 +536,12 @@ void TrainRun::run() {
   const double elapsed_before = elapsed_;
   double interval_loss = 0, interval_time = 0, last_norm = 0;
   int64_t interval_steps = 0;
+  // The interval's loss spikes and the largest of them (relative to its median).
+  int64_t interval_spikes = 0, last_spike_step = 0;
+  std::optional<Spike> interval_spike;
+  auto severity = [](const Spike &s) {
+    return std::isfinite(s.loss) && s.median > 0 ? s.loss / s.median : HUGE_VAL;
+  };
   double last_test = best_test_;
   // One shard per process (alone, or one rank of --dist nccl): this rank's slice of the batch.
   const int64_t local = cfg_.batch / comm_->size();
@@ -494,10 +581,22 @@ void TrainRun::run() {
     StepResult r;
     if (shards_ == comm_->size() && (shards_ == 1 || cfg_.dist == "nccl")) {
       const std::vector<float> x = next.valid() ? next.get() : load(step_);
+      // Before the prefetch, which may move the epoch order on.
+      const std::vector<int64_t> images =
+          spikes_->enabled()
+              ? batch_images(step_, (step_ % steps_per_epoch_) * cfg_.batch + comm_->rank() * local,
+                             local)
+              : std::vector<int64_t>();
       if (prefetch) next = std::async(std::launch::async, load, step_ + 1);
-      r = train_step(x.data(), nullptr, local);
+      r = train_step(x.data(), nullptr, local, images.empty() ? nullptr : images.data());
     } else {
       r = sharded_step((step_ % steps_per_epoch_) * cfg_.batch);
+    }
+    if (r.spike) {
+      ++interval_spikes;
+      last_spike_step = r.spike->step;
+      if (!interval_spike || severity(*r.spike) > severity(*interval_spike))
+        interval_spike = r.spike;
     }
     const double dt = seconds_since(t0);
     elapsed_ = elapsed_before + seconds_since(session_start);
@@ -523,6 +622,8 @@ void TrainRun::run() {
         ps.eta_s = per_step * (total_steps_ - step_);
       else if (cfg_.time_s > 0)
         ps.eta_s = cfg_.time_s - elapsed_;
+      ps.spikes = spikes_->spikes();
+      ps.last_spike_step = last_spike_step;
       progress_->update(ps);
     }
     // Logging, sample grids and checkpoints each keep their own interval.
@@ -536,6 +637,14 @@ void TrainRun::run() {
       row.lr = r.lr;
       row.images_per_s = interval_time > 0 ? cfg_.batch * interval_steps / interval_time : 0;
       row.grad_norm = last_norm;
+      row.spikes = interval_spikes;
+      if (interval_spike) {
+        const Spike &s = *interval_spike;
+        row.spike_step = s.step, row.spike_loss = s.loss, row.spike_median = s.median;
+        row.spike_image = s.image, row.spike_image_bpd = s.image_bpd;
+        row.spike_layer = s.layer_name;
+        row.spike_layer_bpd = s.layer_bpd, row.spike_typical_bpd = s.typical_bpd;
+      }
       if (eval) {
         row.test_bpd = evaluate(cfg_.eval_images);
         last_test = row.test_bpd;
@@ -554,7 +663,8 @@ void TrainRun::run() {
       if (eval && writer())
         write_curve_svg(cfg_.out + "/curve.svg", metrics_->rows(), "flowtrain: " + data_.name);
       interval_loss = interval_time = 0;
-      interval_steps = 0;
+      interval_steps = interval_spikes = 0;
+      interval_spike.reset();
     }
     if (samples && writer())
       write_sample_grids(export_graph(), cfg_.out, step_, {0.f, 0.5f, 0.7f, 1.0f},

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,9 +19,11 @@
 #include "trainer/model/train_compute.hpp"
 #include "trainer/report/metrics.hpp"
 #include "trainer/report/progress.hpp"
+#include "trainer/train/bounded_prior.hpp"
 #include "trainer/train/checkpoint.hpp"
 #include "trainer/train/optimizer.hpp"
 #include "trainer/train/run_config.hpp"
+#include "trainer/train/spike_detector.hpp"
 
 namespace flowrt::train {
 
@@ -38,11 +41,15 @@ class TrainRun {
   void run();
 
   struct StepResult {
-    bool applied = false;  // false: the NaN/Inf guard skipped the step
+    bool applied = false;        // false: the NaN/Inf guard skipped the step
+    bool rescaled = false;       // fp16 loss scaling lowered its scale instead of a step
+    std::optional<Spike> spike;  // the step's loss was a spike (spike_detector.hpp)
     double loss = 0, grad_norm = 0, lr = 0;
   };
-  // One optimisation step on n given images in the network's range (used by run()).
-  StepResult train_step(const float *x, const int32_t *labels, int64_t n);
+  // One optimisation step on n given images in the network's range (used by run()). `images`
+  // (n training-set indices, may be null) name them in a loss spike's report.
+  StepResult train_step(const float *x, const int32_t *labels, int64_t n,
+                        const int64_t *images = nullptr);
 
   // Mean test bits/dim (bin centres) of the export weights over at most max_images (0: all).
   double evaluate(int64_t max_images);
@@ -51,6 +58,8 @@ class TrainRun {
   void write_checkpoint_now();
 
   int64_t step() const { return step_; }
+  // Loss spikes reported so far in this process (not kept across a resume).
+  int64_t spikes() const { return spikes_ ? spikes_->spikes() : 0; }
   // The parameters as of the last sync (every evaluation, checkpoint, export and the end of
   // run()); with --device cpu always current.
   int64_t skipped_steps() const { return skipped_; }
@@ -72,11 +81,18 @@ class TrainRun {
   void sync_state(bool with_adam = true);
   // Dequantised images at positions [first, first + n) of the step's epoch order.
   std::vector<float> batch_x(int64_t step, int64_t first, int64_t n, uint64_t noise_step);
+  // The training-set indices of those images.
+  std::vector<int64_t> batch_images(int64_t step, int64_t first, int64_t n);
+  // Hands the last forward pass (on `images`, null: unknown) to the spike detector.
+  void observe_forward(const int64_t *images);
+  // After a step: a loss spike, reported (the worst image over all ranks), or nothing.
+  std::optional<Spike> check_spike(double loss);
   void log_message(const std::string &line);
   // The sharded step: this rank's shards forward and backward, the gradients summed over all
   // shards of all ranks, then the update every rank applies alike.
   StepResult sharded_step(int64_t first);
-  // Counts the step; a skipped one (the NaN/Inf guard) is counted and reported.
+  // Counts the step; a skipped one (the NaN/Inf guard) is counted and reported, and so is a
+  // loss spike.
   StepResult finish_step(StepResult r, bool applied);
   // Stops the job unless every rank has the same settings, data and starting parameters.
   void check_ranks_agree();
@@ -100,6 +116,9 @@ class TrainRun {
   int n_bits_ = 8;
   std::unique_ptr<MetricsLog> metrics_;
   std::unique_ptr<Progress> progress_;
+  std::unique_ptr<SpikeDetector> spikes_;
+  // The bounded split priors' fixed tensors (bounded_prior.hpp), whose gradients are zeroed.
+  std::vector<GradRange> prior_constants_;
   // Epoch order cache.
   int64_t order_epoch_ = -1;
   std::vector<int64_t> order_;

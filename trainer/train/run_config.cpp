@@ -56,6 +56,7 @@ std::vector<std::pair<std::string, std::string>> RunConfig::to_kv() const {
           {"clip", num(clip)},
           {"ema", num(ema)},
           {"recompute", recompute ? "1" : "0"},
+          {"bounded_priors", bounded_priors ? "1" : "0"},
           {"precision", precision},
           {"device", device},
           {"seed", std::to_string(seed)},
@@ -67,6 +68,8 @@ std::vector<std::pair<std::string, std::string>> RunConfig::to_kv() const {
           {"checkpoint_every", std::to_string(checkpoint_every)},
           {"log_every", std::to_string(log_every)},
           {"keep_checkpoints", std::to_string(keep_checkpoints)},
+          {"spike_factor", num(spike_factor)},
+          {"spike_window", std::to_string(spike_window)},
           {"grad_shards", std::to_string(grad_shards)},
           {"out", out}};
 }
@@ -96,13 +99,16 @@ RunConfig RunConfig::from_kv(const std::vector<std::pair<std::string, std::strin
     c.warmup = i64("warmup"), c.decay = get("decay"), c.clip = std::stod(get("clip"));
     c.ema = std::stod(get("ema")), c.device = get("device");
     c.recompute = m.count("recompute") && m["recompute"] == "1";  // absent before it existed
-    if (m.count("precision")) c.precision = m["precision"];       // likewise
+    c.bounded_priors = m.count("bounded_priors") && m["bounded_priors"] == "1";  // likewise
+    if (m.count("precision")) c.precision = m["precision"];                      // likewise
     c.seed = std::stoull(get("seed")), c.threads = static_cast<int>(i64("threads"));
     c.eval_every = i64("eval_every"), c.eval_images = i64("eval_images");
     c.sample_every = i64("sample_every"), c.sample_count = i64("sample_count");
     c.checkpoint_every = i64("checkpoint_every"), c.log_every = i64("log_every");
     c.keep_checkpoints = static_cast<int>(i64("keep_checkpoints"));
-    if (m.count("grad_shards")) c.grad_shards = std::stoi(m["grad_shards"]);  // absent before
+    if (m.count("grad_shards")) c.grad_shards = std::stoi(m["grad_shards"]);     // absent before
+    if (m.count("spike_factor")) c.spike_factor = std::stod(m["spike_factor"]);  // likewise
+    if (m.count("spike_window")) c.spike_window = std::stoll(m["spike_window"]);
     c.out = get("out");
   } catch (const std::logic_error &e) {  // stoll / stod
     format_error(std::string("checkpoint settings: malformed number (") + e.what() + ")");

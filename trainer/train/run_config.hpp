@@ -27,10 +27,12 @@ struct RunConfig {
   int64_t epochs = 0, steps = 0;
   double time_s = 0;  // wall-clock budget of training (0: none)
   int64_t warmup = 200;
-  std::string decay = "cosine";    // applies when the number of steps is known
-  double clip = 50;                // global gradient-norm clip (0: off)
-  double ema = 0;                  // EMA decay of the exported weights (0: off)
-  bool recompute = false;          // recompute the nets' activations in backward (less memory)
+  std::string decay = "cosine";  // applies when the number of steps is known
+  double clip = 50;              // global gradient-norm clip (0: off)
+  double ema = 0;                // EMA decay of the exported weights (0: off)
+  bool recompute = false;        // recompute the nets' activations in backward (less memory)
+  // A new run's split priors get a log-std floor (trainer/train/bounded_prior.hpp; CPU).
+  bool bounded_priors = true;
   std::string precision = "fp32";  // the products' arithmetic (tf32, bf16, fp16: CUDA only)
   // Gradient shards: each global batch is S equal shards whose gradients are summed in shard
   // order (0: as many as ranks). A run of N ranks (N dividing S) and one process with S shards
@@ -44,6 +46,10 @@ struct RunConfig {
   int64_t checkpoint_every = 0;  // 0: with every evaluation
   int64_t log_every = 50;
   int keep_checkpoints = 3;
+  // Loss spikes: a step above spike_factor x the median loss of the last spike_window steps is
+  // reported with its worst image and layer (0: off). Reporting only; training is unchanged.
+  double spike_factor = 10;
+  int64_t spike_window = 100;
   std::string out;
   // Not stored: stop after this step as if killed (tests), and silence the progress display.
   int64_t stop_at = 0;
