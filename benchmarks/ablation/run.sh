@@ -8,12 +8,14 @@
 #   benchmarks/ablation/run.sh [BUDGET]       default 20m per model (flowtrain's --time)
 #   FLOWRT_ABLATION_ONLY="glow-lu-affine nice"   a subset
 #   FLOWRT_ABLATION_OUT=DIR                       default runs/ablation
+#   FLOWRT_ABLATION_EVAL_EVERY=N                  test points every N steps (default 250)
 # Run it on an otherwise idle machine: the budgets are wall-clock.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 budget=${1:-20m}
 out=${FLOWRT_ABLATION_OUT:-runs/ablation}
 seed=${FLOWRT_ABLATION_SEED:-1}
+eval_every=${FLOWRT_ABLATION_EVAL_EVERY:-250}
 [ -x build/bin/flowtrain ] || { echo "build first: cmake --build build" >&2; exit 1; }
 mkdir -p "$out"
 
@@ -41,7 +43,7 @@ for name in $only; do
   echo "== $name: ${args[$name]}"
   # shellcheck disable=SC2086
   build/bin/flowtrain train --data fashion-mnist ${args[$name]} --time "$budget" --seed "$seed" \
-    --eval-every 250 --eval-images 1000 --log-every 50 --out "$run" --quiet
+    --eval-every "$eval_every" --eval-images 1000 --log-every 50 --out "$run" --quiet
   build/bin/flowtrain eval "$run/model.flow" --data fashion-mnist --dequantize 1 --seed "$seed" \
     | tee "$run/eval.txt"
   build/bin/flowrt sample "$run/model.flow" -n 64 -t 0.7 --seed "$seed" -o "$run/samples.png"

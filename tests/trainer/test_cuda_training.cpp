@@ -90,11 +90,15 @@ TEST_CASE("trainer --device cuda: refused by name without a usable device" *
   }
 }
 
-TEST_CASE("trainer --precision: the CPU trainer refuses reduced precisions by name" *
-          doctest::test_suite("trainer")) {
+TEST_CASE(
+    "trainer --precision: the CPU trainer refuses tf32 and fp16 (and bf16 without bf16 "
+    "units) by name" *
+    doctest::test_suite("trainer")) {
   TrainModel<float> m(test::tiny_graph(test::TinyVariant{}));
   m.set_precision(FLOWRT_PRECISION_FP32);
-  for (flowrt_precision p : {FLOWRT_PRECISION_TF32, FLOWRT_PRECISION_BF16, FLOWRT_PRECISION_FP16}) {
+  std::vector<flowrt_precision> refused = {FLOWRT_PRECISION_TF32, FLOWRT_PRECISION_FP16};
+  if (!train::gemm_bf16_available()) refused.push_back(FLOWRT_PRECISION_BF16);
+  for (flowrt_precision p : refused) {
     try {
       m.set_precision(p);
       FAIL("the CPU trainer accepted " << precision_name(p));

@@ -24,6 +24,7 @@
 #include "format/flow_file.hpp"
 #include "image_io.hpp"
 #include "trainer/datasets/dataset.hpp"
+#include "trainer/layers/gemm.hpp"
 #include "trainer/train/checkpoint.hpp"
 #include "trainer/train/evaluate.hpp"
 #include "trainer/train/run.hpp"
@@ -265,6 +266,45 @@ TEST_CASE("trainer --arch realnvp|nice: trains, resumes bitwise (batch norm stat
                       a.params().size() * sizeof(float)) == 0);
     CHECK(write_flow(resumed->export_graph()) == write_flow(a.export_graph()));
   }
+}
+
+TEST_CASE("trainer --precision bf16 on the CPU: trains, resumes bitwise, exports fp32 weights") {
+  std::string why;
+  if (!train::gemm_bf16_available(&why)) {
+    MESSAGE("skipped: bf16 products " << why);
+    return;
+  }
+  const std::string data = png_folder(40);
+  RunConfig straight = tiny_run(data, temp_dir("bf16"));
+  straight.width = 32;
+  straight.precision = "bf16";
+  TrainRun a(straight);
+  const double initial = a.evaluate(0);
+  a.run();
+  REQUIRE(a.step() == 12);
+  const double trained = a.evaluate(0);
+  CHECK(trained < initial);
+  // The exported weights are the fp32 masters: libflowrt (fp32) scores them within bf16's
+  // product error of the trainer's bf16 evaluation.
+  const std::string path = straight.out + "/final.flow";
+  save_flow(a.export_graph(), path);
+  const double runtime = libflowrt_mean_bpd(path, a.data().test.images);
+  CHECK(runtime != trained);
+  CHECK(std::fabs(runtime - trained) <= 5e-3 * trained);
+
+  RunConfig killed = straight;
+  killed.out = temp_dir("bf16-killed");
+  killed.stop_at = 7;
+  {
+    TrainRun b(killed);
+    b.run();
+  }
+  std::unique_ptr<TrainRun> resumed = TrainRun::resume(killed.out, quiet);
+  CHECK(resumed->config().precision == "bf16");
+  resumed->run();
+  REQUIRE(resumed->step() == 12);
+  CHECK(std::memcmp(resumed->params().data(), a.params().data(),
+                    a.params().size() * sizeof(float)) == 0);
 }
 
 TEST_CASE("trainer NaN guard with batch norm: a non-finite batch leaves the running averages") {

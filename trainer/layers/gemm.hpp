@@ -1,12 +1,14 @@
 // Row-major C = alpha * op(A) * op(B) + beta * C for the trainer's convolutions and 1x1 maps.
-// float goes through sgemm() (gemm.cpp: oneDNN's sgemm when the trainer is built with it, the
-// plain kernel otherwise); double (the gradient tests) uses the plain cache-blocked kernel below.
+// float goes through sgemm() (gemm.cpp: oneDNN's matmul when the trainer is built with it, the
+// plain kernel otherwise), in fp32 or, inside a GemmBf16Scope, with bf16 inputs and fp32
+// accumulation; double (the gradient tests) uses the plain cache-blocked kernel below.
 // The plain kernel sums every C element in a fixed k order, so its results do not depend on the
 // thread count.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -64,6 +66,30 @@ std::vector<T> transposed(const T *a, int64_t rows, int64_t cols, int64_t ld) {
 
 void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
            int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+
+// Whether this build and CPU can run float products in bf16 with bf16 units (oneDNN ISA
+// avx512_core_bf16 or avx512_core_amx); otherwise `why` says what is missing.
+bool gemm_bf16_available(std::string *why = nullptr);
+
+// While one lives, sgemm() (from any thread) rounds both operands to bf16 (round to nearest
+// even) and accumulates in fp32 into the fp32 C; C's old value (beta) stays fp32. Scopes nest.
+// Requires gemm_bf16_available().
+class GemmBf16Scope {
+ public:
+  explicit GemmBf16Scope(bool on = true);
+  ~GemmBf16Scope();
+  GemmBf16Scope(const GemmBf16Scope &) = delete;
+  GemmBf16Scope &operator=(const GemmBf16Scope &) = delete;
+
+ private:
+  bool on_;
+};
+
+// The oneDNN implementation sgemm() runs for this case in the current arithmetic
+// ("brg:avx512_core_amx_bf16", ...), "dnnl_sgemm" where no matmul exists for it, "plain"
+// without oneDNN. For tests and benchmarks.
+std::string sgemm_impl(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, int64_t lda,
+                       int64_t ldb, int64_t ldc, float beta);
 template <typename T>
 void gemm_plain(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T *a,
                 int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc);

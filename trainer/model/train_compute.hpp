@@ -81,13 +81,12 @@ class TrainCompute {
   // changed params().values()). No-ops where the parameters live on the host.
   virtual void sync_to_host(Adam * /*adam*/, std::vector<float> * /*ema*/) {}
   virtual void sync_to_device(const Adam * /*adam*/, const std::vector<float> * /*ema*/) {}
-  // The arithmetic of the matrix products (the nets' convolutions, the 1x1 convolutions). The
-  // CPU computes in fp32 only and refuses anything else by name.
+  // The arithmetic of the matrix products (the nets' convolutions, the 1x1 convolutions).
+  // Refuses what an implementation does not have by name (this default: all but fp32).
   virtual void set_precision(flowrt_precision p) {
     if (p != FLOWRT_PRECISION_FP32)
-      fail(FLOWRT_UNSUPPORTED, std::string("--precision ") + precision_name(p) +
-                                   ": the CPU trainer computes in fp32 (reduced precisions need "
-                                   "--device cuda)");
+      fail(FLOWRT_UNSUPPORTED,
+           std::string("--precision ") + precision_name(p) + ": this trainer computes in fp32");
   }
   // Device memory the model holds (parameters, optimiser state, tape, scratch), in MiB; 0 on
   // the CPU.

@@ -360,8 +360,27 @@ void TrainModel<T>::net_backward(Net &net, const BatchGeometry &bg, std::vector<
 }
 
 template <typename T>
+void TrainModel<T>::set_precision(flowrt_precision p) {
+  if (p == FLOWRT_PRECISION_FP32) {
+    bf16_ = false;
+    return;
+  }
+  const std::string name = std::string("--precision ") + precision_name(p);
+  if (p != FLOWRT_PRECISION_BF16)
+    fail(FLOWRT_UNSUPPORTED, name +
+                                 ": the CPU trainer computes in fp32 or bf16 (tf32 and fp16 "
+                                 "need --device cuda)");
+  if (!std::is_same_v<T, float>)
+    fail(FLOWRT_UNSUPPORTED, name + ": only the float trainer has bf16 products");
+  std::string why;
+  if (!gemm_bf16_available(&why)) fail(FLOWRT_UNSUPPORTED, name + " on the CPU " + why);
+  bf16_ = true;
+}
+
+template <typename T>
 double TrainModel<T>::forward(const T *x, const int32_t *labels, int64_t n, bool data_init) {
   if (n < 1) invalid_argument("forward: empty batch");
+  const GemmBf16Scope products(bf16_);
   batch_ = n;
   labels_.assign(static_cast<size_t>(n), -1);
   if (labels)
@@ -609,6 +628,7 @@ void TrainModel<T>::batchnorm_forward(Layer &l, bool data_init) {
 template <typename T>
 void TrainModel<T>::backward() {
   if (batch_ < 1) invalid_argument("backward without a forward pass");
+  const GemmBf16Scope products(bf16_);
   params_.zero_grads();
   grad_.assign(static_cast<size_t>(batch_ * layers_.back().in.numel()), T(0));
   for (size_t i = layers_.size(); i-- > 0;) layer_backward(layers_[i]);

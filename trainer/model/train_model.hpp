@@ -29,6 +29,10 @@ class TrainModel final : public TrainCompute<T> {
   void backward() override;
   const std::vector<double> &bits_per_dim() const override { return bpd_; }
   void set_recompute(bool on) override { recompute_ = on; }
+  // fp32, or bf16 (float only, on CPUs with bf16 units): the nets' convolutions take bf16
+  // inputs and weights and accumulate in fp32, forward and both backward products; parameters,
+  // gradients, the optimiser and everything else stay fp32.
+  void set_precision(flowrt_precision p) override;
   Graph export_graph(const std::vector<T> &values) const override;
 
   // The log-likelihood (nats) of each image of the last forward.
@@ -141,6 +145,7 @@ class TrainModel final : public TrainCompute<T> {
   // Scratch for convolutions and the nets' gradients.
   std::vector<T> col_, dcol_, net_g_, net_dg_, cnhw_;
   bool recompute_ = false;
+  bool bf16_ = false;
   std::vector<std::vector<T>> pool_;
 };
 
