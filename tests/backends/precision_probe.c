@@ -1,5 +1,5 @@
-/* precision_probe: a oneDNN session at a precision, in steady state, for bf16_kernels.sh to read
- * oneDNN's verbose log of.
+/* precision_probe: a oneDNN session at a precision, in steady state, for bf16_kernels.sh and
+ * fp32_steady_state.sh to read oneDNN's verbose log of.
  *
  *   precision_probe MODEL PRECISION BATCH      PRECISION: fp32 | bf16
  *

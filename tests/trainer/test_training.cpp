@@ -358,6 +358,14 @@ TEST_CASE("flowtrain train --arch: Glow's options and --dist are refused for oth
   const auto [status, out] = flowtrain(base + "--arch nice --width 8 --depth 2 --quiet");
   CHECK(status == 0);
   CHECK(out.find("flowtrain: nice, ") != std::string::npos);
+  // flowtrain bench builds the families' defaults at Fashion-MNIST's size.
+  for (const char *arch : {"realnvp", "nice"}) {
+    CAPTURE(arch);
+    const auto [bench_status, bench_out] = flowtrain(std::string("bench --arch ") + arch +
+                                                     " --batch 2 --warmup 0 --reps 1 --min-time 0");
+    CHECK(bench_status == 0);
+    CHECK(bench_out.find(std::string("flowtrain bench: ") + arch + " on cpu") != std::string::npos);
+  }
 }
 
 TEST_CASE("trainer settings: the family is saved; a checkpoint without it is a Glow run") {
