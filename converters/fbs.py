@@ -42,15 +42,15 @@ _register_generated()
 from flowrt.fb import (  # noqa: E402  (needs the registration above)
     ActNorm, AffineForm, Conv2d, Coupling, CouplingType, DType, Flatten, Half, ImageSpec,
     InvConv1x1, InvConvForm, KeyValue, Layer, LayerOp, Logit, Model, NetLayer, NetOp, OutputScale,
-    PaddingMode, Permute, PermuteKind, PriorLayout, ReLU, ScaleFunction, ShiftScaleSplit, Split,
-    Squeeze, SqueezeOrder, Tensor, TopPrior, TopPriorKind)
+    PaddingMode, Permute, PermuteKind, PriorLayout, ReLU, ResidualAdd, ScaleFunction,
+    ShiftScaleSplit, Split, Squeeze, SqueezeOrder, Tensor, TopPrior, TopPriorKind)
 
 __all__ = [
     "ActNorm", "AffineForm", "Conv2d", "Coupling", "CouplingType", "DType", "Flatten", "Half",
     "ImageSpec", "InvConv1x1", "InvConvForm", "KeyValue", "Layer", "LayerOp", "Logit", "Model",
     "NetLayer", "NetOp", "OutputScale", "PaddingMode", "Permute", "PermuteKind", "PriorLayout",
-    "ReLU", "ScaleFunction", "ShiftScaleSplit", "Split", "Squeeze", "SqueezeOrder", "Tensor",
-    "TopPrior", "TopPriorKind", "FILE_IDENTIFIER", "enum_names",
+    "ReLU", "ResidualAdd", "ScaleFunction", "ShiftScaleSplit", "Split", "Squeeze", "SqueezeOrder",
+    "Tensor", "TopPrior", "TopPriorKind", "FILE_IDENTIFIER", "enum_names",
 ]
 
 FILE_IDENTIFIER = b"FLOW"

@@ -12,8 +12,8 @@ from flatbuffers.table import Table
 from . import fbs
 from .errors import ConversionError, layer_label, one_line
 from .model_ir import (ActNorm, Conv2d, Coupling, COUPLING_TYPE, Flatten, ImageSpec, InvConv1x1,
-                       Layer, Logit, Model, OutputScale, Permute, ReLU, SCALE_FUNCTION, Split,
-                       Squeeze, TopPrior)
+                       Layer, Logit, Model, OutputScale, Permute, ReLU, ResidualAdd,
+                       SCALE_FUNCTION, Split, Squeeze, TopPrior)
 from .shapes import trace
 
 _LAYER_OP = fbs.LayerOp.LayerOp
@@ -110,6 +110,11 @@ def _net(buf, length, get, what):
         elif kind == _NET_OP.OutputScale:
             s = _union(nl, fbs.OutputScale.OutputScale)
             ops.append(OutputScale(_tensor(buf, s.LogScale(), at), s.Factor()))
+        elif kind == _NET_OP.ResidualAdd:
+            r = _union(nl, fbs.ResidualAdd.ResidualAdd)
+            if r is None:
+                raise ConversionError(f"{at}: the residual add has no table")
+            ops.append(ResidualAdd(r.From_()))   # checked against the net by shapes.trace
         else:
             raise ConversionError(f"{at}: unknown net op type {kind}")
     return ops

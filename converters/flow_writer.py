@@ -15,7 +15,8 @@ import numpy as np
 from . import fbs
 from .errors import ConversionError
 from .model_ir import (ActNorm, Conv2d, Coupling, Flatten, INV_CONV_FORM, InvConv1x1, Logit,
-                       OutputScale, PERMUTE_KIND, Permute, ReLU, Split, Squeeze, TopPrior)
+                       OutputScale, PERMUTE_KIND, Permute, ReLU, ResidualAdd, Split, Squeeze,
+                       TopPrior)
 from .shapes import trace
 
 TENSOR_ALIGNMENT = 32
@@ -67,6 +68,10 @@ def _net_op(b, op):
         fbs.OutputScale.AddLogScale(b, t)
         fbs.OutputScale.AddFactor(b, float(op.factor))
         return _NET_OP.OutputScale, fbs.OutputScale.End(b)
+    if isinstance(op, ResidualAdd):
+        fbs.ResidualAdd.Start(b)
+        fbs.ResidualAdd.AddFrom_(b, int(op.from_))
+        return _NET_OP.ResidualAdd, fbs.ResidualAdd.End(b)
     raise ConversionError(f"cannot write net op {type(op).__name__}")
 
 
@@ -216,7 +221,7 @@ def to_bytes(model) -> bytes:
 
     fbs.Model.Start(b)
     fbs.Model.AddFormatMajor(b, model.format_major)
-    # A file that uses a format 1.1 feature says so, whatever the model was read as.
+    # A file that uses a format 1.1 or 1.2 feature says so, whatever the model was read as.
     fbs.Model.AddFormatMinor(b, max(model.format_minor, model.required_format_minor()))
     fbs.Model.AddImage(b, image)
     fbs.Model.AddLayers(b, layers)

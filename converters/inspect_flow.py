@@ -25,8 +25,9 @@ import numpy as np
 from .fbs import enum_names
 from .model_ir import (ActNorm, AFFINE_FORM, Conv2d, COUPLING_TYPE, Coupling, HALF, INV_CONV_FORM,
                        InvConv1x1, LAYER_TYPE_NAMES, Logit, OutputScale, PADDING, PERMUTE_KIND,
-                       Permute, PRIOR_LAYOUT, ReLU, SCALE_FUNCTION, SHIFT_SCALE_SPLIT,
-                       SQUEEZE_ORDER, Split, Squeeze, TOP_PRIOR_KIND, TopPrior, parameter_count)
+                       Permute, PRIOR_LAYOUT, ReLU, ResidualAdd, SCALE_FUNCTION,
+                       SHIFT_SCALE_SPLIT, SQUEEZE_ORDER, Split, Squeeze, TOP_PRIOR_KIND, TopPrior,
+                       parameter_count)
 from .shapes import trace
 
 
@@ -53,6 +54,10 @@ def _net_text(ops) -> str:
             parts.append("actnorm")
         elif isinstance(op, OutputScale):
             parts.append(f"scale(exp({op.factor:g}*s))")
+        elif isinstance(op, ResidualAdd):
+            parts.append(f"add(input of op {op.from_})")
+    if any(isinstance(op, ResidualAdd) for op in ops):   # number the ops the adds refer to
+        parts = [f"{k}:{p}" for k, p in enumerate(parts)]
     return " -> ".join(parts)
 
 

@@ -120,6 +120,17 @@ class OutputScale:
 
 
 @dataclass
+class ResidualAdd:
+    """y = x + the input of op `from_` of the same net (format 1.2; from_ = 0: the net's input).
+    The schema's field is `from`, a Python keyword; the generated code spells it From_ too."""
+    from_: int
+
+
+def has_residual(ops) -> bool:
+    return any(isinstance(op, ResidualAdd) for op in ops)
+
+
+@dataclass
 class Coupling:
     type: int
     conditioning: int
@@ -199,7 +210,13 @@ class Model:
         return dict(self.metadata)
 
     def required_format_minor(self) -> int:
-        """1 when a layer or option of format 1.1 is used (a 1.0 reader rejects those)."""
+        """2 when a net has a residual connection, 1 when a layer or option of format 1.1 is
+        used (an older reader rejects those), else 0."""
+        for layer in self.layers:
+            op = layer.op
+            if (isinstance(op, Coupling) and has_residual(op.net)) or (
+                    isinstance(op, Split) and has_residual(op.prior)):
+                return 2
         for layer in self.layers:
             op = layer.op
             if isinstance(op, (Logit, Flatten)):

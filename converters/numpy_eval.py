@@ -13,8 +13,8 @@ import numpy as np
 
 from .model_ir import (ActNorm, AFFINE_FORM, Conv2d, COUPLING_TYPE, Coupling, Flatten, HALF,
                        InvConv1x1, Logit, OutputScale, PADDING, PERMUTE_KIND, Permute,
-                       PRIOR_LAYOUT, ReLU, SCALE_FUNCTION, SHIFT_SCALE_SPLIT, SQUEEZE_ORDER, Split,
-                       Squeeze, TOP_PRIOR_KIND, TopPrior, checkerboard_mask)
+                       PRIOR_LAYOUT, ReLU, ResidualAdd, SCALE_FUNCTION, SHIFT_SCALE_SPLIT,
+                       SQUEEZE_ORDER, Split, Squeeze, TOP_PRIOR_KIND, TopPrior, checkerboard_mask)
 from .shapes import trace
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -73,8 +73,12 @@ def conv2d(x: np.ndarray, op: Conv2d) -> np.ndarray:
 
 
 def run_net(ops, x: np.ndarray) -> np.ndarray:
+    inputs = []   # every op's input (no op changes an array in place), for the residual adds
     for op in ops:
-        if isinstance(op, Conv2d):
+        inputs.append(x)
+        if isinstance(op, ResidualAdd):
+            x = x + inputs[op.from_]
+        elif isinstance(op, Conv2d):
             x = conv2d(x, op)
         elif isinstance(op, ReLU):
             x = np.maximum(x, 0.0)

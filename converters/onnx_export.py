@@ -21,7 +21,10 @@ What is computed at export time, in float64, then stored as float32 constants:
   layer's log(1 - 2 alpha) per element among them).
 
 A checkerboard coupling transforms every element and then keeps the conditioning positions as
-they were (Where, so an overflow there cannot leak into the result); a flatten is a Reshape.
+they were (Where, so an overflow there cannot leak into the result); a flatten is a Reshape; a
+residual add is an Add of the tensor that was the input of its source op (nothing is folded
+across a residual source: an OutputScale whose input is one stays a Mul, and the mask channel is
+a real input channel when a connection starts at the net's input).
 """
 import math
 from typing import List, Optional
@@ -33,8 +36,8 @@ from onnx import TensorProto, helper, numpy_helper
 from .errors import ConversionError
 from .model_ir import (ActNorm, AFFINE_FORM, Conv2d, COUPLING_TYPE, Coupling, Flatten, HALF,
                        InvConv1x1, Logit, OutputScale, PADDING, PERMUTE_KIND, Permute,
-                       PRIOR_LAYOUT, ReLU, SCALE_FUNCTION, SHIFT_SCALE_SPLIT, SQUEEZE_ORDER, Split,
-                       Squeeze, TOP_PRIOR_KIND, TopPrior, checkerboard_mask)
+                       PRIOR_LAYOUT, ReLU, ResidualAdd, SCALE_FUNCTION, SHIFT_SCALE_SPLIT,
+                       SQUEEZE_ORDER, Split, Squeeze, TOP_PRIOR_KIND, TopPrior, checkerboard_mask)
 from .numpy_eval import conv2d, logit_alpha
 from .shapes import trace
 
@@ -122,19 +125,26 @@ def _conv_parts(op: Conv2d, scale: Optional[np.ndarray], hw, fixed: Optional[np.
 
 def _net(g: _Graph, ops, x: str, hw, fixed: Optional[np.ndarray] = None) -> str:
     """The net on x, or, with `fixed` [k, H, W], on x with those constant channels appended."""
-    if fixed is not None and not isinstance(ops[0], Conv2d):
-        # Nothing to fold the constants into: append them as real channels.
+    sources = {op.from_ for op in ops if isinstance(op, ResidualAdd)}
+    if fixed is not None and (not isinstance(ops[0], Conv2d) or 0 in sources):
+        # Nothing to fold the constants into, or a residual add needs the whole input: append
+        # them as real channels.
         batch = g.op("Shape", [x], start=0, end=1)
         size = g.op("Concat", [batch, g.ints(np.shape(fixed))], axis=0)
         x = g.op("Concat", [x, g.op("Expand", [g.const(fixed[None], "mask"), size])], axis=1)
         fixed = None
+    saved = {}   # op index -> the tensor that is that op's input, for the residual adds
     i = 0
     while i < len(ops):
         op = ops[i]
-        if isinstance(op, Conv2d):
+        if i in sources:
+            saved[i] = x
+        if isinstance(op, ResidualAdd):
+            x = g.op("Add", [x, saved[op.from_]])
+        elif isinstance(op, Conv2d):
             fixed_in = fixed if i == 0 else None
             scale = None
-            if i + 1 < len(ops) and isinstance(ops[i + 1], OutputScale):
+            if i + 1 < len(ops) and isinstance(ops[i + 1], OutputScale) and i + 1 not in sources:
                 nxt = ops[i + 1]
                 scale = np.exp(nxt.factor * np.asarray(nxt.log_scale, dtype=np.float64))
                 i += 1

@@ -12,7 +12,7 @@ import numpy as np
 from .errors import ConversionError, layer_label
 from .model_ir import (ActNorm, AFFINE_FORM, Conv2d, COUPLING_TYPE, Coupling, Flatten, HALF,
                        INV_CONV_FORM, InvConv1x1, Logit, OutputScale, PADDING, PERMUTE_KIND,
-                       Permute, PRIOR_LAYOUT, ReLU, SCALE_FUNCTION, SHIFT_SCALE_SPLIT,
+                       Permute, PRIOR_LAYOUT, ReLU, ResidualAdd, SCALE_FUNCTION, SHIFT_SCALE_SPLIT,
                        SQUEEZE_ORDER, Split, Squeeze, TOP_PRIOR_KIND, TopPrior, is_checkerboard,
                        layer_tensors)
 
@@ -61,9 +61,27 @@ def net_output_channels(ops, in_channels: int, where: str) -> int:
     if not ops:
         _fail(where, "the net is empty")
     c = in_channels
+    in_channels_of = []   # the channels of every op's input, for the residual adds
+    last_add = -1
     for i, op in enumerate(ops):
         at = f"{where} op {i}"
-        if isinstance(op, Conv2d):
+        in_channels_of.append(c)
+        if isinstance(op, ResidualAdd):
+            # libflowrt's rules: an earlier op's input, no overlap with the previous connection
+            # (one saved activation at a time), the channel count of the current activation.
+            src = op.from_
+            if isinstance(src, bool) or not isinstance(src, (int, np.integer)) \
+                    or not 0 <= src < i:
+                _fail(at, f"residual connection from op {src} must come from an earlier op of "
+                          f"the net [0, {i})")
+            if src <= last_add:
+                _fail(at, f"residual connection from op {src} overlaps the one that ends at op "
+                          f"{last_add}")
+            if in_channels_of[src] != c:
+                _fail(at, f"residual connection adds {in_channels_of[src]} channels (the input "
+                          f"of op {src}) to {c}")
+            last_add = i
+        elif isinstance(op, Conv2d):
             _check_enum(at, "padding", op.padding, PADDING)
             w = op.weight
             if w is None:

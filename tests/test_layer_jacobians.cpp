@@ -408,7 +408,7 @@ TEST_SUITE("layer_jacobians") {
 
   TEST_CASE("whole tiny flows: brute-force Jacobian matches log-det for every option family") {
     Errors all;
-    std::vector<test::Variant> variants(8);
+    std::vector<test::Variant> variants(9);
     variants[1].permutation = Permutation::Dense;
     variants[1].coupling = CouplingType::Additive;
     variants[2].permutation = Permutation::Reverse;
@@ -428,6 +428,7 @@ TEST_SUITE("layer_jacobians") {
     variants[6].classes = 3;
     variants[7].depth = 2;
     variants[7].levels = 3;
+    variants[8].residual = true;  // residual coupling nets and priors (format 1.2)
     for (size_t i = 0; i < variants.size(); ++i) {
       INFO("variant " << i);
       variants[i].seed = 20 + i;

@@ -114,6 +114,11 @@ NetOpFn output_scale(TensorSpec log_scale, float factor = 3.f) {
                               fb::CreateOutputScale(b, t, factor).Union());
   };
 }
+NetOpFn residual_add(int32_t from) {
+  return [from](FlatBufferBuilder &b) {
+    return fb::CreateNetLayer(b, fb::NetOp::ResidualAdd, fb::CreateResidualAdd(b, from).Union());
+  };
+}
 NetOpFn unknown_net_op(uint8_t type) {
   return [type](FlatBufferBuilder &b) {
     return fb::CreateNetLayer(b, static_cast<fb::NetOp>(type), fb::CreateReLU(b).Union());
@@ -988,6 +993,93 @@ TEST_SUITE("loader") {
          }),
          FE,
          {"layer 1 'top'", "tensor 'mean' has shape [1, 4, 4], expected [16, 1, 1]"}},
+    };
+    for (const Case &c : cases) check_case(c);
+  }
+
+  // Coupling net 2 -> 4 channels: conv 2->4, ReLU, conv 4->4, add, ..., output scale.
+  std::vector<NetOpFn> residual_net(std::vector<NetOpFn> middle) {
+    std::vector<NetOpFn> net = {conv(conv3x3(4, 2)), relu()};
+    net.insert(net.end(), middle.begin(), middle.end());
+    net.push_back(output_scale(filled({4}, 0.f)));
+    return net;
+  }
+
+  TEST_CASE("format 1.2: residual connections load, run and round-trip") {
+    std::vector<std::pair<const char *, std::function<void(Spec &)>>> valid = {
+        {"one block (from a ReLU's input)",
+         [](Spec &s) {
+           s.cp_net = residual_net({conv(conv3x3(4, 4)), residual_add(1), relu()});
+         }},
+        {"two blocks back to back",
+         [](Spec &s) {
+           s.cp_net = residual_net({conv(conv3x3(4, 4)), residual_add(2), conv(conv3x3(4, 4)),
+                                    relu(), residual_add(4)});
+         }},
+        {"a prior adding its own input",
+         [](Spec &s) {
+           s.sp_prior = {conv(conv3x3(2, 2)), residual_add(0), conv(conv3x3(4, 2)),
+                         output_scale(filled({4}, 0.f))};
+         }},
+    };
+    for (auto &[what, edit] : valid) {
+      Spec s;
+      s.format_minor = 2;
+      edit(s);
+      const std::vector<uint8_t> bytes = build(s);
+      INFO(what << ": " << flowrt_last_error());
+      CHECK(load(bytes) == FLOWRT_OK);
+      const fuzz::EntryResult r = fuzz::run_entry(bytes.data(), bytes.size());
+      CHECK(r.problem.empty());
+      CHECK(r.ran);
+      // The writer keeps the connections and marks the file 1.2.
+      const Graph g = read_flow(copy_model_bytes(bytes.data(), bytes.size()));
+      CHECK(g.required_format_minor() == 2);
+      const std::vector<uint8_t> again = write_flow(g);
+      CHECK(read_flow(copy_model_bytes(again.data(), again.size())).format_minor == 2);
+    }
+  }
+
+  TEST_CASE("format 1.2: broken residual connections are named") {
+    const std::vector<Case> cases = {
+        {"from a later op",
+         [](Spec &s) {
+           s.cp_net = residual_net({conv(conv3x3(4, 4)), residual_add(5)});
+         },
+         FE,
+         {"layer 3 'coupling'", "net op 3", "residual connection from op 5",
+          "must come from an earlier op of the net [0, 3)"}},
+        {"from itself",
+         [](Spec &s) {
+           s.cp_net = residual_net({conv(conv3x3(4, 4)), residual_add(3)});
+         },
+         FE,
+         {"net op 3", "residual connection from op 3", "earlier op"}},
+        {"from a negative op",
+         [](Spec &s) {
+           s.cp_net = residual_net({conv(conv3x3(4, 4)), residual_add(-1)});
+         },
+         FE,
+         {"net op 3", "residual connection from op -1"}},
+        {"from an op of another width",
+         [](Spec &s) {
+           s.cp_net = residual_net({conv(conv3x3(4, 4)), residual_add(0)});
+         },
+         FE,
+         {"net op 3", "adds 2 channels (the input of op 0) to 4"}},
+        {"overlapping connections",
+         [](Spec &s) {
+           s.cp_net = residual_net(
+               {conv(conv3x3(4, 4)), residual_add(2), conv(conv3x3(4, 4)), residual_add(2)});
+         },
+         FE,
+         {"net op 5", "residual connection from op 2 overlaps the one that ends at op 3"}},
+        {"a connection ending a prior on the wrong width",
+         [](Spec &s) {
+           s.sp_prior = {conv(conv3x3(4, 2)), residual_add(0), output_scale(filled({4}, 0.f))};
+         },
+         FE,
+         {"layer 4 'split'", "net op 1", "adds 2 channels (the input of op 0) to 4"}},
     };
     for (const Case &c : cases) check_case(c);
   }

@@ -235,6 +235,13 @@ void check_same_layers(const Graph &a, const Graph &b) {
       CHECK(ca->conditioning == cb.conditioning);
       CHECK(ca->mask_channel == cb.mask_channel);
       CHECK(ca->net.in_channels == cb.net.in_channels);
+      // The nets' op sequence, residual connections included.
+      REQUIRE(ca->net.ops.size() == cb.net.ops.size());
+      for (size_t k = 0; k < ca->net.ops.size(); ++k) {
+        CHECK(ca->net.ops[k].index() == cb.net.ops[k].index());
+        if (auto *r = std::get_if<ResidualAddOp>(&ca->net.ops[k]))
+          CHECK(r->from == std::get<ResidualAddOp>(cb.net.ops[k]).from);
+      }
       if (ca->type == CouplingType::Affine) {
         CHECK(ca->split == cb.split);
         CHECK(ca->scale_fn == cb.scale_fn);
@@ -332,15 +339,21 @@ TEST_SUITE("model_roundtrip") {
   }
 
   TEST_CASE("the new layers and fields survive write -> read, and the model computes the same") {
-    std::vector<Graph> graphs = {build_realnvp(small_realnvp(3, 8, 8, 11)),
-                                 build_nice(small_nice(1, 4, 4, 12)), format11_graph(13)};
+    RealNvpConfig plain_nets = small_realnvp(3, 8, 8, 14);
+    plain_nets.res_blocks = 0;
+    // RealNVP's residual nets need format 1.2, the rest of format 1.1's layers 1.1.
+    std::vector<std::pair<Graph, int>> graphs = {{build_realnvp(small_realnvp(3, 8, 8, 11)), 2},
+                                                 {build_realnvp(plain_nets), 1},
+                                                 {build_nice(small_nice(1, 4, 4, 12)), 1},
+                                                 {format11_graph(13), 1}};
     for (size_t i = 0; i < graphs.size(); ++i) {
       INFO("graph " << i);
-      const Graph &g = graphs[i];
-      CHECK(g.required_format_minor() == 1);
+      const Graph &g = graphs[i].first;
+      const int minor = graphs[i].second;
+      CHECK(g.required_format_minor() == minor);
       const std::vector<uint8_t> bytes = write_flow(g);
       const Graph back = read_flow(copy_model_bytes(bytes.data(), bytes.size()));
-      CHECK(back.format_minor == 1);
+      CHECK(back.format_minor == minor);
       check_same_layers(g, back);
       CHECK(write_flow(back) == bytes);
       // The same latents and log-densities, bit for bit.

@@ -100,6 +100,37 @@ inline Net rand_coupling_net(Rng &rng, int64_t in, int64_t hidden, int64_t out, 
   return net;
 }
 
+// A coupling net with residual connections in every position the format allows: from a ReLU's
+// input (a conv's output, so the ReLU cannot be fused), from an add's output through a ReLU, and
+// an add with a ReLU after it (fused) and an actnorm before it (folded into the conv).
+inline Net rand_residual_net(Rng &rng, int64_t in, int64_t hidden, int64_t out,
+                             PaddingMode padding) {
+  Net net;
+  net.ops.emplace_back(rand_conv(rng, hidden, in, 3, padding));
+  net.ops.emplace_back(ReluOp{});  // 1: a source
+  net.ops.emplace_back(rand_conv(rng, hidden, hidden, 1, PaddingMode::Zeros));
+  net.ops.emplace_back(rand_net_actnorm(rng, hidden));
+  net.ops.emplace_back(ResidualAddOp{1});
+  net.ops.emplace_back(ReluOp{});  // 5: a source
+  net.ops.emplace_back(rand_conv(rng, hidden, hidden, 3, padding));
+  net.ops.emplace_back(ReluOp{});
+  net.ops.emplace_back(ResidualAddOp{5});
+  net.ops.emplace_back(ReluOp{});
+  net.ops.emplace_back(rand_conv(rng, out, hidden, 3, padding, 0.5));
+  net.ops.emplace_back(OutputScaleOp{rand_tensor(rng, {out}, -0.05, 0.05), 3.f});
+  return net;
+}
+
+// A split prior whose residual connection starts at the net's own input: in -> 2*in channels.
+inline Net rand_residual_prior(Rng &rng, int64_t in, PaddingMode padding) {
+  Net net;
+  net.ops.emplace_back(rand_conv(rng, in, in, 3, padding, 0.5));
+  net.ops.emplace_back(ResidualAddOp{0});
+  net.ops.emplace_back(rand_conv(rng, 2 * in, in, 3, padding, 0.5));
+  net.ops.emplace_back(OutputScaleOp{rand_tensor(rng, {2 * in}, -0.05, 0.05), 3.f});
+  return net;
+}
+
 // A split prior: ZeroConv3x3 (random here) -> output scale: in -> 2*in channels.
 inline Net rand_prior_net(Rng &rng, int64_t in, PaddingMode padding) {
   Net net;
@@ -170,6 +201,7 @@ struct Variant {
   Half conditioning = Half::First;
   PaddingMode padding = PaddingMode::Zeros;
   bool net_actnorm = false;
+  bool residual = false;  // rand_residual_net / rand_residual_prior
   Half leaving = Half::Second;
   PriorLayout layout = PriorLayout::MeanLogstdHalves;
   bool empty_split_prior = false;
@@ -205,14 +237,15 @@ inline Graph variant_graph(const Variant &v) {
       cp->scale_fn = v.scale_fn;
       cp->scale_bias = v.scale_fn == ScaleFunction::Sigmoid ? 2.f : 0.f;
       cp->form = v.form;
-      cp->net = rand_coupling_net(rng, half, v.hidden,
-                                  v.coupling == CouplingType::Affine ? 2 * half : half, v.padding,
-                                  v.net_actnorm);
+      const int64_t out = v.coupling == CouplingType::Affine ? 2 * half : half;
+      cp->net = v.residual ? rand_residual_net(rng, half, v.hidden, out, v.padding)
+                           : rand_coupling_net(rng, half, v.hidden, out, v.padding, v.net_actnorm);
     } else if (auto *sp = std::get_if<SplitLayer>(&layer.op)) {
       sp->leaving = v.leaving;
       sp->layout = v.layout;
-      sp->prior =
-          v.empty_split_prior ? Net{} : rand_prior_net(rng, layer.in.c / 2, v.prior_padding);
+      sp->prior = v.empty_split_prior ? Net{}
+                  : v.residual        ? rand_residual_prior(rng, layer.in.c / 2, v.prior_padding)
+                                      : rand_prior_net(rng, layer.in.c / 2, v.prior_padding);
     } else if (auto *tp = std::get_if<TopPriorLayer>(&layer.op)) {
       tp->kind = v.top;
       if (v.top == TopPriorKind::StandardNormal) {
@@ -263,8 +296,13 @@ inline Act channels_of(const Act &a, int64_t from, int64_t count) {
 }
 
 inline Act naive_net(const Net &net, Act a) {
+  std::vector<Act> inputs;  // every op's input (residual connections read them back)
   for (const NetOp &op : net.ops) {
-    if (const auto *c = std::get_if<Conv2dOp>(&op)) {
+    inputs.push_back(a);
+    if (const auto *r = std::get_if<ResidualAddOp>(&op)) {
+      const Act &s = inputs.at(static_cast<size_t>(r->from));
+      for (size_t k = 0; k < a.v.size(); ++k) a.v[k] += s.v.at(k);
+    } else if (const auto *c = std::get_if<Conv2dOp>(&op)) {
       const Tensor &wt = c->weight;
       const int64_t o_n = wt.dim(0), i_n = wt.dim(1), kh = wt.dim(2), kw = wt.dim(3);
       Act r{o_n, a.h, a.w, std::vector<double>(static_cast<size_t>(o_n * a.h * a.w))};

@@ -2,7 +2,8 @@
 # The architecture comparisons of the Glow family on Fashion-MNIST at 28x28, at equal wall-clock
 # budgets: the same Glow (2 levels x 8 steps, width 256) with each permutation between couplings
 # (channel reversal, a fixed random shuffle, an invertible 1x1 convolution with LU), each with
-# additive and with affine coupling; then RealNVP and NICE at their defaults. Each model trains
+# additive and with affine coupling; then RealNVP and NICE at their defaults (and RealNVP with
+# plain conv nets instead of its residual ones, realnvp-plain). Each model trains
 # for BUDGET from the same seed, is scored on the full test set with uniform dequantisation, and
 # samples a grid at T = 0.7; summarise.py draws the test bits/dim curves against steps and time.
 #   benchmarks/ablation/run.sh [BUDGET]       default 20m per model (flowtrain's --time)
@@ -28,10 +29,11 @@ declare -A args=(
   [glow-shuffle-affine]="$glow --permutation shuffle --coupling affine"
   [glow-lu-affine]="$glow --permutation lu --coupling affine"
   [realnvp]="--arch realnvp"
+  [realnvp-plain]="--arch realnvp --res-blocks 0"
   [nice]="--arch nice"
 )
 order="glow-reverse-additive glow-shuffle-additive glow-lu-additive glow-reverse-affine
-       glow-shuffle-affine glow-lu-affine realnvp nice"
+       glow-shuffle-affine glow-lu-affine realnvp realnvp-plain nice"
 only=${FLOWRT_ABLATION_ONLY:-$order}
 
 lscpu | grep -E '^Model name' > "$out/cpu.txt" || true

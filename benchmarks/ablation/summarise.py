@@ -14,11 +14,12 @@ import re
 import sys
 
 ORDER = ["glow-reverse-additive", "glow-shuffle-additive", "glow-lu-additive",
-         "glow-reverse-affine", "glow-shuffle-affine", "glow-lu-affine", "realnvp", "nice"]
+         "glow-reverse-affine", "glow-shuffle-affine", "glow-lu-affine", "realnvp",
+         "realnvp-plain", "nice"]
 COLOURS = {"glow-reverse-additive": "#9ecae1", "glow-shuffle-additive": "#4292c6",
            "glow-lu-additive": "#08306b", "glow-reverse-affine": "#fcbba1",
            "glow-shuffle-affine": "#ef3b2c", "glow-lu-affine": "#67000d", "realnvp": "#31a354",
-           "nice": "#756bb1"}
+           "realnvp-plain": "#a1d99b", "nice": "#756bb1"}
 BATCH = 16  # flowtrain's default --batch, which run.sh keeps
 
 

@@ -44,6 +44,7 @@ int init_family(const CliArgs &args, Family family) {
   size.levels = static_cast<int>(args.get_int("--levels", size.levels, 1, 8));
   size.depth = static_cast<int>(args.get_int("--depth", size.depth, 1, 64));
   size.width = static_cast<int>(args.get_int("--width", size.width, 1, 8192));
+  size.res_blocks = static_cast<int>(args.get_int("--res-blocks", size.res_blocks, 0, 16));
   const uint64_t seed = args.get_u64("--seed", 0);
   const bool random_nets = args.has("--random-nets");
   const std::string out = args.require("-o");
@@ -61,7 +62,7 @@ int init_family(const CliArgs &args, Family family) {
 int cmd_init(int argc, char **argv) {
   CliArgs args(argc, argv, 2,
                {"--image", "--levels", "--depth", "--width", "--coupling", "--permutation",
-                "--seed", "--n-bits", "--arch", "--classes", "--squeeze", "-o"},
+                "--seed", "--n-bits", "--arch", "--classes", "--squeeze", "--res-blocks", "-o"},
                {"--random-nets"}, {{"--out", "-o"}});
   if (!args.positional().empty())
     invalid_argument("unexpected argument '" + args.positional()[0] + "'");

@@ -52,6 +52,7 @@ std::vector<test::Variant> conventions() {
   });
   add([](test::Variant &v) { v.empty_split_prior = true, v.top = TopPriorKind::StandardNormal; });
   add([](test::Variant &v) { v.classes = 3, v.n_bits = 5, v.channels = 3; });
+  add([](test::Variant &v) { v.residual = true, v.hidden = 16; });
   return vs;
 }
 

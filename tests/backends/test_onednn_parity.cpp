@@ -26,6 +26,7 @@
 #include "model/nice_builder.hpp"
 #include "model/realnvp_builder.hpp"
 #include "session/session.hpp"
+#include "test_support.hpp"
 
 namespace flowrt {
 namespace {
@@ -140,6 +141,24 @@ void check_parity(const Graph &g, size_t n, bool fold = true, uint32_t seed = 7)
 }
 
 }  // namespace
+
+TEST_CASE("onednn: residual connections in coupling nets and split priors") {
+  // Sources at a ReLU's input, after an add, at a prior's own input; adds with a fused ReLU;
+  // width 64 sends the last convs through the tap-matmul path. Folded and unfolded.
+  int k = 0;
+  for (int64_t channels : {1, 3})
+    for (int hidden : {8, 64}) {
+      test::Variant v;
+      v.residual = true, v.channels = channels, v.hidden = hidden;
+      v.padding = k % 2 ? PaddingMode::Constant : PaddingMode::Zeros;
+      v.seed = 300 + k++;
+      const Graph g = test::variant_graph(v);
+      CAPTURE(channels);
+      CAPTURE(hidden);
+      check_parity(g, 1, true);
+      check_parity(g, 3, false);
+    }
+}
 
 TEST_CASE("onednn: standard Glow models match the reference") {
   for (uint64_t seed : {1u, 2u, 3u}) {

@@ -127,8 +127,8 @@ def _small_checkpoint() -> bytes:
 
 class Seeds:
     """The valid inputs mutations start from: a small generated checkpoint and the glow-pytorch
-    fixtures (when present), the corpus' valid .flow files and four generated models (two Glow,
-    two with the format 1.1 layers)."""
+    fixtures (when present), the corpus' valid .flow files and five generated models (two Glow,
+    two with the format 1.1 layers, one with format 1.2's residual connections)."""
 
     def __init__(self):
         self.checkpoints = [_checkpoint_seed("generated.pt", _small_checkpoint())]
@@ -145,7 +145,9 @@ class Seeds:
                         self.flows.append(FlowSeed(name, f.read()))
         for variant in VARIANTS[:2]:
             self.flows.append(FlowSeed(variant.name, flow_writer.to_bytes(random_model(variant))))
-        for variant in (FAMILY_VARIANTS[0], FAMILY_VARIANTS[-1]):   # every format 1.1 table
+        residual = next(v for v in FAMILY_VARIANTS if v.name == "realnvp_residual_edges")
+        # Every format 1.1 table, then the residual adds.
+        for variant in (FAMILY_VARIANTS[0], FAMILY_VARIANTS[-1], residual):
             self.flows.append(FlowSeed(variant.name, flow_writer.to_bytes(
                 random_family_model(variant, image=(1, 4, 4)))))
 

@@ -5,7 +5,9 @@ tests that compare implementations with each other.
 
 FAMILY_VARIANTS are the format 1.1 layers in RealNVP- and NICE-shaped models: checkerboard
 couplings of both phases with and without the mask channel (affine with each scale function, and
-additive), the tanh scale, the logit input layer and flatten with 1x1 "fully-connected" nets."""
+additive), the tanh scale, the logit input layer and flatten with 1x1 "fully-connected" nets;
+and the residual connections of format 1.2 in coupling nets and split priors (RealNVP's residual
+blocks, and connections from the net's input and from an output scale's input)."""
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,8 +15,8 @@ import numpy as np
 from converters.model_ir import (ActNorm, AFFINE_FORM, Conv2d, COUPLING_TYPE, Coupling, Flatten,
                                  HALF, INV_CONV_FORM, ImageSpec, InvConv1x1, Layer, Logit, Model,
                                  OutputScale, PADDING, PERMUTE_KIND, Permute, PRIOR_LAYOUT, ReLU,
-                                 SCALE_FUNCTION, SHIFT_SCALE_SPLIT, SQUEEZE_ORDER, Split, Squeeze,
-                                 TOP_PRIOR_KIND, TopPrior, f32)
+                                 ResidualAdd, SCALE_FUNCTION, SHIFT_SCALE_SPLIT, SQUEEZE_ORDER,
+                                 Split, Squeeze, TOP_PRIOR_KIND, TopPrior, f32)
 
 
 @dataclass
@@ -154,6 +156,15 @@ class FamilyVariant:
     top: int = TOP_PRIOR_KIND.STANDARD_NORMAL
     classes: int = 0
     permute: int = PERMUTE_KIND.INDICES  # nice: between couplings, INDICES = none
+    # Residual nets (either field; their split priors are residual too): res_blocks blocks in
+    # every coupling net as flowrt init builds them, and with residual_edges first connections
+    # from the net's input (the mask channel included) and from an output scale's input.
+    res_blocks: int = 0
+    residual_edges: bool = False
+
+    @property
+    def residual(self) -> bool:
+        return self.res_blocks > 0 or self.residual_edges
 
 
 # alpha values a float32 holds exactly: the in-memory model and the file then agree bit for bit.
@@ -177,8 +188,22 @@ FAMILY_VARIANTS = [
     # Additive checkerboard and channel couplings.
     FamilyVariant("checker_additive", "realnvp", affine=False, logit_alpha=_ALPHA,
                   padding=PADDING.CONSTANT, pad_value=0.5),
+    # RealNVP with residual nets as flowrt init --arch realnvp builds them (format 1.2).
+    FamilyVariant("realnvp_residual", "realnvp", logit_alpha=_ALPHA, res_blocks=2),
+    # Connections the ONNX export cannot fold across (from the net's input, the mask channel
+    # included, and from an output scale's input), constant padding, residual split priors.
+    FamilyVariant("realnvp_residual_edges", "realnvp", scale_fn=SCALE_FUNCTION.EXP,
+                  form=AFFINE_FORM.SHIFT_THEN_SCALE, padding=PADDING.CONSTANT, pad_value=1.0,
+                  prior_layout=PRIOR_LAYOUT.MEAN_LOGSTD_HALVES, top=TOP_PRIOR_KIND.LEARNED,
+                  residual_edges=True),
+    # Additive, edge padding, nets that start with an actnorm, those connections and a block.
+    FamilyVariant("realnvp_residual_actnorm_first", "realnvp", affine=False,
+                  padding=PADDING.EDGE_CHANNEL, net_actnorm_first=True, residual_edges=True,
+                  res_blocks=1),
     # NICE as flowrt init --arch nice builds it.
     FamilyVariant("nice", "nice", affine=False),
+    # NICE with residual fully-connected nets.
+    FamilyVariant("nice_residual", "nice", affine=False, res_blocks=2),
     # Affine tanh couplings on the flattened vector after a logit, reversals between them,
     # a learned class-conditional top prior.
     FamilyVariant("nice_tanh_logit", "nice", logit_alpha=_ALPHA, permute=PERMUTE_KIND.REVERSE,
@@ -195,9 +220,12 @@ def _family_coupling(rng, v: FamilyVariant, conditioning, c, hw, width):
     net = []
     if v.net_actnorm_first:
         net.append(ActNorm(f32(rng.normal(0, 0.1, in_c)), f32(np.exp(rng.normal(0, 0.1, in_c)))))
-    net += [_conv(rng, width, in_c, k, padding, v.pad_value, 1.0), ReLU(),
-            _conv(rng, width, width, 1, PADDING.ZEROS, 0.0, 1.0), ReLU(),
-            _conv(rng, out_c, width, k, padding, v.pad_value, 0.3)]
+    if v.residual:
+        net += _residual_net(rng, v, in_c, out_c, width, k, padding, len(net))
+    else:
+        net += [_conv(rng, width, in_c, k, padding, v.pad_value, 1.0), ReLU(),
+                _conv(rng, width, width, 1, PADDING.ZEROS, 0.0, 1.0), ReLU(),
+                _conv(rng, out_c, width, k, padding, v.pad_value, 0.3)]
     op.net = net
     if v.affine:
         op.split, op.scale_fn, op.form = v.split, v.scale_fn, v.form
@@ -205,6 +233,50 @@ def _family_coupling(rng, v: FamilyVariant, conditioning, c, hw, width):
         if v.scale_fn == SCALE_FUNCTION.TANH:
             op.scale_weight = f32(rng.normal(1.0, 0.1, cb))
     return op
+
+
+def _residual_net(rng, v: FamilyVariant, in_c, out_c, width, k, padding, first):
+    """The ops of a residual net whose first op has index `first` in its net. flowrt init's
+    shape: conv in->width, ReLU, per block [conv, actnorm, ReLU, conv, actnorm, add of the
+    block's input, ReLU], conv width->out. With v.residual_edges, before the blocks: a conv
+    in->in and the add of its input (the net's input with the mask channel, unless an actnorm
+    comes first), then a conv in->width whose output scale's input is added after the next
+    conv."""
+    net = []
+
+    def at():
+        return first + len(net)
+
+    def conv(o, i, gain):
+        return _conv(rng, o, i, k, padding, v.pad_value, gain)
+
+    if v.residual_edges:
+        net += [conv(in_c, in_c, 0.5), ResidualAdd(first)]
+        scaled = at() + 1
+        net += [conv(width, in_c, 1.0), OutputScale(f32(rng.normal(0, 0.05, width)), 3.0),
+                ReLU(), conv(width, width, 0.5), ResidualAdd(scaled), ReLU()]
+    else:
+        net += [conv(width, in_c, 1.0), ReLU()]
+    for _ in range(v.res_blocks):
+        start = at()
+        net += [conv(width, width, 1.0), _actnorm(rng, width), ReLU(), conv(width, width, 0.5),
+                _actnorm(rng, width), ResidualAdd(start), ReLU()]
+    net.append(conv(out_c, width, 0.3))
+    return net
+
+
+def _split_prior(rng, v: FamilyVariant, c, width):
+    """A split prior on c // 2 channels (c outputs, mean and log-std), residual for the
+    residual variants."""
+    if not v.residual:
+        return [_conv(rng, c, c // 2, 3, v.padding, v.pad_value, 0.3),
+                OutputScale(f32(rng.normal(0, 0.05, c)), 3.0)]
+
+    def conv(o, i, gain):
+        return _conv(rng, o, i, 3, v.padding, v.pad_value, gain)
+
+    return [conv(width, c // 2, 1.0), ReLU(), conv(width, width, 0.5), ResidualAdd(2), ReLU(),
+            conv(c, width, 0.3), OutputScale(f32(rng.normal(0, 0.05, c)), 3.0)]
 
 
 def _actnorm(rng, c, spread=0.1):
@@ -260,10 +332,7 @@ def random_family_model(v: FamilyVariant, image=(3, 8, 8), scales=2, depth=2, wi
                 layers.append(Layer(at + "/coupling",
                                     _family_coupling(rng, v, half, c, h * w, width)))
                 layers.append(Layer(at + "/batchnorm", _actnorm(rng, c)))
-            prior = []
-            if v.prior_layout:
-                prior = [_conv(rng, c, c // 2, 3, v.padding, v.pad_value, 0.3),
-                         OutputScale(f32(rng.normal(0, 0.05, c)), 3.0)]
+            prior = _split_prior(rng, v, c, width) if v.prior_layout else []
             layers.append(Layer(f"scale{level}/split", Split(HALF.SECOND, prior, v.prior_layout)))
             c //= 2
     layers.append(Layer("top_prior", _top(rng, v, (c, h, w))))

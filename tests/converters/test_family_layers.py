@@ -1,8 +1,9 @@
-"""The format 1.1 layers (checkerboard couplings, the tanh scale, logit, flatten) in the converters:
-the writer and reader (format_minor, round trips, the rules a file must keep), the float64
-evaluator against the contract written out element by element and against brute-force Jacobians,
-and files exchanged with the flowrt command (`flowrt init --arch realnvp|nice` models read and
-rewritten; FLOWRT_TOOL names the executable)."""
+"""The format 1.1 layers (checkerboard couplings, the tanh scale, logit, flatten) in the converters,
+and the family models with format 1.2's residual nets: the writer and reader (format_minor,
+round trips, the rules a file must keep), the float64 evaluator against the contract written out
+element by element and against brute-force Jacobians, and files exchanged with the flowrt
+command (`flowrt init --arch realnvp|nice` models read and rewritten; FLOWRT_TOOL names the
+executable)."""
 import math
 import os
 import struct
@@ -16,9 +17,9 @@ import numpy as np
 from converters import flow_reader, flow_writer
 from converters.errors import ConversionError
 from converters.model_ir import (ActNorm, AFFINE_FORM, Conv2d, COUPLING_TYPE, Coupling, Flatten,
-                                 HALF, ImageSpec, Layer, Logit, Model, PADDING, SCALE_FUNCTION,
-                                 SHIFT_SCALE_SPLIT, Split, TOP_PRIOR_KIND, TopPrior, f32,
-                                 layer_tensors)
+                                 HALF, ImageSpec, Layer, Logit, Model, PADDING, ReLU, ResidualAdd,
+                                 SCALE_FUNCTION, SHIFT_SCALE_SPLIT, Split, TOP_PRIOR_KIND,
+                                 TopPrior, f32, layer_tensors)
 from converters.numpy_eval import Evaluator, pixels_to_x
 from converters.shapes import trace
 
@@ -81,10 +82,16 @@ class Format(unittest.TestCase):
                 self.assertEqual(model.format_minor, 0)   # the writer raises it
                 data = flow_writer.to_bytes(model)
                 again = flow_reader.from_bytes(data)
-                self.assertEqual(again.format_minor, 1)
+                self.assertEqual(again.format_minor, 2 if v.residual else 1)
                 self.assertEqual(flow_writer.to_bytes(again), data)
                 for a, b in zip(model.layers, again.layers):
                     self.assertEqual(type(a.op), type(b.op))
+                    nets = [(a.op.net, b.op.net)] if isinstance(a.op, Coupling) else \
+                        [(a.op.prior, b.op.prior)] if isinstance(a.op, Split) else []
+                    for net_a, net_b in nets:
+                        self.assertEqual([type(o) for o in net_a], [type(o) for o in net_b])
+                        self.assertEqual([o.from_ for o in net_a if isinstance(o, ResidualAdd)],
+                                         [o.from_ for o in net_b if isinstance(o, ResidualAdd)])
                     ta, tb = layer_tensors(a.op), layer_tensors(b.op)
                     self.assertEqual(len(ta), len(tb))
                     for x, y in zip(ta, tb):
@@ -412,6 +419,10 @@ class FlowrtFiles(unittest.TestCase):
     INIT = {
         "realnvp_c1": ["--arch", "realnvp", "--image", "1x8x8", "--levels", "2", "--depth", "2",
                        "--width", "8"],
+        "realnvp_plain": ["--arch", "realnvp", "--image", "1x8x8", "--levels", "2", "--depth",
+                          "2", "--width", "8", "--res-blocks", "0"],
+        "realnvp_one_block": ["--arch", "realnvp", "--image", "3x8x8", "--levels", "2",
+                              "--depth", "2", "--width", "8", "--res-blocks", "1"],
         "realnvp_c3": ["--arch", "realnvp", "--image", "3x8x8", "--levels", "2", "--depth", "2",
                        "--width", "8"],
         "nice": ["--arch", "nice", "--image", "1x4x4", "--depth", "4", "--width", "16"],
@@ -425,7 +436,7 @@ class FlowrtFiles(unittest.TestCase):
                     model = random_family_model(v)
                     flow_writer.write(model, path)
                     info = _info_without_path(path)
-                    self.assertIn("format: 1.1", info)
+                    self.assertIn(f"format: 1.{2 if v.residual else 1}", info)
                     self.assertIn(f"layers: {len(model.layers)}", info)
 
     def test_flowrt_models_read_and_rewritten(self):
@@ -435,7 +446,8 @@ class FlowrtFiles(unittest.TestCase):
                     original = os.path.join(tmp, name + ".flow")
                     _run_tool("init", *args, "--random-nets", "--seed", "3", "-o", original)
                     model = flow_reader.read(original)
-                    self.assertEqual(model.format_minor, 1)
+                    residual = name.startswith("realnvp") and name != "realnvp_plain"
+                    self.assertEqual(model.format_minor, 2 if residual else 1)
                     self._check_structure(name, model)
                     rewritten = os.path.join(tmp, name + "_py.flow")
                     flow_writer.write(model, rewritten)
@@ -495,10 +507,26 @@ class FlowrtFiles(unittest.TestCase):
                     self.assertEqual(c.scale_fn, SCALE_FUNCTION.TANH)
                     self.assertEqual(c.scale_weight.shape,
                                      (c.transformed_channels(shapes.in_shape[0]),))
+                    self._check_residual_net(name, c.net)
         else:
             self.assertEqual(kinds[:2], ["Flatten", "Permute"])
+            self.assertFalse(any(isinstance(o, ResidualAdd) for c in couplings for o in c.net))
             self.assertEqual(kinds[-2:], ["ActNorm", "TopPrior"])
             self.assertTrue(all(c.type == COUPLING_TYPE.ADDITIVE for c in couplings))
+
+
+    def _check_residual_net(self, name, net):
+        """flowrt init's RealNVP net: conv, ReLU, per block [conv, actnorm, ReLU, conv, actnorm,
+        add of the block's input, ReLU], conv (--res-blocks, 2 by default); with no blocks the
+        plain conv, ReLU, conv 1x1, ReLU, conv."""
+        blocks = {"realnvp_plain": 0, "realnvp_one_block": 1}.get(name, 2)
+        if blocks == 0:
+            self.assertEqual([type(o) for o in net], [Conv2d, ReLU, Conv2d, ReLU, Conv2d])
+            return
+        block = [Conv2d, ActNorm, ReLU, Conv2d, ActNorm, ResidualAdd, ReLU]
+        self.assertEqual([type(o) for o in net], [Conv2d, ReLU] + block * blocks + [Conv2d])
+        self.assertEqual([o.from_ for o in net if isinstance(o, ResidualAdd)],
+                         [2 + 7 * b for b in range(blocks)])
 
 
 if __name__ == "__main__":

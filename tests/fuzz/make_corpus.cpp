@@ -62,8 +62,9 @@ int main(int argc, char **argv) {
     if (i == 0) base = bytes;
     write_seed_file(dir + "/" + valid[i].first + ".flow", bytes);
   }
-  // Format 1.1: RealNVP (logit, checkerboard couplings with and without the mask channel, tanh
-  // scales, batch norms written as actnorms) and NICE (flatten, couplings on the vector).
+  // Formats 1.1 and 1.2: RealNVP (logit, checkerboard couplings with and without the mask
+  // channel, tanh scales, batch norms written as actnorms, residual nets or plain ones) and NICE
+  // (flatten, couplings on the vector).
   std::vector<std::pair<std::string, Graph>> families;
   RealNvpConfig rn;
   rn.channels = 1;
@@ -73,12 +74,17 @@ int main(int argc, char **argv) {
   rn.checkerboard = rn.channelwise = 1;
   rn.final_checkerboard = 2;
   rn.random_nets = true;
+  rn.res_blocks = 0;
   rn.seed = 21;
   families.emplace_back("valid_realnvp", build_realnvp(rn));
+  rn.res_blocks = 1;
+  rn.seed = 24;
+  families.emplace_back("valid_realnvp_residual", build_realnvp(rn));
   rn.channels = 3;
   rn.height = rn.width = 4;
   rn.mask_channel = rn.batchnorm = false;
   rn.logit_alpha = 0.f;
+  rn.res_blocks = 0;
   rn.seed = 22;
   families.emplace_back("valid_realnvp_plain", build_realnvp(rn));
   NiceConfig nc;

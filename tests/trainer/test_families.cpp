@@ -456,6 +456,7 @@ TEST_CASE("trainer data init: batch norms and NICE's per-pixel scaling are left 
   CHECK(s.params().values()[0] == doctest::Approx(-mean).epsilon(1e-9));
   RealNvpConfig r;
   r.height = r.width = 8, r.scales = 2, r.hidden = 4;
+  r.res_blocks = 0;  // plain nets: no actnorm anywhere
   const Graph realnvp = build_realnvp(r);
   TrainModel<double> rm(realnvp);
   const std::vector<double> before = rm.params().values();

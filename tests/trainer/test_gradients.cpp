@@ -120,6 +120,17 @@ TEST_CASE("trainer gradients: edge-channel padding, net actnorm, shuffle, standa
   check_variant(v);
 }
 
+TEST_CASE("trainer gradients: residual connections in coupling nets and split priors") {
+  // Sources at a ReLU's input, after an add and at a prior's own input; adds before a ReLU; with
+  // and without the actnorm after the first conv (which moves every source by one).
+  test::TinyVariant v;
+  v.residual = true;
+  check_variant(v);
+  v.net_actnorm = true;
+  v.padding = PaddingMode::Constant;
+  check_variant(v);
+}
+
 TEST_CASE("trainer gradients: scale-shift interleaved, class-conditional top prior") {
   test::TinyVariant v;
   v.split = ShiftScaleSplit::ScaleShiftInterleaved;

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
 #include <utility>
@@ -98,6 +99,30 @@ RunConfig tiny_run(const std::string &data, const std::string &out) {
 
 void quiet(RunConfig &c, void *) {
   c.quiet = true;
+}
+
+// Runs `straight` again, killed after step 7 (into a directory named by `tag`) and resumed: the
+// resumed run has `straight`'s settings and ends with the parameters of `done` (the straight
+// run, finished), bit for bit.
+std::unique_ptr<TrainRun> kill_and_resume(const RunConfig &straight, const std::string &tag,
+                                          const TrainRun &done) {
+  RunConfig killed = straight;
+  killed.out = temp_dir(tag);
+  killed.stop_at = 7;
+  {
+    TrainRun b(killed);
+    b.run();
+  }
+  std::unique_ptr<TrainRun> resumed = TrainRun::resume(killed.out, quiet);
+  CHECK(resumed->config().arch == straight.arch);
+  CHECK(resumed->config().res_blocks == straight.res_blocks);
+  CHECK(resumed->config().precision == straight.precision);
+  resumed->run();
+  REQUIRE(resumed->step() == done.step());
+  REQUIRE(resumed->params().size() == done.params().size());
+  CHECK(std::memcmp(resumed->params().data(), done.params().data(),
+                    done.params().size() * sizeof(float)) == 0);
+  return resumed;
 }
 
 // Mean bits/dim of `images` by libflowrt (C API, reference backend) on the model file at `path`.
@@ -229,13 +254,18 @@ TEST_CASE("trainer resume: N steps straight == N/2, kill, resume N/2 (bitwise), 
 
 TEST_CASE("trainer --arch realnvp|nice: trains, resumes bitwise (batch norm statistics too)") {
   const std::string data = png_folder(40);
-  for (const char *arch : {"realnvp", "nice"}) {
+  // RealNVP with its residual nets and with the plain ones.
+  for (const auto &[arch, blocks] :
+       {std::pair<const char *, int>{"realnvp", 1}, {"realnvp", 0}, {"nice", 0}}) {
     CAPTURE(arch);
-    RunConfig straight = tiny_run(data, temp_dir(std::string("family-") + arch));
+    CAPTURE(blocks);
+    RunConfig straight =
+        tiny_run(data, temp_dir(std::string("family-") + arch + std::to_string(blocks)));
     straight.arch = arch;
     straight.levels = straight.arch == "nice" ? 1 : 2;
     straight.depth = 1;
     straight.width = 8;
+    straight.res_blocks = blocks;
     TrainRun a(straight);
     const double initial = a.evaluate(0);
     a.run();
@@ -249,21 +279,10 @@ TEST_CASE("trainer --arch realnvp|nice: trains, resumes bitwise (batch norm stat
     const Graph written = read_flow(map_model_file(path));
     for (const Layer &l : written.layers) CHECK_FALSE(std::holds_alternative<BatchNormLayer>(l.op));
     CHECK(std::fabs(libflowrt_mean_bpd(path, a.data().test.images) - trained) <= 1e-5);
+    if (blocks > 0) CHECK(written.format_minor == 2);
 
-    RunConfig killed = straight;
-    killed.out = temp_dir(std::string("family-killed-") + arch);
-    killed.stop_at = 7;
-    {
-      TrainRun b(killed);
-      b.run();
-    }
-    std::unique_ptr<TrainRun> resumed = TrainRun::resume(killed.out, quiet);
-    CHECK(resumed->config().arch == straight.arch);
-    resumed->run();
-    REQUIRE(resumed->step() == 12);
-    REQUIRE(resumed->params().size() == a.params().size());
-    CHECK(std::memcmp(resumed->params().data(), a.params().data(),
-                      a.params().size() * sizeof(float)) == 0);
+    const std::unique_ptr<TrainRun> resumed =
+        kill_and_resume(straight, std::string("family-killed-") + arch + std::to_string(blocks), a);
     CHECK(write_flow(resumed->export_graph()) == write_flow(a.export_graph()));
   }
 }
@@ -291,20 +310,7 @@ TEST_CASE("trainer --precision bf16 on the CPU: trains, resumes bitwise, exports
   const double runtime = libflowrt_mean_bpd(path, a.data().test.images);
   CHECK(runtime != trained);
   CHECK(std::fabs(runtime - trained) <= 5e-3 * trained);
-
-  RunConfig killed = straight;
-  killed.out = temp_dir("bf16-killed");
-  killed.stop_at = 7;
-  {
-    TrainRun b(killed);
-    b.run();
-  }
-  std::unique_ptr<TrainRun> resumed = TrainRun::resume(killed.out, quiet);
-  CHECK(resumed->config().precision == "bf16");
-  resumed->run();
-  REQUIRE(resumed->step() == 12);
-  CHECK(std::memcmp(resumed->params().data(), a.params().data(),
-                    a.params().size() * sizeof(float)) == 0);
+  kill_and_resume(straight, "bf16-killed", a);
 }
 
 TEST_CASE("trainer NaN guard with batch norm: a non-finite batch leaves the running averages") {

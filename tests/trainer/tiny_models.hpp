@@ -25,6 +25,7 @@ struct TinyVariant {
   Half conditioning = Half::First;
   PaddingMode padding = PaddingMode::Zeros;  // of every 3x3 conv
   bool net_actnorm = false;                  // an actnorm after each net's first conv
+  bool residual = false;  // nets and priors with residual connections (residual_structure)
   Half leaving = Half::Second;
   PriorLayout layout = PriorLayout::MeanLogstdHalves;
   bool empty_split_prior = false;
@@ -66,6 +67,8 @@ inline void rewrite_net(Net &net, const TinyVariant &v, std::mt19937 &rng) {
         c->weight = Tensor::from_vector({o, i + 1, kh, kw}, std::move(w));
       }
     }
+    // The actnorm inserted after op 0 moves every later op (and connection source) by one.
+    if (auto *r = std::get_if<ResidualAddOp>(&op); r && v.net_actnorm && r->from > 0) ++r->from;
     ops.push_back(op);
     if (k == 0 && v.net_actnorm) {
       const int64_t ch = std::get<Conv2dOp>(net.ops[0]).out_channels();
@@ -76,6 +79,39 @@ inline void rewrite_net(Net &net, const TinyVariant &v, std::mt19937 &rng) {
     }
   }
   net.ops = std::move(ops);
+}
+
+// A net with residual connections from a ReLU's input (an unfused ReLU), through an actnorm
+// (folded at run time), from an add's output, an add with a ReLU after it and (from_input) one
+// from the net's own input; the convs are for rewrite_net to fill.
+inline Net residual_structure(int64_t in, int64_t hidden, int64_t out, bool from_input) {
+  auto conv = [](int64_t o, int64_t i, int64_t k) {
+    return Conv2dOp{Tensor::from_vector({o, i, k, k}, std::vector<float>(o * i * k * k, 0.f)),
+                    Tensor::from_vector({o}, std::vector<float>(o, 0.f)), PaddingMode::Zeros, 0.f};
+  };
+  auto actnorm = [](int64_t c) {
+    return NetActNormOp{Tensor::from_vector({c}, std::vector<float>(c, 0.1f)),
+                        Tensor::from_vector({c}, std::vector<float>(c, 1.3f))};
+  };
+  Net net;
+  if (from_input) {
+    net.ops.emplace_back(conv(in, in, 3));
+    net.ops.emplace_back(ResidualAddOp{0});
+  }
+  const auto base = static_cast<int32_t>(net.ops.size());
+  net.ops.emplace_back(conv(hidden, in, 3));
+  net.ops.emplace_back(ReluOp{});  // base + 1: a source
+  net.ops.emplace_back(conv(hidden, hidden, 1));
+  net.ops.emplace_back(actnorm(hidden));
+  net.ops.emplace_back(ResidualAddOp{base + 1});
+  net.ops.emplace_back(ReluOp{});  // base + 5: a source
+  net.ops.emplace_back(conv(hidden, hidden, 3));
+  net.ops.emplace_back(ResidualAddOp{base + 5});
+  net.ops.emplace_back(ReluOp{});
+  net.ops.emplace_back(conv(out, hidden, 3));
+  net.ops.emplace_back(
+      OutputScaleOp{Tensor::from_vector({out}, std::vector<float>(out, 0.05f)), 3.f});
+  return net;
 }
 
 inline Graph tiny_graph(const TinyVariant &v) {
@@ -97,14 +133,19 @@ inline Graph tiny_graph(const TinyVariant &v) {
       c->scale_bias = v.scale_fn == ScaleFunction::Exp ? 0.f : 2.f;
       c->form = v.form;
       c->conditioning = v.conditioning;
+      if (v.residual)
+        c->net = residual_structure(
+            l.in.c / 2, v.hidden, v.coupling == CouplingType::Affine ? l.in.c : l.in.c / 2, false);
       rewrite_net(c->net, v, rng);
     } else if (auto *s = std::get_if<SplitLayer>(&l.op)) {
       s->leaving = v.leaving;
       s->layout = v.layout;
       if (v.empty_split_prior)
         s->prior.ops.clear();
-      else
+      else {
+        if (v.residual) s->prior = residual_structure(l.in.c / 2, v.hidden, l.in.c, true);
         rewrite_net(s->prior, v, rng);
+      }
     } else if (auto *t = std::get_if<TopPriorLayer>(&l.op)) {
       if (v.top == TopPriorKind::StandardNormal) {
         t->kind = TopPriorKind::StandardNormal;

@@ -565,6 +565,8 @@ const float *CudaTrainModel::net_backward(Net &net, int h, int w) {
     const float *x = bufs[net.act[k]].get();
     const float *y = bufs[net.act[k + 1]].get();
     switch (op.host->kind) {
+      case HostNetOp::Add:  // refused when the model is built (check_cuda_trainable)
+        fail(FLOWRT_INTERNAL_ERROR, "--device cuda: a residual connection reached the GPU trainer");
       case HostNetOp::Relu:
         if (k > 0 && net.ops[k - 1].host->kind == HostNetOp::Conv)
           relu_out = y;
@@ -853,8 +855,8 @@ StepOutcome CudaTrainModel::train_step(const float *x, const int32_t *labels, in
   return o;
 }
 
-// The layers and options of format 1.1 the device code has no kernels for (flatten moves no
-// data, so it runs as it is).
+// The layers and options of formats 1.1 and 1.2 the device code has no kernels for (flatten moves
+// no data, so it runs as it is).
 const char *unsupported_on_device(const LayerOp &op) {
   if (std::holds_alternative<LogitLayer>(op)) return "a logit layer";
   if (std::holds_alternative<BatchNormLayer>(op)) return "a batch norm";
@@ -862,7 +864,10 @@ const char *unsupported_on_device(const LayerOp &op) {
     if (is_checkerboard(c->conditioning)) return "a checkerboard coupling";
     if (c->type == CouplingType::Affine && c->scale_fn == ScaleFunction::Tanh)
       return "a coupling with the tanh scale";
+    if (c->net.has_residual()) return "a coupling whose net has residual connections";
   }
+  if (auto *s = std::get_if<SplitLayer>(&op))
+    if (s->prior.has_residual()) return "a split whose prior has residual connections";
   return nullptr;
 }
 

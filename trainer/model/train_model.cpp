@@ -89,7 +89,11 @@ typename TrainModel<T>::Net TrainModel<T>::build_net(const flowrt::Net &src,
   for (size_t k = 0; k < src.ops.size(); ++k) {
     const std::string name = prefix + "/net" + std::to_string(k);
     NetOp op;
-    if (auto *c = std::get_if<Conv2dOp>(&src.ops[k])) {
+    op.source = src.is_residual_source(k);
+    if (auto *r = std::get_if<ResidualAddOp>(&src.ops[k])) {
+      op.kind = NetOp::Add;
+      op.from = r->from;
+    } else if (auto *c = std::get_if<Conv2dOp>(&src.ops[k])) {
       op.kind = NetOp::Conv;
       op.geo = {c->in_channels(), c->weight.dim(1), c->out_channels(), c->kernel_h(),
                 c->kernel_w(),    c->padding,       c->pad_value};
@@ -233,6 +237,29 @@ const T *TrainModel<T>::net_forward(Net &net, const BatchGeometry &bg, bool data
   int64_t ch = net.in_ch;
   for (size_t k = 0; k < net.ops.size(); ++k) {
     NetOp &op = net.ops[k];
+    if (op.kind == NetOp::Add) {
+      const int out = used++;
+      const T *x = net.bufs[cur].data();
+      const T *s = net.bufs[net.act[op.from]].data();
+      std::vector<T> &y = net.bufs[out];
+      y.resize(static_cast<size_t>(ch * ld));
+#pragma omp parallel for schedule(static) if (parallel_worth(ch * ld))
+      for (int64_t e = 0; e < ch * ld; ++e) y[e] = x[e] + s[e];
+      net.act[k + 1] = out;
+      cur = out;
+      continue;
+    }
+    if (op.kind == NetOp::Relu && op.source) {  // its input is kept: not in place
+      const int out = used++;
+      const std::vector<T> &x = net.bufs[cur];
+      std::vector<T> &y = net.bufs[out];
+      y.resize(static_cast<size_t>(ch * ld));
+#pragma omp parallel for schedule(static) if (parallel_worth(ch * ld))
+      for (int64_t e = 0; e < ch * ld; ++e) y[e] = x[e] > T(0) ? x[e] : T(0);
+      net.act[k + 1] = out;
+      cur = out;
+      continue;
+    }
     if (op.kind == NetOp::Relu) {
       std::vector<T> &x = net.bufs[cur];
 #pragma omp parallel for schedule(static) if (parallel_worth(ch * ld))
@@ -245,7 +272,8 @@ const T *TrainModel<T>::net_forward(Net &net, const BatchGeometry &bg, bool data
     std::vector<T> &y = net.bufs[out];
     if (op.kind == NetOp::Conv) {
       // A ReLU right after the conv runs in the conv's output pass (in place, as unfused).
-      const bool relu = k + 1 < net.ops.size() && net.ops[k + 1].kind == NetOp::Relu;
+      const bool relu =
+          k + 1 < net.ops.size() && net.ops[k + 1].kind == NetOp::Relu && !net.ops[k + 1].source;
       y.resize(static_cast<size_t>(op.geo.out_ch * ld));
       conv_forward(op.geo, bg, params_.value(op.weight),
                    op.bias >= 0 ? params_.value(op.bias) : nullptr, x.data(), y.data(), col_, relu);
@@ -320,14 +348,18 @@ void TrainModel<T>::net_backward(Net &net, const BatchGeometry &bg, std::vector<
   const int64_t ld = bg.ld();
   int64_t ch = net.out_ch;
   std::vector<T> &tmp = net_dg_;
-  const T *relu_out = nullptr;  // a ReLU after a conv: masked in the conv's backward pass
+  const T *relu_out = nullptr;         // a ReLU after a conv: masked in the conv's backward pass
+  std::vector<T> &skip = net_skip_g_;  // a residual add's output gradient, until its source
   for (size_t k = net.ops.size(); k-- > 0;) {
     NetOp &op = net.ops[k];
     const T *x = net.bufs[net.act[k]].data();
     const T *y = net.bufs[net.act[k + 1]].data();
     switch (op.kind) {
+      case NetOp::Add:
+        skip.assign(g.begin(), g.begin() + ch * ld);
+        break;
       case NetOp::Relu:
-        if (k > 0 && net.ops[k - 1].kind == NetOp::Conv)
+        if (k > 0 && net.ops[k - 1].kind == NetOp::Conv && !op.source)
           relu_out = y;
         else
           relu_backward(ch * ld, y, g.data());
@@ -354,6 +386,12 @@ void TrainModel<T>::net_backward(Net &net, const BatchGeometry &bg, std::vector<
         g.swap(tmp);
         ch = op.geo.in_ch;
         break;
+    }
+    if (op.source) {  // g is now d/d(op k's input): add the connection's share
+      T *gp = g.data();
+      const T *sp = skip.data();
+#pragma omp parallel for schedule(static) if (parallel_worth(ch * ld))
+      for (int64_t e = 0; e < ch * ld; ++e) gp[e] += sp[e];
     }
   }
   din.swap(g);

@@ -45,7 +45,9 @@ class TrainModel final : public TrainCompute<T> {
   // parameter ids (into params()) and signs, and its nets' ops. The CUDA trainer builds its
   // device model from it.
   struct NetOp {
-    enum Kind { Conv, ActNorm, Relu, OutputScale } kind = Conv;
+    enum Kind { Conv, ActNorm, Relu, OutputScale, Add } kind = Conv;
+    int from = -1;        // add: the op whose input it adds
+    bool source = false;  // this op's input is kept for a later add
     ConvGeometry geo;
     int weight = -1, bias = -1;  // conv (bias -1: none); actnorm bias
     int log_scale = -1;          // actnorm log|s|, output scale log_scale
@@ -56,7 +58,7 @@ class TrainModel final : public TrainCompute<T> {
     std::vector<NetOp> ops;
     int64_t in_ch = 0, out_ch = 0;
     // Tape: act[k] is the buffer holding op k's input (act[ops.size()] the output); ReLU works in
-    // place, so its input and output share a buffer.
+    // place, so its input and output share a buffer (unless it is a residual source).
     std::vector<std::vector<T>> bufs;
     std::vector<int> act;
     bool empty() const { return ops.empty(); }
@@ -143,7 +145,7 @@ class TrainModel final : public TrainCompute<T> {
   std::vector<double> log_det_, log_prior_, log_p_, bpd_;
   std::vector<double> layer_log_p_;  // [layer][image]
   // Scratch for convolutions and the nets' gradients.
-  std::vector<T> col_, dcol_, net_g_, net_dg_, cnhw_;
+  std::vector<T> col_, dcol_, net_g_, net_dg_, net_skip_g_, cnhw_;
   bool recompute_ = false;
   bool bf16_ = false;
   std::vector<std::vector<T>> pool_;

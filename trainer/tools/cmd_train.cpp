@@ -87,7 +87,8 @@ int cmd_train(int argc, char **argv) {
                             "--precision",    "--grad-shards",
                             "--dist",         "--dist-reduce",
                             "--dist-timeout", "--arch",
-                            "--spike-factor", "--spike-window"},
+                            "--spike-factor", "--spike-window",
+                            "--res-blocks"},
             {"--quiet", "--recompute", "--unbounded-priors"}, {{"-o", "--out"}});
   if (!a.positional().empty()) invalid_argument("unexpected argument '" + a.positional()[0] + "'");
   RunConfig c;
@@ -103,6 +104,9 @@ int cmd_train(int argc, char **argv) {
   c.levels = static_cast<int>(a.get_int("--levels", size.levels, 1, 8));
   c.depth = static_cast<int>(a.get_int("--depth", size.depth, 1, 256));
   c.width = static_cast<int>(a.get_int("--width", size.width, 1, 8192));
+  c.res_blocks = static_cast<int>(a.get_int("--res-blocks", size.res_blocks, 0, 16));
+  if (a.has("--res-blocks") && family != Family::RealNvp)
+    invalid_argument("--res-blocks is RealNVP's option (--arch " + c.arch + ")");
   if (family != Family::Glow)
     for (const char *glow_only : {"--coupling", "--permutation"})
       if (a.has(glow_only))

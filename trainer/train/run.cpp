@@ -60,7 +60,7 @@ Graph initial_graph(const RunConfig &c, const ImageSpec &image) {
   if (f != Family::Glow) {
     ImageSpec im = image;
     im.n_bits = c.n_bits;
-    return build_family(f, im, FamilySize{c.levels, c.depth, c.width}, c.seed, false);
+    return build_family(f, im, FamilySize{c.levels, c.depth, c.width, c.res_blocks}, c.seed, false);
   }
   GlowConfig g;
   g.channels = image.channels, g.height = image.height, g.width = image.width;

@@ -43,6 +43,7 @@ std::vector<std::pair<std::string, std::string>> RunConfig::to_kv() const {
           {"levels", std::to_string(levels)},
           {"depth", std::to_string(depth)},
           {"width", std::to_string(width)},
+          {"res_blocks", std::to_string(res_blocks)},
           {"coupling", coupling},
           {"permutation", permutation},
           {"n_bits", std::to_string(n_bits)},
@@ -92,6 +93,7 @@ RunConfig RunConfig::from_kv(const std::vector<std::pair<std::string, std::strin
       format_error("checkpoint settings: unknown arch '" + c.arch + "'");
     c.levels = static_cast<int>(i64("levels")), c.depth = static_cast<int>(i64("depth"));
     c.width = static_cast<int>(i64("width"));
+    if (m.count("res_blocks")) c.res_blocks = std::stoi(m["res_blocks"]);  // absent: plain nets
     c.coupling = get("coupling"), c.permutation = get("permutation");
     c.n_bits = static_cast<int>(i64("n_bits"));
     c.batch = i64("batch"), c.lr = std::stod(get("lr"));

@@ -19,6 +19,7 @@ struct RunConfig {
   std::string init_model;
   std::string arch = "glow";
   int levels = 3, depth = 8, width = 256;
+  int res_blocks = 0;  // RealNVP: residual blocks per coupling net (0: plain conv nets)
   std::string coupling = "affine", permutation = "lu";
   int n_bits = 8;
   // Optimisation.

@@ -119,6 +119,9 @@ Net read_net(const Reader &r, const flatbuffers::Vector<flatbuffers::Offset<fb::
         net.ops.emplace_back(OutputScaleOp{sub.tensor(o->log_scale(), "log_scale"), o->factor()});
         break;
       }
+      case fb::NetOp::ResidualAdd:
+        net.ops.emplace_back(ResidualAddOp{nl->op_as_ResidualAdd()->from()});
+        break;
       default:
         sub.error("unknown net op type " + std::to_string(int(nl->op_type())));
     }

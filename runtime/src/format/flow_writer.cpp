@@ -43,6 +43,9 @@ Offset<flatbuffers::Vector<Offset<fb::NetLayer>>> write_net(FlatBufferBuilder &b
       auto ls = write_tensor(b, s->log_scale);
       ops.push_back(fb::CreateNetLayer(b, fb::NetOp::OutputScale,
                                        fb::CreateOutputScale(b, ls, s->factor).Union()));
+    } else if (auto *r = std::get_if<ResidualAddOp>(&op)) {
+      ops.push_back(
+          fb::CreateNetLayer(b, fb::NetOp::ResidualAdd, fb::CreateResidualAdd(b, r->from).Union()));
     }
   }
   return b.CreateVector(ops);

@@ -31,7 +31,7 @@ FamilySize family_defaults(Family f) {
       return {3, 8, 256};
     case Family::RealNvp: {
       const RealNvpConfig r;
-      return {r.scales, r.checkerboard, r.hidden};
+      return {r.scales, r.checkerboard, r.hidden, r.res_blocks};
     }
     case Family::Nice: {
       const NiceConfig n;
@@ -51,10 +51,14 @@ Graph build_family(Family f, const ImageSpec &image, const FamilySize &size, uin
     r.checkerboard = r.channelwise = size.depth;
     r.final_checkerboard = size.depth + 1;
     r.hidden = size.width;
+    r.res_blocks = size.res_blocks;
     r.seed = seed;
     r.random_nets = random_nets;
     return build_realnvp(r);
   }
+  if (size.res_blocks != 0)
+    invalid_argument("--res-blocks is RealNVP's option (--arch " + std::string(family_name(f)) +
+                     ")");
   if (f == Family::Nice) {
     if (size.levels != 1)
       invalid_argument("NICE has a single level (got --levels " + std::to_string(size.levels) +

@@ -2,7 +2,8 @@
 // what their common size options mean in each:
 //   glow:    --levels levels, --depth steps per level, --width coupling-net width (3, 8, 256)
 //   realnvp: --levels scales, --depth couplings of each kind per scale (the last scale has
-//            depth + 1 checkerboard couplings), --width net width (3, 3, 64)
+//            depth + 1 checkerboard couplings), --width net width, --res-blocks residual
+//            blocks per net (3, 3, 64, 2; 0 blocks: a plain conv net)
 //   nice:    one level, --depth additive couplings, --width hidden units of each of the 5
 //            fully-connected layers of a net (1, 4, 1000)
 // Glow's own options (coupling, permutation, squeeze, classes) stay with GlowConfig.
@@ -23,6 +24,7 @@ const char *family_name(Family f);
 
 struct FamilySize {
   int levels = 3, depth = 8, width = 256;
+  int res_blocks = 0;  // RealNVP only
 };
 FamilySize family_defaults(Family f);
 

@@ -102,6 +102,42 @@ inline Net conv_net(Init &init, int64_t in, int64_t hidden, int64_t out, bool ra
   return net;
 }
 
+// RealNVP's residual net (format 1.2): conv 3x3 in -> hidden, ReLU, then `blocks` residual
+// blocks x + actnorm(conv 3x3(relu(actnorm(conv 3x3 x)))) each followed by a ReLU, then the
+// zero (random: N(0, 0.01)) conv 3x3 hidden -> out. The actnorms play the part of RealNVP's
+// batch norms inside the nets (data-initialised by the trainer, folded into the convs at run
+// time). blocks = 0 gives conv_net's shape without its 1x1 conv.
+inline Net residual_net(Init &init, int64_t in, int64_t hidden, int64_t out, int blocks,
+                        bool random) {
+  Net net;
+  auto conv3 = [&](int64_t o, int64_t i, double stddev) {
+    net.ops.emplace_back(Conv2dOp{init.tensor({o, i, 3, 3}, stddev),
+                                  init.tensor({o}, random ? 0.01 : 0.0), PaddingMode::Zeros, 0.f});
+  };
+  auto actnorm = [&]() {
+    if (random)
+      net.ops.emplace_back(
+          NetActNormOp{init.tensor({hidden}, 0.1), init.tensor({hidden}, 0.1, 1.0)});
+    else
+      net.ops.emplace_back(
+          NetActNormOp{init.constant({hidden}, 0.f), init.constant({hidden}, 1.f)});
+  };
+  conv3(hidden, in, 0.05);
+  net.ops.emplace_back(ReluOp{});
+  for (int b = 0; b < blocks; ++b) {
+    const auto from = static_cast<int32_t>(net.ops.size());
+    conv3(hidden, hidden, 0.05);
+    actnorm();
+    net.ops.emplace_back(ReluOp{});
+    conv3(hidden, hidden, 0.05);
+    actnorm();
+    net.ops.emplace_back(ResidualAddOp{from});
+    net.ops.emplace_back(ReluOp{});
+  }
+  conv3(out, hidden, random ? 0.01 : 0.0);
+  return net;
+}
+
 inline void add_layer(Graph &g, std::string name, LayerOp op) {
   Layer l;
   l.name = std::move(name);

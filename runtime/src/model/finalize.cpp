@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "core/error.hpp"
 #include "core/linalg.hpp"
@@ -57,10 +58,26 @@ void check_net(const Context &ctx, Net &net, int64_t in_channels, int64_t out_ch
   int64_t ch = in_channels;
   net.in_channels = in_channels;
   net.max_channels = in_channels;
+  std::vector<int64_t> in_ch(net.ops.size());  // channels of each op's input
+  int64_t last_add = -1;
   for (size_t i = 0; i < net.ops.size(); ++i) {
     Context op_ctx{ctx.where + ", net op " + std::to_string(i)};
     NetOp &op = net.ops[i];
-    if (auto *conv = std::get_if<Conv2dOp>(&op)) {
+    in_ch[i] = ch;
+    if (auto *add = std::get_if<ResidualAddOp>(&op)) {
+      const int64_t from = add->from;
+      if (from < 0 || from >= static_cast<int64_t>(i))
+        op_ctx.error("residual connection from op " + std::to_string(from) +
+                     " must come from an earlier op of the net [0, " + std::to_string(i) + ")");
+      if (from <= last_add)
+        op_ctx.error("residual connection from op " + std::to_string(from) +
+                     " overlaps the one that ends at op " + std::to_string(last_add));
+      if (in_ch[from] != ch)
+        op_ctx.error("residual connection adds " + std::to_string(in_ch[from]) +
+                     " channels (the input of op " + std::to_string(from) + ") to " +
+                     std::to_string(ch));
+      last_add = static_cast<int64_t>(i);
+    } else if (auto *conv = std::get_if<Conv2dOp>(&op)) {
       const Tensor &w = conv->weight;
       if (w.rank() != 4)
         op_ctx.error("conv weight must be [O, I, kh, kw], got " + shape_string(w.shape()));

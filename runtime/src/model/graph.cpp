@@ -55,7 +55,26 @@ const char *layer_kind_name(const LayerOp &op) {
   return std::visit(Visitor{}, op);
 }
 
+bool Net::is_residual_source(size_t k) const {
+  for (const NetOp &op : ops)
+    if (auto *r = std::get_if<ResidualAddOp>(&op))
+      if (r->from >= 0 && static_cast<size_t>(r->from) == k) return true;
+  return false;
+}
+
+bool Net::has_residual() const {
+  for (const NetOp &op : ops)
+    if (std::holds_alternative<ResidualAddOp>(op)) return true;
+  return false;
+}
+
 int Graph::required_format_minor() const {
+  for (const Layer &l : layers) {
+    if (auto *c = std::get_if<CouplingLayer>(&l.op))
+      if (c->net.has_residual()) return 2;
+    if (auto *s = std::get_if<SplitLayer>(&l.op))
+      if (s->prior.has_residual()) return 2;
+  }
   for (const Layer &l : layers) {
     if (std::holds_alternative<LogitLayer>(l.op) || std::holds_alternative<FlattenLayer>(l.op))
       return 1;

@@ -72,7 +72,11 @@ struct OutputScaleOp {
   Tensor log_scale;  // [C]: y = x * exp(factor * log_scale)
   float factor = 3.f;
 };
-using NetOp = std::variant<Conv2dOp, NetActNormOp, ReluOp, OutputScaleOp>;
+// y = x + (the input of op `from` of the same net); connections do not overlap (schema).
+struct ResidualAddOp {
+  int32_t from = 0;
+};
+using NetOp = std::variant<Conv2dOp, NetActNormOp, ReluOp, OutputScaleOp, ResidualAddOp>;
 
 struct Net {
   std::vector<NetOp> ops;
@@ -80,6 +84,9 @@ struct Net {
   // Largest channel count of any intermediate activation (for scratch sizing).
   int64_t max_channels = 0;
   bool empty() const { return ops.empty(); }
+  // Whether op k's input is the source of a residual connection (it must be kept until the add).
+  bool is_residual_source(size_t k) const;
+  bool has_residual() const;
 };
 
 // ---- Layers -----------------------------------------------------------------------------------
@@ -174,7 +181,8 @@ struct Graph {
   const Layer &top_layer() const;
   int levels() const;  // number of splits + 1
   const std::string *find_metadata(const std::string &key) const;
-  // The format minor version the graph needs: 1 when it uses a layer or option of format 1.1.
+  // The format minor version the graph needs: 1 when it uses a layer or option of format 1.1,
+  // 2 when a net has a residual connection.
   int required_format_minor() const;
 };
 

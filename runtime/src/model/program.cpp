@@ -37,11 +37,22 @@ PNet<T> build_net(const Net &net, const ProgramOptions &opt) {
     bool folded = false;
     PConv<T> meta;
   };
-  std::vector<std::variant<ConvD, PChannelAffine<T>, PRelu>> ops;
+  std::vector<std::variant<ConvD, PChannelAffine<T>, PRelu, PResidualAdd>> ops;
+  // index[k]: the program op whose input is graph op k's input (residual sources are never
+  // folded into the op before them, so that input exists).
+  std::vector<size_t> index(net.ops.size(), 0);
+  bool source = false;  // graph op k is a residual source
   auto last_conv = [&]() -> ConvD * {
-    return ops.empty() ? nullptr : std::get_if<ConvD>(&ops.back());
+    return ops.empty() || source ? nullptr : std::get_if<ConvD>(&ops.back());
   };
-  for (const NetOp &op : net.ops) {
+  for (size_t k = 0; k < net.ops.size(); ++k) {
+    const NetOp &op = net.ops[k];
+    index[k] = ops.size();
+    source = net.is_residual_source(k);
+    if (auto *r = std::get_if<ResidualAddOp>(&op)) {
+      ops.emplace_back(PResidualAdd{index[static_cast<size_t>(r->from)], false});
+      continue;
+    }
     if (auto *c = std::get_if<Conv2dOp>(&op)) {
       ConvD d;
       d.op = c;
@@ -68,8 +79,11 @@ PNet<T> build_net(const Net &net, const ProgramOptions &opt) {
       for (size_t i = 0; i < s.size(); ++i)
         s[i] = std::exp(static_cast<double>(o->factor) * o->log_scale[i]);
     } else {  // ReLU
+      PResidualAdd *add = ops.empty() || source ? nullptr : std::get_if<PResidualAdd>(&ops.back());
       if (ConvD *d = last_conv(); fold && d && !d->meta.relu) {
         d->meta.relu = true;
+      } else if (fold && add && !add->relu) {
+        add->relu = true;
       } else {
         ops.emplace_back(PRelu{});
       }
@@ -114,6 +128,10 @@ PNet<T> build_net(const Net &net, const ProgramOptions &opt) {
       p.ops.emplace_back(std::move(c));
     } else if (auto *a = std::get_if<PChannelAffine<T>>(&op)) {
       p.ops.emplace_back(std::move(*a));
+    } else if (auto *r = std::get_if<PResidualAdd>(&op)) {
+      p.residual_source.resize(ops.size(), 0);
+      p.residual_source[r->from] = 1;
+      p.ops.emplace_back(*r);
     } else {
       p.ops.emplace_back(PRelu{});
     }

@@ -4,7 +4,8 @@
 // - an actnorm followed by a 1x1 conv becomes one affine 1x1 map y = A x + c with A = W diag(s),
 //   c = W (s .* b), and its inverse A^-1 = diag(1/s) W^-1 (all computed in double);
 // - a net's actnorm or output scale right after a conv is folded into the conv's weights and bias;
-// - a ReLU right after a conv is fused into it.
+// - a ReLU right after a conv or a residual add is fused into it;
+// - no folding removes the input of an op that a residual connection adds back later.
 // With fold off, every layer stays a step of its own (the unfused oracle the folds are tested
 // against). Backends build their own layouts from a Program.
 //
@@ -97,14 +98,27 @@ struct PChannelAffine {  // y[c] = scale[c] * x[c] + shift[c]
   std::vector<T> scale, shift;
 };
 struct PRelu {};
+// y = x + s, s = the input of op `from` of the same PNet (from < this op's index); connections
+// do not overlap, so an executor keeps at most one saved activation. `relu`: a ReLU fused after
+// the add.
+struct PResidualAdd {
+  size_t from = 0;
+  bool relu = false;
+};
 template <typename T>
-using PNetOp = std::variant<PConv<T>, PChannelAffine<T>, PRelu>;
+using PNetOp = std::variant<PConv<T>, PChannelAffine<T>, PRelu, PResidualAdd>;
 
 template <typename T>
 struct PNet {
   std::vector<PNetOp<T>> ops;
   int64_t in_ch = 0, out_ch = 0, max_ch = 0;
   bool empty() const { return ops.empty(); }
+  // residual_source[k]: op k's input must be kept for a later residual add (empty: no add).
+  std::vector<char> residual_source;
+  bool is_residual_source(size_t k) const {
+    return k < residual_source.size() && residual_source[k];
+  }
+  bool has_residual() const { return !residual_source.empty(); }
 };
 
 struct PSqueeze {

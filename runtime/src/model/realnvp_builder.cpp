@@ -17,7 +17,10 @@ CouplingLayer realnvp_coupling(Init &init, const RealNvpConfig &cfg, const Shape
   cp.conditioning = cond;
   cp.mask_channel = is_checkerboard(cond) && cfg.mask_channel;
   const int64_t cb = cp.transformed_channels(s.c);
-  cp.net = build::conv_net(init, cp.net_input_channels(s.c), cfg.hidden, 2 * cb, cfg.random_nets);
+  cp.net = cfg.res_blocks > 0 ? build::residual_net(init, cp.net_input_channels(s.c), cfg.hidden,
+                                                    2 * cb, cfg.res_blocks, cfg.random_nets)
+                              : build::conv_net(init, cp.net_input_channels(s.c), cfg.hidden,
+                                                2 * cb, cfg.random_nets);
   cp.split = ShiftScaleSplit::ShiftScaleHalves;
   cp.scale_fn = ScaleFunction::Tanh;
   cp.scale_bias = 0.f;
@@ -54,6 +57,8 @@ Graph build_realnvp(const RealNvpConfig &cfg) {
   if (cfg.scales < 1 || cfg.scales > 8) invalid_argument("scales must be in [1, 8]");
   if (cfg.hidden < 1 || cfg.hidden > 8192) invalid_argument("width must be in [1, 8192]");
   if (cfg.n_bits < 1 || cfg.n_bits > 8) invalid_argument("n_bits must be in [1, 8]");
+  if (cfg.res_blocks < 0 || cfg.res_blocks > 16)
+    invalid_argument("residual blocks must be in [0, 16]");
   if (cfg.checkerboard < 0 || cfg.channelwise < 0 || cfg.final_checkerboard < 1 ||
       cfg.checkerboard + cfg.channelwise > 64 || cfg.final_checkerboard > 64)
     invalid_argument("coupling counts must be in [0, 64] (at least 1 in the last scale)");

@@ -4,8 +4,10 @@
 // last scale has 4 checkerboard couplings. Each coupling is affine with RealNVP's scale
 // s = exp(w * tanh(raw)) and form y = x * s + t, and is followed by a batch normalisation (a
 // trainer layer; files hold it as the actnorm of its running statistics). Priors are standard
-// normal. The nets are conv 3x3 -> ReLU -> conv 1x1 -> ReLU -> conv 3x3, the last one zero (every
-// coupling starts as the identity); `random_nets` makes every tensor random, for tests.
+// normal. The nets are RealNVP's residual nets (build::residual_net: conv 3x3, `res_blocks`
+// residual blocks of two 3x3 convs, conv 3x3), or with res_blocks = 0 the plain
+// conv 3x3 -> ReLU -> conv 1x1 -> ReLU -> conv 3x3; the last conv is zero (every coupling starts
+// as the identity); `random_nets` makes every tensor random, for tests.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +21,7 @@ struct RealNvpConfig {
   int n_bits = 8;
   int scales = 3;  // 28x28 -> 14x14 -> 7x7
   int hidden = 64;
+  int res_blocks = 2;          // residual blocks per coupling net; 0: the plain conv net
   int checkerboard = 3;        // checkerboard couplings per scale but the last
   int channelwise = 3;         // channel couplings per scale but the last
   int final_checkerboard = 4;  // checkerboard couplings of the last scale

@@ -8,3 +8,4 @@ class NetOp(object):
     ActNorm = 2
     ReLU = 3
     OutputScale = 4
+    ResidualAdd = 5

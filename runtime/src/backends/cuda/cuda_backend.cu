@@ -24,7 +24,7 @@ namespace flowrt {
 namespace cuda {
 namespace {
 
-enum class OpKind { Conv, Affine, Relu };
+enum class OpKind { Conv, Affine, Relu, Add };
 
 struct DevNetOp {
   OpKind kind = OpKind::Relu;
@@ -33,7 +33,8 @@ struct DevNetOp {
   int out_ch = 0, in_ch = 0, in_total = 0, kh = 1, kw = 1;
   PaddingMode padding = PaddingMode::Zeros;
   float pad_value = 0.f;
-  bool relu = false;
+  bool relu = false;    // conv, add: a fused ReLU
+  bool source = false;  // the op's input is kept for a residual add
 };
 
 struct DevNet {
@@ -67,9 +68,14 @@ struct DevStep {
 DevNet upload_net(const PNet<float> &net) {
   DevNet d;
   d.in_ch = static_cast<int>(net.in_ch);
-  for (const PNetOp<float> &op : net.ops) {
+  for (size_t k = 0; k < net.ops.size(); ++k) {
+    const PNetOp<float> &op = net.ops[k];
     DevNetOp o;
-    if (auto *c = std::get_if<PConv<float>>(&op)) {
+    o.source = net.is_residual_source(k);
+    if (auto *r = std::get_if<PResidualAdd>(&op)) {
+      o.kind = OpKind::Add;
+      o.relu = r->relu;
+    } else if (auto *c = std::get_if<PConv<float>>(&op)) {
       o.kind = OpKind::Conv;
       o.weight = upload(c->weight);
       o.bias = upload(c->bias);
@@ -135,6 +141,7 @@ class CudaBackend final : public Backend {
 
     net_stride_ = std::max<int64_t>(prog.max_net_elems, 1);
     int64_t col_per_image = 1, masked_per_image = 0;
+    bool residual = false;  // a net has residual adds: net_skip_ keeps their sources
     for (const PStep<float> &ps : prog.steps) {
       DevStep s;
       s.in = ps.in;
@@ -142,6 +149,7 @@ class CudaBackend final : public Backend {
       s.logdet = ps.logdet;
       s.latent_offset = ps.latent_offset;
       const auto track_net = [&](const PNet<float> &net) {
+        residual |= net.has_residual();
         for (const PNetOp<float> &op : net.ops)
           if (auto *c = std::get_if<PConv<float>>(&op); c && (c->kh > 1 || c->kw > 1))
             col_per_image = std::max(col_per_image, c->in_total * c->kh * c->kw * ps.in.plane());
@@ -200,6 +208,7 @@ class CudaBackend final : public Backend {
     io_ = DeviceBuffer<float>(nd);
     net_a_ = DeviceBuffer<float>(max_batch_ * net_stride_);
     net_b_ = DeviceBuffer<float>(max_batch_ * net_stride_);
+    if (residual) net_skip_ = DeviceBuffer<float>(max_batch_ * net_stride_);
     masked_ = DeviceBuffer<float>(max_batch_ * static_cast<size_t>(masked_per_image));
     // im2col for up to the whole batch, capped at 64 Mi floats (then convs run in chunks).
     col_images_ =
@@ -392,6 +401,11 @@ class CudaBackend final : public Backend {
     float *next = net_a_.get();
     auto other = [&](float *p) { return p == net_a_.get() ? net_b_.get() : net_a_.get(); };
     for (const DevNetOp &op : net.ops) {
+      if (op.source)  // kept until its add
+        check(cudaMemcpy2DAsync(net_skip_.get(), net_stride_ * sizeof(float), cur,
+                                cur_stride * sizeof(float), ch * plane * sizeof(float), n,
+                                cudaMemcpyDeviceToDevice, stream_),
+              "residual source");
       if (op.kind == OpKind::Conv) {
         const Shape3 os{op.out_ch, sp.h, sp.w};
         if (op.kh == 1 && op.kw == 1) {
@@ -428,6 +442,8 @@ class CudaBackend final : public Backend {
       float *x = const_cast<float *>(cur);
       if (op.kind == OpKind::Affine)
         channel_affine(op.scale.get(), op.shift.get(), cs, n, net_stride_, x, false, stream_);
+      else if (op.kind == OpKind::Add)
+        add_into(net_skip_.get(), op.relu, cs, n, net_stride_, x, stream_);
       else
         add_bias(nullptr, 0.f, true, cs, n, net_stride_, x, stream_);
     }
@@ -549,7 +565,7 @@ class CudaBackend final : public Backend {
   DeviceBuffer<uint8_t> blas_workspace_;
   std::vector<DevStep> steps_;
   int64_t net_stride_ = 1, col_images_ = 1, col_per_image_ = 1;
-  DeviceBuffer<float> cur_, tmp_, io_, net_a_, net_b_, col_;
+  DeviceBuffer<float> cur_, tmp_, io_, net_a_, net_b_, net_skip_, col_;
   DeviceBuffer<float> masked_;  // checkerboard couplings' net inputs
   DeviceBuffer<double> logp_, logdet_;
   DeviceBuffer<int32_t> labels_;

@@ -261,6 +261,22 @@ __global__ void philox_k(const SampleParams *params, int n, int64_t dims, float 
 
 }  // namespace
 
+__global__ void add_into_k(const float *src, bool relu, int64_t per, int n, int64_t stride,
+                           float *x) {
+  const int64_t total = per * n;
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total;
+       t += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = t / per, e = t % per;
+    const float v = x[i * stride + e] + src[i * stride + e];
+    x[i * stride + e] = relu ? fmaxf(v, 0.f) : v;
+  }
+}
+
+void add_into(const float *src, bool relu, const Shape3 &sh, int n, int64_t stride, float *x,
+              cudaStream_t s) {
+  add_into_k<<<blocks_for(sh.numel() * n), kThreads, 0, s>>>(src, relu, sh.numel(), n, stride, x);
+}
+
 void squeeze(SqueezeOrder order, const Shape3 &in, int n, int64_t stride, const float *src,
              float *dst, bool inverse, cudaStream_t s) {
   squeeze_k<<<blocks_for(in.numel() * n), kThreads, 0, s>>>(

@@ -25,6 +25,9 @@ void channel_affine(const float *scale, const float *shift, const Shape3 &sh, in
 // x[c] += sign * bias[c], then ReLU when `relu`.
 void add_bias(const float *bias, float sign, bool relu, const Shape3 &sh, int n, int64_t stride,
               float *x, cudaStream_t s);
+// x += src (a residual connection; both `stride` apart per image), then ReLU when `relu`.
+void add_into(const float *src, bool relu, const Shape3 &sh, int n, int64_t stride, float *x,
+              cudaStream_t s);
 void permute(const int32_t *source, const Shape3 &sh, int n, int64_t stride, const float *src,
              float *dst, bool inverse, cudaStream_t s);
 // col: per image [in_total*kh*kw, h*w] row-major, images `col_stride` apart.

@@ -39,8 +39,9 @@ class Buffer {
 };
 
 // Scratch roles of a net: its input and output (plain NHWC), two ping-pong buffers for the
-// intermediate activations in whatever layout oneDNN picked, and the scratchpad.
-enum class Role { In, Out, T0, T1, Scratchpad, Count };
+// intermediate activations in whatever layout oneDNN picked, the scratchpad, and a residual
+// source kept until its add (plain NHWC f32).
+enum class Role { In, Out, T0, T1, Scratchpad, Skip, Count };
 
 // Primitives shared by all the items that solve the same problem: the K steps of a level have
 // nets of identical shapes, and a 1x1 conv's A and A^-1 are two matmuls of one shape. One

@@ -236,6 +236,19 @@ void relu(const Par &par, size_t floats, float *x) {
   });
 }
 
+void add_into(const Par &par, size_t floats, const float *src, bool relu_after, float *x) {
+  for_range(par, floats, [&](int64_t a, int64_t b) {
+    if (relu_after) {
+      for (int64_t k = a; k < b; ++k) {
+        const float v = x[k] + src[k];
+        x[k] = v > 0.f ? v : 0.f;
+      }
+    } else {
+      for (int64_t k = a; k < b; ++k) x[k] += src[k];
+    }
+  });
+}
+
 void add_map(const Par &par, const float *corr, int64_t per_image, size_t n, bool relu_after,
              float *x) {
   for_rows(par, n, per_image, nullptr, [&](int64_t i, int64_t a, int64_t b) {

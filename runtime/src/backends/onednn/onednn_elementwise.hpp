@@ -47,6 +47,8 @@ void to_bf16(const Par &par, size_t count, const float *src, uint16_t *dst);
 void channel_affine(const Par &par, const float *scale, const float *shift, const float *inv_scale,
                     int64_t channels, int64_t rows, float *x, bool inverse);
 void relu(const Par &par, size_t floats, float *x);
+// x += src (a residual connection), then max(x,0) when relu.
+void add_into(const Par &par, size_t floats, const float *src, bool relu_after, float *x);
 // x[image, p, c] += corr[p, c], then max(x,0) when relu (padding corrections of a conv).
 void add_map(const Par &par, const float *corr, int64_t per_image, size_t n, bool relu_after,
              float *x);

@@ -117,15 +117,18 @@ void OnednnNet::make_weights(Conv &c) {
   }
 }
 
+// A conv whose output is a residual source writes it plain in f32, the form Role::Skip keeps.
 bool OnednnNet::plain_dst(size_t k) const {
   const Conv &c = std::get<Conv>(ops_[k]);
   const Conv *next = k + 1 < ops_.size() ? std::get_if<Conv>(&ops_[k + 1]) : nullptr;
-  return k == last_conv_ || !next || next->form != Conv::Form::Direct || !c.corr.empty();
+  return k == last_conv_ || !next || next->form != Conv::Form::Direct || !c.corr.empty() ||
+         source_[k + 1];
 }
 
 memory::data_type OnednnNet::dst_type(size_t k) const {
   const Conv &c = std::get<Conv>(ops_[k]);
-  const bool conv_next = k + 1 < ops_.size() && std::holds_alternative<Conv>(ops_[k + 1]);
+  const bool conv_next =
+      k + 1 < ops_.size() && std::holds_alternative<Conv>(ops_[k + 1]) && !source_[k + 1];
   // A tap conv's partial products are summed in f32.
   return k == last_conv_ || !conv_next || !c.corr.empty() || c.form == Conv::Form::Taps ? f32 : dt_;
 }
@@ -224,7 +227,13 @@ void OnednnNet::choose_forms(size_t max_batch, Context &ctx) {
 
 OnednnNet::OnednnNet(const PNet<float> &net, int64_t h, int64_t w, memory::data_type dt)
     : in_ch_(net.in_ch), out_ch_(net.out_ch), h_(h), w_(w), dt_(dt) {
+  source_.assign(net.ops.size() + 1, 0);
+  for (size_t k = 0; k < net.ops.size(); ++k) source_[k] = net.is_residual_source(k);
   for (const PNetOp<float> &op : net.ops) {
+    if (auto *r = std::get_if<PResidualAdd>(&op)) {
+      ops_.emplace_back(Add{r->relu});
+      continue;
+    }
     if (auto *a = std::get_if<PChannelAffine<float>>(&op)) {
       ops_.emplace_back(Affine{a->scale, a->shift});
       continue;
@@ -317,6 +326,23 @@ std::unique_ptr<OnednnNet::Plan> OnednnNet::create(size_t n, Context &ctx, Needs
   needs.need(Role::In, n * plane * in_ch_ * sizeof(float));
 
   for (size_t k = 0; k < ops_.size(); ++k) {
+    if (source_[k]) {  // kept plain in f32 until its add (a no-op feed when already so)
+      feed(nhwc(ch));
+      Plan::Item keep;
+      keep.kind = Plan::Kind::Keep;
+      keep.src = cur, keep.dst = Role::Skip, keep.channels = ch;
+      needs.need(Role::Skip, n * plane * ch * sizeof(float));
+      plan->items.push_back(std::move(keep));
+    }
+    if (std::holds_alternative<Add>(ops_[k])) {
+      feed(nhwc(ch));
+      Plan::Item add;
+      add.kind = Plan::Kind::Add;
+      add.op = k;
+      add.src = Role::Skip, add.dst = cur, add.channels = ch;
+      plan->items.push_back(std::move(add));
+      continue;
+    }
     Plan::Item item;
     item.op = k;
     item.channels = ch;
@@ -537,6 +563,12 @@ void OnednnNet::run(const Plan &plan, Context &ctx, const Par &par) const {
       }
       case Plan::Kind::Relu:
         relu(par, floats, x);
+        break;
+      case Plan::Kind::Keep:
+        copy(par, floats, ctx.buf(it.src).data(), x);
+        break;
+      case Plan::Kind::Add:
+        add_into(par, floats, ctx.buf(it.src).data(), std::get<Add>(ops_[it.op]).relu, x);
         break;
       case Plan::Kind::Copy:
         copy(par, floats, ctx.buf(it.src).data(), x);

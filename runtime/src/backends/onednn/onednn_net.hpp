@@ -190,7 +190,11 @@ class OnednnNet {
     std::vector<float> scale, shift;
   };
   struct Relu {};
-  using Op = std::variant<Conv, Affine, Relu>;
+  struct Add {  // x += the kept input of op `from` (a residual connection)
+    bool relu = false;
+  };
+  using Op = std::variant<Conv, Affine, Relu, Add>;
+  std::vector<char> source_;  // source_[k]: op k's input is kept for a residual add
 
   std::vector<Op> ops_;
   size_t last_conv_ = 0;  // the op whose output is the net's (always fp32, plain)
@@ -211,6 +215,8 @@ struct OnednnNet::Plan {
     Matmul,
     Affine,
     Relu,
+    Keep,  // a residual source: copied to Role::Skip
+    Add,   // a residual add: x += Role::Skip
     Copy
   };
   struct Item {

@@ -81,6 +81,7 @@ class PortableNets {
     const int64_t n = static_cast<int64_t>(m) * h * w;
     act_[0].reserve(static_cast<size_t>(net.max_ch * n));
     act_[1].reserve(static_cast<size_t>(net.max_ch * n));
+    if (net.has_residual()) skip_.reserve(static_cast<size_t>(net.max_ch * n));
     for (const PNetOp<float> &op : net.ops)
       if (auto *c = std::get_if<PConv<float>>(&op))
         workspace_.reserve(kernels_, packed(*c), static_cast<int64_t>(m), h, w, threads_);
@@ -98,7 +99,18 @@ class PortableNets {
       return cur < 0 ? in[j] : act_[cur].data() + j * plane;
     };
     const int64_t stride_in = plane;
-    for (const PNetOp<float> &op : net.ops) {
+    for (size_t k = 0; k < net.ops.size(); ++k) {
+      const PNetOp<float> &op = net.ops[k];
+      if (net.is_residual_source(k)) {  // kept aside (channel-major over the group) until its add
+        float *dst = skip_.data();
+        if (cur < 0) {
+          for (int64_t j = 0; j < mi; ++j)
+            for (int64_t c = 0; c < ch; ++c)
+              std::memcpy(dst + c * n + j * plane, in[j] + c * plane, sizeof(float) * plane);
+        } else {
+          std::memcpy(dst, act_[cur].data(), sizeof(float) * ch * n);
+        }
+      }
       if (auto *c = std::get_if<PConv<float>>(&op)) {
         const PackedConv &pc = packed(*c);
         const int64_t stride = cur < 0 ? stride_in : n;
@@ -124,6 +136,13 @@ class PortableNets {
           float *p = x + k * n;
           for (int64_t e = 0; e < n; ++e) p[e] = s * p[e] + t;
         }
+      } else if (auto *r = std::get_if<PResidualAdd>(&op)) {
+        const float *sk = skip_.data();
+        if (r->relu) {
+          for (int64_t e = 0; e < ch * n; ++e) x[e] = std::max(x[e] + sk[e], 0.f);
+        } else {
+          for (int64_t e = 0; e < ch * n; ++e) x[e] += sk[e];
+        }
       } else {
         for (int64_t e = 0; e < ch * n; ++e) x[e] = x[e] > 0.f ? x[e] : 0.f;
       }
@@ -145,7 +164,7 @@ class PortableNets {
     return b;
   }
   size_t scratch_bytes() const {
-    return act_[0].bytes() + act_[1].bytes() + workspace_.bytes() +
+    return act_[0].bytes() + act_[1].bytes() + skip_.bytes() + workspace_.bytes() +
            images_.capacity() * sizeof(const float *);
   }
 
@@ -169,6 +188,7 @@ class PortableNets {
   std::vector<PackedConv> convs_;
   std::unordered_map<const PConv<float> *, size_t> index_;
   FloatBuffer act_[2];
+  FloatBuffer skip_;  // a residual source
   GemmWorkspace workspace_;
   std::vector<const float *> images_;
 };

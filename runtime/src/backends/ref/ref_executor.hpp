@@ -63,9 +63,15 @@ class RefNets {
   static constexpr bool kScaledViews = false;  // layers::conv2d runs the weights as they are
 
   RefNets(const Program<T> &prog, size_t max_batch, int) : slots_(max_batch) {
+    bool residual = false;
+    for (const PStep<T> &st : prog.steps) {
+      if (auto *c = std::get_if<PCoupling<T>>(&st.op)) residual |= c->net.has_residual();
+      if (auto *p = std::get_if<PSplit<T>>(&st.op)) residual |= p->prior.has_residual();
+    }
     for (Slot &s : slots_) {
       s.a.resize(std::max<int64_t>(prog.max_net_elems, 1));
       s.b.resize(std::max<int64_t>(prog.max_net_elems, 1));
+      if (residual) s.skip.resize(std::max<int64_t>(prog.max_net_elems, 1));
     }
   }
   // Runs `net` on images in[0..m) (CHW, h x w) in slots slot..slot+m-1; out[j] is image j's
@@ -74,14 +80,14 @@ class RefNets {
               const T **out, int threads) {
     for (size_t j = 0; j < m; ++j) {
       Slot &s = slots_[slot + j];
-      out[j] = layers::run_net(net, in[j], h, w, s.a.data(), s.b.data(), threads);
+      out[j] = layers::run_net(net, in[j], h, w, s.a.data(), s.b.data(), s.skip.data(), threads);
     }
     return h * w;
   }
 
  private:
   struct Slot {
-    std::vector<T> a, b;
+    std::vector<T> a, b, skip;  // skip: a residual source (nets with residual adds only)
   };
   std::vector<Slot> slots_;
 };
