@@ -262,6 +262,22 @@ struct Case {
   std::vector<std::string> parts;
 };
 
+// The base spec at format 1.minor, edited: a valid model that loads and that the fuzz entry runs
+// without a problem. Returns its bytes.
+std::vector<uint8_t> check_loads_and_runs(const char *what, int minor,
+                                          const std::function<void(Spec &)> &edit) {
+  Spec s;
+  s.format_minor = minor;
+  edit(s);
+  const std::vector<uint8_t> bytes = build(s);
+  INFO(what << ": " << flowrt_last_error());
+  CHECK(load(bytes) == FLOWRT_OK);
+  const fuzz::EntryResult r = fuzz::run_entry(bytes.data(), bytes.size());
+  CHECK(r.problem.empty());
+  CHECK(r.ran);
+  return bytes;
+}
+
 void check_case(const Case &c) {
   Spec s;
   c.edit(s);
@@ -872,17 +888,7 @@ TEST_SUITE("loader") {
            s.top_log_std = filled({16, 1, 1}, 0.f);
          }},
     };
-    for (auto &[what, edit] : valid) {
-      Spec s;
-      s.format_minor = 1;
-      edit(s);
-      const std::vector<uint8_t> bytes = build(s);
-      INFO(what << ": " << flowrt_last_error());
-      CHECK(load(bytes) == FLOWRT_OK);
-      const fuzz::EntryResult r = fuzz::run_entry(bytes.data(), bytes.size());
-      CHECK(r.problem.empty());
-      CHECK(r.ran);
-    }
+    for (auto &[what, edit] : valid) check_loads_and_runs(what, 1, edit);
   }
 
   TEST_CASE("format 1.1: broken checkerboard, tanh, logit and flatten fields are named") {
@@ -1023,15 +1029,7 @@ TEST_SUITE("loader") {
          }},
     };
     for (auto &[what, edit] : valid) {
-      Spec s;
-      s.format_minor = 2;
-      edit(s);
-      const std::vector<uint8_t> bytes = build(s);
-      INFO(what << ": " << flowrt_last_error());
-      CHECK(load(bytes) == FLOWRT_OK);
-      const fuzz::EntryResult r = fuzz::run_entry(bytes.data(), bytes.size());
-      CHECK(r.problem.empty());
-      CHECK(r.ran);
+      const std::vector<uint8_t> bytes = check_loads_and_runs(what, 2, edit);
       // The writer keeps the connections and marks the file 1.2.
       const Graph g = read_flow(copy_model_bytes(bytes.data(), bytes.size()));
       CHECK(g.required_format_minor() == 2);

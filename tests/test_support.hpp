@@ -211,6 +211,22 @@ struct Variant {
   uint64_t seed = 11;
 };
 
+// The residual-net variants the backend parity suites run (every source position of
+// rand_residual_net / rand_residual_prior): 1 and 3 channels, widths 8 and 64 (64 sends the last
+// convs through the backends' wide-K paths), zero and constant padding.
+inline std::vector<Variant> residual_variants() {
+  std::vector<Variant> vs;
+  for (int64_t channels : {1, 3})
+    for (int hidden : {8, 64}) {
+      Variant v;
+      v.residual = true, v.channels = channels, v.hidden = hidden;
+      v.padding = vs.size() % 2 ? PaddingMode::Constant : PaddingMode::Zeros;
+      v.seed = 300 + vs.size();
+      vs.push_back(v);
+    }
+  return vs;
+}
+
 // build_glow(random_nets) with every coupling, split and top prior rewritten to the variant's
 // conventions and given fresh random nets; finalized.
 inline Graph variant_graph(const Variant &v) {

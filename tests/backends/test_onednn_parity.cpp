@@ -145,19 +145,13 @@ void check_parity(const Graph &g, size_t n, bool fold = true, uint32_t seed = 7)
 TEST_CASE("onednn: residual connections in coupling nets and split priors") {
   // Sources at a ReLU's input, after an add, at a prior's own input; adds with a fused ReLU;
   // width 64 sends the last convs through the tap-matmul path. Folded and unfolded.
-  int k = 0;
-  for (int64_t channels : {1, 3})
-    for (int hidden : {8, 64}) {
-      test::Variant v;
-      v.residual = true, v.channels = channels, v.hidden = hidden;
-      v.padding = k % 2 ? PaddingMode::Constant : PaddingMode::Zeros;
-      v.seed = 300 + k++;
-      const Graph g = test::variant_graph(v);
-      CAPTURE(channels);
-      CAPTURE(hidden);
-      check_parity(g, 1, true);
-      check_parity(g, 3, false);
-    }
+  for (const test::Variant &v : test::residual_variants()) {
+    const Graph g = test::variant_graph(v);
+    CAPTURE(v.channels);
+    CAPTURE(v.hidden);
+    check_parity(g, 1, true);
+    check_parity(g, 3, false);
+  }
 }
 
 TEST_CASE("onednn: standard Glow models match the reference") {

@@ -188,3 +188,26 @@ def max_rel(actual, expected, scale=None):
     expected = np.asarray(expected, np.float64)
     denom = np.abs(expected) if scale is None else np.maximum(np.abs(expected), scale)
     return float(np.max(np.abs(actual - expected) / denom))
+
+
+def assert_evaluator_matches(tc, model, x, labels, tol, bpd_abs=None):
+    """The float64 evaluator against libflowrt (REF backend) on x: latents, log-densities,
+    log-determinants, bits/dim (within bpd_abs, or tol relative when None), the decoder's
+    inverse and samples at T = 0.7 from the same noise."""
+    from converters import flow_writer
+    from converters.numpy_eval import Evaluator
+    ev = Evaluator(model)
+    with ref_session(flow_writer.to_bytes(model)) as s:
+        r = ev.encode(x, labels)
+        z, log_p, log_det, bpd = s.encode_ex(x.astype(np.float32), labels)
+        tc.assertLess(max_rel(z, r.z, 1.0), tol, "z")
+        tc.assertLess(max_rel(log_p, r.log_p, ev.dims), tol, "log_p")
+        tc.assertLess(max_rel(log_det, r.log_det, ev.dims), tol, "log_det")
+        if bpd_abs is None:
+            tc.assertLess(max_rel(bpd, r.bits_per_dim), tol, "bits/dim")
+        else:
+            tc.assertLess(np.max(np.abs(bpd - r.bits_per_dim)), bpd_abs, "bits/dim")
+        tc.assertLess(max_rel(s.decode(r.z, return_x=True)[1], x, 1.0), tol, "decode")
+        eps = np.random.default_rng(4).standard_normal((x.shape[0], ev.dims))
+        tc.assertLess(max_rel(s.decode_noise(eps, 0.7, labels, return_x=True)[1],
+                              ev.decode_noise(eps, 0.7, labels), 1.0), tol, "sample")

@@ -7,9 +7,8 @@ import unittest
 import numpy as np
 
 from converters import flow_writer
-from converters.numpy_eval import Evaluator
 
-from .common import fixtures, libflowrt, max_rel, ref_session
+from .common import assert_evaluator_matches, fixtures, libflowrt, max_rel, ref_session
 from .random_models import (FAMILY_VARIANTS, VARIANTS, labels_for, random_family_model,
                             random_model, random_x)
 
@@ -80,21 +79,10 @@ class EveryOption(unittest.TestCase):
     def test_against_numpy_evaluator(self):
         for v in VARIANTS:
             model = random_model(v, image=(3, 16, 16), levels=3, width=16, n_bits=5)
-            ev = Evaluator(model)
             top = model.layers[-1].op
             labels = None if top.class_offsets is None else np.arange(6) % top.class_offsets.shape[0]
-            x = random_x(model, 6)
-            with self.subTest(variant=v.name), ref_session(flow_writer.to_bytes(model)) as s:
-                r = ev.encode(x, labels)
-                z, log_p, log_det, bpd = s.encode_ex(x.astype(np.float32), labels)
-                self.assertLess(max_rel(z, r.z, 1.0), TOL, "z")
-                self.assertLess(max_rel(log_p, r.log_p, ev.dims), TOL, "log_p")
-                self.assertLess(max_rel(log_det, r.log_det, ev.dims), TOL, "log_det")
-                self.assertLess(max_rel(bpd, r.bits_per_dim), TOL, "bits/dim")
-                self.assertLess(max_rel(s.decode(r.z, return_x=True)[1], x, 1.0), TOL, "decode")
-                eps = np.random.default_rng(4).standard_normal((6, ev.dims))
-                self.assertLess(max_rel(s.decode_noise(eps, 0.7, labels, return_x=True)[1],
-                                        ev.decode_noise(eps, 0.7, labels), 1.0), TOL, "sample")
+            with self.subTest(variant=v.name):
+                assert_evaluator_matches(self, model, random_x(model, 6), labels, TOL)
 
 
 class FamilyLayers(unittest.TestCase):
@@ -106,21 +94,8 @@ class FamilyLayers(unittest.TestCase):
         libflowrt()
 
     def _compare(self, model, n=6):
-        ev = Evaluator(model)
-        labels = labels_for(model, n)
-        x = random_x(model, n)
-        with ref_session(flow_writer.to_bytes(model)) as s:
-            r = ev.encode(x, labels)
-            z, log_p, log_det, bpd = s.encode_ex(x.astype(np.float32), labels)
-            self.assertLess(max_rel(z, r.z, 1.0), TOL, "z")
-            self.assertLess(max_rel(log_p, r.log_p, ev.dims), TOL, "log_p")
-            self.assertLess(max_rel(log_det, r.log_det, ev.dims), TOL, "log_det")
-            self.assertLess(np.max(np.abs(bpd - r.bits_per_dim)), 1e-5, "bits/dim")
-            self.assertLess(max_rel(s.decode(r.z, return_x=True)[1], x, 1.0), TOL,
-                            "decode")
-            eps = np.random.default_rng(4).standard_normal((n, ev.dims))
-            self.assertLess(max_rel(s.decode_noise(eps, 0.7, labels, return_x=True)[1],
-                                    ev.decode_noise(eps, 0.7, labels), 1.0), TOL, "sample")
+        assert_evaluator_matches(self, model, random_x(model, n), labels_for(model, n), TOL,
+                                 bpd_abs=1e-5)
 
     def test_against_numpy_evaluator(self):
         for v in FAMILY_VARIANTS:

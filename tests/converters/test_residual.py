@@ -20,7 +20,7 @@ from converters.numpy_eval import Evaluator, run_net
 from converters.onnx_export import export
 
 from . import ort_node
-from .common import libflowrt, max_rel, ref_session
+from .common import assert_evaluator_matches, libflowrt, max_rel, ref_session
 from .random_models import FAMILY_VARIANTS, labels_for, random_family_model, random_x
 
 TOL = 1e-4
@@ -299,18 +299,8 @@ class AgainstLibflowrt(unittest.TestCase):
 
     def test_numpy_evaluator(self):
         for name, model, x, labels in self.cases:
-            with self.subTest(model=name), ref_session(flow_writer.to_bytes(model)) as s:
-                ev = Evaluator(model)
-                r = ev.encode(x, labels)
-                z, log_p, log_det, bpd = s.encode_ex(x.astype(np.float32), labels)
-                self.assertLess(max_rel(z, r.z, 1.0), TOL, "z")
-                self.assertLess(max_rel(log_p, r.log_p, ev.dims), TOL, "log_p")
-                self.assertLess(max_rel(log_det, r.log_det, ev.dims), TOL, "log_det")
-                self.assertLess(np.max(np.abs(bpd - r.bits_per_dim)), 1e-5, "bits/dim")
-                self.assertLess(max_rel(s.decode(r.z, return_x=True)[1], x, 1.0), TOL, "decode")
-                eps = np.random.default_rng(4).standard_normal((x.shape[0], ev.dims))
-                self.assertLess(max_rel(s.decode_noise(eps, 0.7, labels, return_x=True)[1],
-                                        ev.decode_noise(eps, 0.7, labels), 1.0), TOL, "sample")
+            with self.subTest(model=name):
+                assert_evaluator_matches(self, model, x, labels, TOL, bpd_abs=1e-5)
 
     def test_evaluator_without_adds_disagrees(self):
         # The same comparison fails for an evaluator that skips the adds.

@@ -227,8 +227,8 @@ void OnednnNet::choose_forms(size_t max_batch, Context &ctx) {
 
 OnednnNet::OnednnNet(const PNet<float> &net, int64_t h, int64_t w, memory::data_type dt)
     : in_ch_(net.in_ch), out_ch_(net.out_ch), h_(h), w_(w), dt_(dt) {
-  source_.assign(net.ops.size() + 1, 0);
-  for (size_t k = 0; k < net.ops.size(); ++k) source_[k] = net.is_residual_source(k);
+  source_ = net.residual_source;  // empty without residual adds
+  source_.resize(net.ops.size() + 1, 0);
   for (const PNetOp<float> &op : net.ops) {
     if (auto *r = std::get_if<PResidualAdd>(&op)) {
       ops_.emplace_back(Add{r->relu});
