@@ -17,7 +17,7 @@ const char *kUsage =
     "  info M.flow                      architecture, parameters, FLOPs, metadata\n"
     "  init --image CxHxW --levels L --depth K --width W [--coupling affine|additive]\n"
     "       [--permutation lu|dense|reverse|shuffle] [--n-bits N] [--seed S] [--random-nets]\n"
-    "       [--arch glow|realnvp|nice|tiny|fmnist|cifar|celeba64] -o M.flow\n"
+    "       [--arch glow|realnvp|nice|tiny|fmnist|cifar|celeba64] [--res-blocks N] -o M.flow\n"
     "                                   a freshly initialised Glow, RealNVP or NICE model\n"
     "  sample M.flow [-n 64] [-t 0.7] [--seed 1] [--cols C] [--backend B] -o grid.png\n"
     "                                   a grid of samples as a PNG\n"

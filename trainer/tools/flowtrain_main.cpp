@@ -44,6 +44,8 @@ const char *kUsage =
     "                                   realnvp: scales, couplings of each kind per scale,\n"
     "                                   net width (3, 3, 64); nice: 1 level, couplings,\n"
     "                                   hidden units (1, 4, 1000)\n"
+    "  --res-blocks N                   realnvp: residual blocks per coupling net (2; 0: plain\n"
+    "                                   conv nets)\n"
     "  --coupling affine|additive  --permutation lu|dense|reverse|shuffle   (glow only)\n"
     "  --n-bits N\n"
     "  --model M.flow                   start from this model instead of a fresh one\n"
