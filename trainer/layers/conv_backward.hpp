@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "model/graph.hpp"
+#include "trainer/layers/affine_relu.hpp"
 #include "trainer/layers/gemm.hpp"
 #include "trainer/layers/parallel.hpp"
 
@@ -195,21 +196,46 @@ void scatter_taps(const ConvGeometry &g, const BatchGeometry &bg, const T *dout,
 
 }  // namespace detail
 
+namespace detail {
+
+// The bf16 copy of a float gradient buffer that both backward products read (null otherwise).
+template <typename T>
+const uint16_t *bf16_copy(Bf16Copy *copy, const T *src, int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (copy && gemm_bf16_active()) {
+      copy->fresh = false;
+      return copy->of(src, n);
+    }
+  }
+  (void)copy, (void)src, (void)n;
+  return nullptr;
+}
+
+}  // namespace detail
+
 // out[O, ld] = conv(in[in_ch, ld]) + bias (bias may be null), then max(0, .) when `relu` (a
 // net's conv -> ReLU pair costs one pass over the output instead of two). `col` is scratch.
+// in16, w16 (bf16 products only, may be null): bf16 copies of `in` and `weight` (see sgemm).
+// out16 (bf16 products, with relu): the ReLU's output goes only there, as the next conv's bf16
+// operand, written by the output pass; `out` keeps the product before the bias and the ReLU.
+// (The product itself cannot write bf16: oneDNN 2.6's brgemm matmul has no per-row bias, and
+// with one it falls back to its reference kernel.)
 template <typename T>
 void conv_forward(const ConvGeometry &g, const BatchGeometry &bg, const T *weight, const T *bias,
-                  const T *in, T *out, std::vector<T> &col, bool relu = false) {
+                  const T *in, T *out, std::vector<T> &col, bool relu = false,
+                  const uint16_t *in16 = nullptr, const uint16_t *w16 = nullptr,
+                  uint16_t *out16 = nullptr) {
   const int64_t plane = bg.plane(), ld = bg.ld();
   if (g.pointwise()) {
-    gemm<T>(false, false, g.out_ch, ld, g.in_ch, T(1), weight, g.in_total, in, ld, T(0), out, ld);
+    gemm<T>(false, false, g.out_ch, ld, g.in_ch, T(1), weight, g.in_total, in, ld, T(0), out, ld,
+            w16, in16);
   } else if (detail::output_side(g)) {
     std::vector<T> wt, pad;
     detail::output_side_weights(g, weight, wt, pad);
     const int64_t rows = g.out_ch * g.kh * g.kw;
     col.resize(static_cast<size_t>(rows * ld));
-    gemm<T>(false, false, rows, ld, g.in_ch, T(1), wt.data(), g.in_ch, in, ld, T(0), col.data(),
-            ld);
+    gemm<T>(false, false, rows, ld, g.in_ch, T(1), wt.data(), g.in_ch, in, ld, T(0), col.data(), ld,
+            nullptr, in16);
     std::fill(out, out + g.out_ch * ld, T(0));
     detail::gather_taps(g, bg, col.data(), pad.data(), out);
   } else {
@@ -219,7 +245,15 @@ void conv_forward(const ConvGeometry &g, const BatchGeometry &bg, const T *weigh
       const int64_t b1 = std::min(bg.batch, b0 + chunk), n = (b1 - b0) * plane;
       detail::im2col(g, bg, in, b0, b1, col.data());
       gemm<T>(false, false, g.out_ch, n, g.k_total(), T(1), weight, g.k_total(), col.data(), n,
-              T(0), out + b0 * plane, ld);
+              T(0), out + b0 * plane, ld, w16);
+    }
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    if (out16 && relu) {
+      const std::vector<float> ones(static_cast<size_t>(g.out_ch), 1.f);
+      const std::vector<float> zeros(bias ? 0 : static_cast<size_t>(g.out_ch), 0.f);
+      affine_relu_bf16(ones.data(), bias ? bias : zeros.data(), g.out_ch, ld, out, out16);
+      return;
     }
   }
   if (bias || relu) {
@@ -239,45 +273,51 @@ void conv_forward(const ConvGeometry &g, const BatchGeometry &bg, const T *weigh
 // Given dout = dL/dout: dweight += dL/dW, dbias += dL/db (if not null), and dL/din into dx (if
 // not null; added to it when dx_accumulate, written over it otherwise). With relu_out (the output
 // of a fused forward), dout is the gradient after the ReLU: it is first masked where relu_out is
-// 0, in place, in the same pass that sums dbias. `col` and `dcol` are scratch.
+// 0, in place, in the same pass that sums dbias. `col` and `dcol` are scratch. For bf16
+// products: in16, w16 as in conv_forward, g16 scratch for the bf16 copy of the output gradient
+// that both products read, and relu_out16 in place of relu_out when the forward wrote out16
+// (all may be null).
 template <typename T>
 void conv_backward(const ConvGeometry &g, const BatchGeometry &bg, const T *weight, const T *in,
                    T *dout, T *dweight, T *dbias, T *dx, std::vector<T> &col, std::vector<T> &dcol,
-                   const T *relu_out = nullptr, bool dx_accumulate = true) {
+                   const T *relu_out = nullptr, bool dx_accumulate = true,
+                   const uint16_t *in16 = nullptr, const uint16_t *w16 = nullptr,
+                   Bf16Copy *g16 = nullptr, const uint16_t *relu_out16 = nullptr) {
   const int64_t plane = bg.plane(), ld = bg.ld();
-  if (dbias || relu_out) {
+  // With bf16 products the pass also writes the bf16 copy of the masked gradient that both
+  // products of a 1x1 or im2col conv read (an output-side conv's read its scattered taps).
+  uint16_t *pass16 = nullptr;
+  if constexpr (std::is_same_v<T, float>) {
+    if (g16 && gemm_bf16_active() && !detail::output_side(g) && (dbias || relu_out || relu_out16)) {
+      g16->data.resize(static_cast<size_t>(g.out_ch * ld));
+      g16->fresh = true;
+      pass16 = g16->data.data();
+    }
+  }
+  if (dbias || relu_out || relu_out16) {
 #pragma omp parallel for schedule(static) if (parallel_worth(g.out_ch * ld))
     for (int64_t o = 0; o < g.out_ch; ++o) {
       T *row = dout + o * ld;
       const T *y = relu_out ? relu_out + o * ld : nullptr;
-      // kLanes interleaved partial sums, combined in a fixed order: the loop vectorises (one
-      // running sum is a dependency chain the compiler may not reorder) and the result does not
-      // depend on the thread count.
-      constexpr int kLanes = 16;
-      T lanes[kLanes] = {};
-      int64_t q = 0;
-      for (; q + kLanes <= ld; q += kLanes)
-        for (int l = 0; l < kLanes; ++l) {
-          const T v = !y || y[q + l] > T(0) ? row[q + l] : T(0);  // branch-free
-          row[q + l] = v;
-          lanes[l] += v;
-        }
-      T acc = 0;
-      for (; q < ld; ++q) {
-        const T v = !y || y[q] > T(0) ? row[q] : T(0);
-        row[q] = v;
-        acc += v;
+      const uint16_t *y16 = relu_out16 ? relu_out16 + o * ld : nullptr;
+      T acc;
+      if constexpr (std::is_same_v<T, float>) {
+        acc = pass16 ? mask_sum_row_bf16(row, y, y16, pass16 + o * ld, ld)
+                     : mask_sum_row(row, y, y16, ld);
+      } else {
+        acc = mask_sum_row(row, y, y16, ld);
       }
-      for (int l = 0; l < kLanes; ++l) acc += lanes[l];
       if (dbias) dbias[o] += acc;
     }
   }
   const T dx_beta = dx_accumulate ? T(1) : T(0);
   if (g.pointwise()) {
-    gemm<T>(false, true, g.out_ch, g.in_ch, ld, T(1), dout, ld, in, ld, T(1), dweight, g.in_total);
+    const uint16_t *dout16 = pass16 ? pass16 : detail::bf16_copy(g16, dout, g.out_ch * ld);
+    gemm<T>(false, true, g.out_ch, g.in_ch, ld, T(1), dout, ld, in, ld, T(1), dweight, g.in_total,
+            dout16, in16);
     if (dx)
       gemm<T>(true, false, g.in_ch, ld, g.out_ch, T(1), weight, g.in_total, dout, ld, dx_beta, dx,
-              ld);
+              ld, w16, dout16);
     return;
   }
   if (detail::output_side(g)) {
@@ -286,11 +326,12 @@ void conv_backward(const ConvGeometry &g, const BatchGeometry &bg, const T *weig
     detail::output_side_weights(g, weight, wt, pad);
     dcol.resize(static_cast<size_t>(rows * ld));
     detail::scatter_taps(g, bg, dout, dcol.data(), dpad.data());
+    const uint16_t *dcol16 = detail::bf16_copy(g16, dcol.data(), rows * ld);
     gemm<T>(false, true, rows, g.in_ch, ld, T(1), dcol.data(), ld, in, ld, T(0), dwt.data(),
-            g.in_ch);
+            g.in_ch, dcol16, in16);
     if (dx)
       gemm<T>(true, false, g.in_ch, ld, rows, T(1), wt.data(), g.in_ch, dcol.data(), ld, dx_beta,
-              dx, ld);
+              dx, ld, nullptr, dcol16);
     const T data_pad = g.padding == PaddingMode::Constant ? static_cast<T>(g.pad_value) : T(0);
     for (int64_t o = 0; o < g.out_ch; ++o)
       for (int64_t i = 0; i < g.in_total; ++i)
@@ -302,17 +343,19 @@ void conv_backward(const ConvGeometry &g, const BatchGeometry &bg, const T *weig
     return;
   }
   if (dx && !dx_accumulate) std::fill(dx, dx + g.in_ch * ld, T(0));
+  const uint16_t *dout16 = pass16 ? pass16 : detail::bf16_copy(g16, dout, g.out_ch * ld);
   const int64_t chunk = detail::conv_chunk(g, bg), kt = g.k_total();
   col.resize(static_cast<size_t>(kt * chunk * plane));
   if (dx) dcol.resize(col.size());
   for (int64_t b0 = 0; b0 < bg.batch; b0 += chunk) {
     const int64_t b1 = std::min(bg.batch, b0 + chunk), n = (b1 - b0) * plane;
     detail::im2col(g, bg, in, b0, b1, col.data());
+    const uint16_t *dout16_b = dout16 ? dout16 + b0 * plane : nullptr;
     gemm<T>(false, true, g.out_ch, kt, n, T(1), dout + b0 * plane, ld, col.data(), n, T(1), dweight,
-            kt);
+            kt, dout16_b);
     if (dx) {
       gemm<T>(true, false, kt, n, g.out_ch, T(1), weight, kt, dout + b0 * plane, ld, T(0),
-              dcol.data(), n);
+              dcol.data(), n, w16, dout16_b);
       detail::col2im_add(g, bg, dcol.data(), b0, b1, dx);
     }
   }

@@ -6,7 +6,10 @@
 //
 // In bf16 (GemmBf16Scope), each operand is first reordered by oneDNN (round to nearest even)
 // into a dense bf16 copy (same orientation) in a per-thread buffer, and the matmul reads the
-// copies and accumulates in fp32 into C; the reorders cost O(mk + kn) against O(mkn).
+// copies and accumulates in fp32 into C; the reorders cost O(mk + kn) against O(mkn), which
+// at the trainer's shapes is still a third of the time: an operand that several products read
+// (a net's activation in forward and in the weight gradient, an output gradient in both
+// backward products, the weights) comes converted once, as a caller-made copy (a16, b16).
 #include "trainer/layers/gemm.hpp"
 
 #include <atomic>
@@ -34,13 +37,15 @@ std::atomic<int> g_bf16_scopes{0};
 #ifdef FLOWRT_HAVE_ONEDNN
 namespace {
 
-// (bf16, trans_a, trans_b, m, n, k, lda, ldb, ldc, beta); alpha is always 1 here.
-using Key =
-    std::tuple<bool, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float>;
+// (bf16, trans_a, trans_b, m, n, k, lda, ldb, ldc, beta, a given in bf16, b given in bf16);
+// alpha is always 1 here.
+using Key = std::tuple<bool, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                       float, bool, bool>;
 
 // The primitive with its memories bound once; a call only swaps the data pointers and runs it
 // through the runtime's allocation-free executor. In bf16, a and b are the caller's fp32
-// operands, which the reorders ra, rb copy into a16, b16 (on the cache's buffers).
+// operands, which the reorders ra, rb copy into a16, b16 (on the cache's buffers), except an
+// operand the caller gives in bf16: then a16 / b16 point at the caller's copy.
 struct Matmul {
   onednn::Exec exec, ra, rb;
   dnnl::memory a, b, c, a16, b16, scratch;
@@ -64,17 +69,58 @@ class MatmulCache {
     return cache_.emplace(key, std::move(mm)).first->second.get();
   }
   dnnl::stream &stream() { return stream_; }
-  // The bf16 copies of op(A) (m x k) and op(B) (k x n) for this call; grown, never shrunk.
-  void bind_bf16(Matmul &mm, int64_t m, int64_t n, int64_t k) {
-    if (a16_.size() < static_cast<size_t>(m * k)) a16_.resize(static_cast<size_t>(m * k));
-    if (b16_.size() < static_cast<size_t>(k * n)) b16_.resize(static_cast<size_t>(k * n));
-    mm.a16.set_data_handle(a16_.data());
-    mm.b16.set_data_handle(b16_.data());
+  // The bf16 copies of op(A) (m x k) and op(B) (k x n) for this call: the caller's, or the
+  // cache's buffers (grown, never shrunk) that the reorders fill.
+  void bind_bf16(Matmul &mm, int64_t m, int64_t n, int64_t k, const uint16_t *a16,
+                 const uint16_t *b16) {
+    if (!a16 && a16_.size() < static_cast<size_t>(m * k)) a16_.resize(static_cast<size_t>(m * k));
+    if (!b16 && b16_.size() < static_cast<size_t>(k * n)) b16_.resize(static_cast<size_t>(k * n));
+    mm.a16.set_data_handle(a16 ? const_cast<uint16_t *>(a16) : a16_.data());
+    mm.b16.set_data_handle(b16 ? const_cast<uint16_t *>(b16) : b16_.data());
+  }
+  // dst = bf16(src) over n elements: the bulk as a 2-D reorder of rows of kRow elements (several
+  // times faster than a 1-D one in oneDNN 2.6), the tail as a 1-D one; kept per length.
+  void convert(const float *src, int64_t n, uint16_t *dst) {
+    auto it = converts_.find(n);
+    if (it == converts_.end()) {
+      std::vector<Convert> parts;
+      const int64_t rows = n / kRow, tail = n % kRow;
+      if (rows > 0) parts.push_back(make_convert({rows, kRow}, {kRow, 1}, 0));
+      if (tail > 0) parts.push_back(make_convert({tail}, {1}, rows * kRow));
+      it = converts_.emplace(n, std::move(parts)).first;
+    }
+    for (Convert &cv : it->second) {
+      cv.from.set_data_handle(const_cast<float *>(src + cv.offset));
+      cv.to.set_data_handle(dst + cv.offset);
+      cv.exec.run(stream_);
+    }
+    stream_.wait();
   }
 
  private:
+  struct Convert {
+    onednn::Exec exec;
+    dnnl::memory from, to;
+    int64_t offset = 0;  // of this part, in elements
+  };
+  static constexpr int64_t kRow = 1024;
+
+  Convert make_convert(const dnnl::memory::dims &dims, const dnnl::memory::dims &strides,
+                       int64_t offset) {
+    Convert cv;
+    const dnnl::memory::desc from(dims, dnnl::memory::data_type::f32, strides);
+    const dnnl::memory::desc to(dims, dnnl::memory::data_type::bf16, strides);
+    cv.from = dnnl::memory(from, engine_, nullptr);
+    cv.to = dnnl::memory(to, engine_, nullptr);
+    cv.exec.prim = dnnl::reorder(dnnl::reorder::primitive_desc(engine_, from, engine_, to));
+    cv.exec.add(DNNL_ARG_FROM, cv.from);
+    cv.exec.add(DNNL_ARG_TO, cv.to);
+    cv.offset = offset;
+    return cv;
+  }
+
   std::unique_ptr<Matmul> create(const Key &key) {
-    const auto [bf16, ta, tb, m, n, k, lda, ldb, ldc, beta] = key;
+    const auto [bf16, ta, tb, m, n, k, lda, ldb, ldc, beta, a_given, b_given] = key;
     using md = dnnl::memory::desc;
     using dt = dnnl::memory::data_type;
     // Row-major op(A) is M x K: element (i, kk) of A stored K x M (transposed) is at kk*lda + i.
@@ -82,7 +128,7 @@ class MatmulCache {
     const md b({k, n}, dt::f32, tb ? dnnl::memory::dims{1, ldb} : dnnl::memory::dims{ldb, 1});
     const md c({m, n}, dt::f32, dnnl::memory::dims{ldc, 1});
     // The bf16 copies keep the operands' orientation (a transposing reorder is several times
-    // slower than a plain one), packed densely.
+    // slower than a plain one), packed densely (as a caller's copy is: sgemm takes only those).
     const md a16({m, k}, dt::bf16, ta ? dnnl::memory::dims{1, m} : dnnl::memory::dims{k, 1});
     const md b16({k, n}, dt::bf16, tb ? dnnl::memory::dims{1, k} : dnnl::memory::dims{n, 1});
     dnnl::primitive_attr attr;
@@ -104,12 +150,16 @@ class MatmulCache {
     if (bf16) {
       mm->a16 = dnnl::memory(a16, engine_, nullptr);
       mm->b16 = dnnl::memory(b16, engine_, nullptr);
-      mm->ra.prim = dnnl::reorder(dnnl::reorder::primitive_desc(engine_, a, engine_, a16));
-      mm->ra.add(DNNL_ARG_FROM, mm->a);
-      mm->ra.add(DNNL_ARG_TO, mm->a16);
-      mm->rb.prim = dnnl::reorder(dnnl::reorder::primitive_desc(engine_, b, engine_, b16));
-      mm->rb.add(DNNL_ARG_FROM, mm->b);
-      mm->rb.add(DNNL_ARG_TO, mm->b16);
+      if (!a_given) {
+        mm->ra.prim = dnnl::reorder(dnnl::reorder::primitive_desc(engine_, a, engine_, a16));
+        mm->ra.add(DNNL_ARG_FROM, mm->a);
+        mm->ra.add(DNNL_ARG_TO, mm->a16);
+      }
+      if (!b_given) {
+        mm->rb.prim = dnnl::reorder(dnnl::reorder::primitive_desc(engine_, b, engine_, b16));
+        mm->rb.add(DNNL_ARG_FROM, mm->b);
+        mm->rb.add(DNNL_ARG_TO, mm->b16);
+      }
     }
     mm->exec.add(DNNL_ARG_SRC, bf16 ? mm->a16 : mm->a);
     mm->exec.add(DNNL_ARG_WEIGHTS, bf16 ? mm->b16 : mm->b);
@@ -121,6 +171,7 @@ class MatmulCache {
   dnnl::engine engine_{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream_{engine_};
   std::map<Key, std::unique_ptr<Matmul>> cache_;
+  std::map<int64_t, std::vector<Convert>> converts_;
   std::vector<uint16_t> a16_, b16_;
 };
 
@@ -154,19 +205,42 @@ GemmBf16Scope::~GemmBf16Scope() {
   if (on_) --g_bf16_scopes;
 }
 
-void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
-           int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+bool gemm_bf16_active() {
+  return g_bf16_scopes.load(std::memory_order_relaxed) > 0;
+}
+
+void to_bf16(const float *src, int64_t n, uint16_t *dst) {
+  if (n <= 0) return;
 #ifdef FLOWRT_HAVE_ONEDNN
-  const bool bf16 = g_bf16_scopes.load(std::memory_order_relaxed) > 0;
+  t_cache.convert(src, n, dst);
+#else
+  for (int64_t i = 0; i < n; ++i) dst[i] = bf16_bits(src[i]);
+#endif
+}
+
+void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+           int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc,
+           const uint16_t *a16, const uint16_t *b16) {
+#ifdef FLOWRT_HAVE_ONEDNN
+  const bool bf16 = gemm_bf16_active();
+  if (!bf16) a16 = b16 = nullptr;
+  // A copy of a strided operand is not used: oneDNN runs a strided bf16 operand on its slower
+  // gemm kernel rather than the brgemm matmul, so such an operand is packed densely here.
+  if (lda != (trans_a ? m : k)) a16 = nullptr;
+  if (ldb != (trans_b ? k : n)) b16 = nullptr;
+  if ((!a && !a16) || (!b && !b16))
+    fail(FLOWRT_INTERNAL_ERROR, "sgemm: an operand given only in bf16 is not a dense one");
   if (k > 0 && alpha == 1.f) {
-    if (Matmul *mm = t_cache.get(Key{bf16, trans_a, trans_b, m, n, k, lda, ldb, ldc, beta})) {
+    const Key key{bf16, trans_a,        trans_b,       m, n, k, lda, ldb, ldc,
+                  beta, a16 != nullptr, b16 != nullptr};
+    if (Matmul *mm = t_cache.get(key)) {
       mm->a.set_data_handle(const_cast<float *>(a));
       mm->b.set_data_handle(const_cast<float *>(b));
       mm->c.set_data_handle(c);
       if (bf16) {
-        t_cache.bind_bf16(*mm, m, n, k);
-        mm->ra.run(t_cache.stream());
-        mm->rb.run(t_cache.stream());
+        t_cache.bind_bf16(*mm, m, n, k, a16, b16);
+        if (!a16) mm->ra.run(t_cache.stream());
+        if (!b16) mm->rb.run(t_cache.stream());
       }
       mm->exec.run(t_cache.stream());
       t_cache.stream().wait();
@@ -181,20 +255,24 @@ void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float al
                  ldc) != dnnl_success)
     fail(FLOWRT_INTERNAL_ERROR, "oneDNN sgemm failed");
 #else
+  (void)a16, (void)b16;
   gemm_plain(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 #endif
 }
 
 std::string sgemm_impl(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, int64_t lda,
-                       int64_t ldb, int64_t ldc, float beta) {
+                       int64_t ldb, int64_t ldc, float beta, bool a16, bool b16) {
 #ifdef FLOWRT_HAVE_ONEDNN
-  const bool bf16 = g_bf16_scopes.load(std::memory_order_relaxed) > 0;
-  if (Matmul *mm = t_cache.get(Key{bf16, trans_a, trans_b, m, n, k, lda, ldb, ldc, beta}))
+  const bool bf16 = gemm_bf16_active();
+  if (!bf16) a16 = b16 = false;
+  if (lda != (trans_a ? m : k)) a16 = false;
+  if (ldb != (trans_b ? k : n)) b16 = false;
+  if (Matmul *mm = t_cache.get(Key{bf16, trans_a, trans_b, m, n, k, lda, ldb, ldc, beta, a16, b16}))
     return mm->impl;
   return "dnnl_sgemm";
 #else
   (void)trans_a, (void)trans_b, (void)m, (void)n, (void)k, (void)lda, (void)ldb, (void)ldc;
-  (void)beta;
+  (void)beta, (void)a16, (void)b16;
   return "plain";
 #endif
 }

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -64,8 +65,33 @@ std::vector<T> transposed(const T *a, int64_t rows, int64_t cols, int64_t ld) {
 
 }  // namespace detail
 
+// a16 / b16 (optional, bf16 only): a bf16 copy of a / b made by to_bf16(), element for element
+// in the same layout (the same leading dimension addresses it), for an operand that several
+// products read: the product uses it instead of converting the operand again (when the operand
+// is dense; a strided one is still packed here). Ignored in fp32. A dense operand that exists
+// only in bf16 comes as a null float pointer with its copy.
 void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
-           int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+           int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc,
+           const uint16_t *a16 = nullptr, const uint16_t *b16 = nullptr);
+
+// Whether a GemmBf16Scope is alive: sgemm() runs its products in bf16.
+bool gemm_bf16_active();
+
+// dst[i] = src[i] rounded to bf16 (nearest even), exactly as sgemm() rounds its operands.
+void to_bf16(const float *src, int64_t n, uint16_t *dst);
+
+// The bf16 bits of v as the CPUs' conversion instructions (and so oneDNN's reorders, to_bf16)
+// give them: round to nearest even, denormals to a zero of the same sign, NaN to a quiet NaN.
+// Branch-free, for loops that produce an operand in bf16 themselves.
+inline uint16_t bf16_bits(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  const uint32_t exponent = u & 0x7F800000u;
+  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  uint32_t r = exponent == 0 ? (u >> 16) & 0x8000u : rounded;
+  r = exponent == 0x7F800000u && (u & 0x007FFFFFu) ? (u >> 16) | 0x40u : r;
+  return static_cast<uint16_t>(r);
+}
 
 // Whether this build and CPU can run float products in bf16 with bf16 units (oneDNN ISA
 // avx512_core_bf16 or avx512_core_amx); otherwise `why` says what is missing.
@@ -89,22 +115,40 @@ class GemmBf16Scope {
 // ("brg:avx512_core_amx_bf16", ...), "dnnl_sgemm" where no matmul exists for it, "plain"
 // without oneDNN. For tests and benchmarks.
 std::string sgemm_impl(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, int64_t lda,
-                       int64_t ldb, int64_t ldc, float beta);
+                       int64_t ldb, int64_t ldc, float beta, bool a16 = false, bool b16 = false);
 template <typename T>
 void gemm_plain(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T *a,
                 int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc);
 
 // op(A) is M x K, op(B) is K x N; lda/ldb/ldc are the row strides of A, B and C as stored.
+// a16 / b16: bf16 copies of the float operands (see sgemm); ignored for double.
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T *a,
-          int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc) {
+          int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc,
+          const uint16_t *a16 = nullptr, const uint16_t *b16 = nullptr) {
   if (m == 0 || n == 0) return;
   if constexpr (std::is_same_v<T, float>) {
-    sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, a16, b16);
     return;
   }
+  (void)a16, (void)b16;
   gemm_plain(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
+
+// The bf16 copy of a float buffer that several products read, made on first use after each
+// rewrite of the buffer (fresh = false marks it stale).
+struct Bf16Copy {
+  std::vector<uint16_t> data;
+  bool fresh = false;
+  const uint16_t *of(const float *src, int64_t n) {
+    if (!fresh) {
+      data.resize(static_cast<size_t>(n));
+      to_bf16(src, n, data.data());
+      fresh = true;
+    }
+    return data.data();
+  }
+};
 
 // The portable kernel (also what sgemm falls back to).
 template <typename T>

@@ -12,6 +12,7 @@
 #include "layers/squeeze.hpp"
 #include "model/finalize.hpp"
 #include "trainer/layers/actnorm_backward.hpp"
+#include "trainer/layers/affine_relu.hpp"
 #include "trainer/layers/batchnorm_backward.hpp"
 #include "trainer/layers/coupling_backward.hpp"
 #include "trainer/layers/elementwise_backward.hpp"
@@ -230,9 +231,29 @@ TrainModel<T>::TrainModel(const Graph &graph) : template_(graph) {
 }
 
 template <typename T>
+const uint16_t *TrainModel<T>::weights16(int id) {
+  if (!bf16_) return nullptr;
+  return weights16_.data.data() + (params_.value(id) - params_.values().data());
+}
+
+template <typename T>
+const uint16_t *TrainModel<T>::input16(Net &net, int buf, const ConvGeometry &g,
+                                       const BatchGeometry &bg) {
+  if constexpr (std::is_same_v<T, float>) {
+    // An im2col conv's products read its column buffer, not the input.
+    if (bf16_ && (g.pointwise() || detail::output_side(g)))
+      return net.bufs16[buf].of(net.bufs[buf].data(), g.in_ch * bg.ld());
+  }
+  (void)net, (void)buf, (void)g, (void)bg;
+  return nullptr;
+}
+
+template <typename T>
 const T *TrainModel<T>::net_forward(Net &net, const BatchGeometry &bg, bool data_init) {
   const int64_t ld = bg.ld();
   net.act.assign(net.ops.size() + 1, 0);
+  net.bufs16.resize(net.bufs.size());
+  for (Bf16Copy &c : net.bufs16) c.fresh = false;  // every buffer is written again
   int cur = 0, used = 1;
   int64_t ch = net.in_ch;
   for (size_t k = 0; k < net.ops.size(); ++k) {
@@ -274,9 +295,24 @@ const T *TrainModel<T>::net_forward(Net &net, const BatchGeometry &bg, bool data
       // A ReLU right after the conv runs in the conv's output pass (in place, as unfused).
       const bool relu =
           k + 1 < net.ops.size() && net.ops[k + 1].kind == NetOp::Relu && !net.ops[k + 1].source;
-      y.resize(static_cast<size_t>(op.geo.out_ch * ld));
+      // After relu_into_bf16 the input exists only in bf16; and this conv's ReLU may write the
+      // next conv's bf16 operand only (the fp32 product then goes to shared scratch, not to the
+      // tape).
+      const bool bf16_only = k >= 2 && relu_into_bf16(net, k - 2);
+      uint16_t *out16 = nullptr;
+      std::vector<T> *product = &y;
+      if (relu && relu_into_bf16(net, k)) {
+        Bf16Copy &y16 = net.bufs16[out];
+        y16.data.resize(static_cast<size_t>(op.geo.out_ch * ld));
+        y16.fresh = true;
+        out16 = y16.data.data();
+        product = &product_;
+      }
+      product->resize(static_cast<size_t>(op.geo.out_ch * ld));
       conv_forward(op.geo, bg, params_.value(op.weight),
-                   op.bias >= 0 ? params_.value(op.bias) : nullptr, x.data(), y.data(), col_, relu);
+                   op.bias >= 0 ? params_.value(op.bias) : nullptr, bf16_only ? nullptr : x.data(),
+                   product->data(), col_, relu, input16(net, cur, op.geo, bg), weights16(op.weight),
+                   out16);
       ch = op.geo.out_ch;
       if (relu) {
         net.act[k + 1] = out;
@@ -299,8 +335,30 @@ const T *TrainModel<T>::net_forward(Net &net, const BatchGeometry &bg, bool data
         for (int64_t c = 0; c < ch; ++c)
           scale[c] = std::exp(op.factor * params_.value(op.log_scale)[c]);
       }
-      y.assign(x.begin(), x.begin() + ch * ld);
-      layers::channel_affine(scale.data(), shift.data(), ch, ld, y.data(), false);
+      // An actnorm and the ReLU after it in one pass (unless the ReLU's input is kept for an add);
+      // with bf16 products, straight into the next conv's bf16 operand.
+      const bool relu = op.kind == NetOp::ActNorm && k + 1 < net.ops.size() &&
+                        net.ops[k + 1].kind == NetOp::Relu && !net.ops[k + 1].source;
+      const bool into_bf16 = relu_into_bf16(net, k);
+      if constexpr (std::is_same_v<T, float>) {
+        if (into_bf16) {
+          Bf16Copy &y16 = net.bufs16[out];
+          y16.data.resize(static_cast<size_t>(ch * ld));
+          affine_relu_bf16(scale.data(), shift.data(), ch, ld, x.data(), y16.data.data());
+          y16.fresh = true;
+        }
+      }
+      if (!into_bf16) {
+        y.resize(static_cast<size_t>(ch * ld));
+        affine_relu(scale.data(), shift.data(), ch, ld, x.data(), y.data(), relu);
+      }
+      if (relu) {
+        net.act[k + 1] = out;
+        net.act[k + 2] = out;
+        cur = out;
+        ++k;
+        continue;
+      }
     }
     net.act[k + 1] = out;
     cur = out;
@@ -309,10 +367,22 @@ const T *TrainModel<T>::net_forward(Net &net, const BatchGeometry &bg, bool data
 }
 
 template <typename T>
+bool TrainModel<T>::relu_into_bf16(const Net &net, size_t k) const {
+  if (!std::is_same_v<T, float> || !bf16_ || k + 2 >= net.ops.size()) return false;
+  const NetOp &producer = net.ops[k], &relu = net.ops[k + 1], &conv = net.ops[k + 2];
+  return (producer.kind == NetOp::ActNorm || producer.kind == NetOp::Conv) &&
+         relu.kind == NetOp::Relu && !relu.source && conv.kind == NetOp::Conv && !conv.source &&
+         (conv.geo.pointwise() || detail::output_side(conv.geo));
+}
+
+template <typename T>
 void TrainModel<T>::swap_pool(Net &net) {
   if (!recompute_) return;
   if (pool_.size() < net.bufs.size()) pool_.resize(net.bufs.size());
   for (size_t i = 0; i < net.bufs.size(); ++i) net.bufs[i].swap(pool_[i]);
+  net.bufs16.resize(net.bufs.size());
+  if (pool16_.size() < net.bufs16.size()) pool16_.resize(net.bufs16.size());
+  for (size_t i = 0; i < net.bufs16.size(); ++i) std::swap(net.bufs16[i], pool16_[i]);
 }
 
 template <typename T>
@@ -348,8 +418,9 @@ void TrainModel<T>::net_backward(Net &net, const BatchGeometry &bg, std::vector<
   const int64_t ld = bg.ld();
   int64_t ch = net.out_ch;
   std::vector<T> &tmp = net_dg_;
-  const T *relu_out = nullptr;         // a ReLU after a conv: masked in the conv's backward pass
-  std::vector<T> &skip = net_skip_g_;  // a residual add's output gradient, until its source
+  const T *relu_out = nullptr;           // a ReLU after a conv: masked in the conv's backward pass
+  const uint16_t *relu_out16 = nullptr;  // the same, its output held in bf16 only
+  std::vector<T> &skip = net_skip_g_;    // a residual add's output gradient, until its source
   for (size_t k = net.ops.size(); k-- > 0;) {
     NetOp &op = net.ops[k];
     const T *x = net.bufs[net.act[k]].data();
@@ -359,10 +430,17 @@ void TrainModel<T>::net_backward(Net &net, const BatchGeometry &bg, std::vector<
         skip.assign(g.begin(), g.begin() + ch * ld);
         break;
       case NetOp::Relu:
-        if (k > 0 && net.ops[k - 1].kind == NetOp::Conv && !op.source)
+        if (k > 0 && net.ops[k - 1].kind == NetOp::Conv && !op.source &&
+            relu_into_bf16(net, k - 1)) {
+          relu_out16 = net.bufs16[net.act[k + 1]].data.data();
+        } else if (k > 0 && net.ops[k - 1].kind == NetOp::Conv && !op.source) {
           relu_out = y;
-        else
+        } else if (k > 0 && relu_into_bf16(net, k - 1)) {
+          if constexpr (std::is_same_v<T, float>)
+            relu_backward_bf16(ch * ld, net.bufs16[net.act[k + 1]].data.data(), g.data());
+        } else {
           relu_backward(ch * ld, y, g.data());
+        }
         break;
       case NetOp::OutputScale:
         output_scale_backward(ch, ld, params_.value(op.log_scale), op.factor, y, g.data(),
@@ -379,10 +457,14 @@ void TrainModel<T>::net_backward(Net &net, const BatchGeometry &bg, std::vector<
       }
       case NetOp::Conv:
         tmp.resize(static_cast<size_t>(op.geo.in_ch * ld));
-        conv_backward(op.geo, bg, params_.value(op.weight), x, g.data(), params_.grad(op.weight),
-                      op.bias >= 0 ? params_.grad(op.bias) : nullptr, tmp.data(), col_, dcol_,
-                      relu_out, false);
+        conv_backward(op.geo, bg, params_.value(op.weight),
+                      k >= 2 && relu_into_bf16(net, k - 2) ? nullptr : x, g.data(),
+                      params_.grad(op.weight), op.bias >= 0 ? params_.grad(op.bias) : nullptr,
+                      tmp.data(), col_, dcol_, relu_out, false,
+                      input16(net, net.act[k], op.geo, bg), weights16(op.weight), &grad16_,
+                      relu_out16);
         relu_out = nullptr;
+        relu_out16 = nullptr;
         g.swap(tmp);
         ch = op.geo.in_ch;
         break;
@@ -399,6 +481,7 @@ void TrainModel<T>::net_backward(Net &net, const BatchGeometry &bg, std::vector<
 
 template <typename T>
 void TrainModel<T>::set_precision(flowrt_precision p) {
+  weights16_.fresh = false;
   if (p == FLOWRT_PRECISION_FP32) {
     bf16_ = false;
     return;
@@ -419,6 +502,12 @@ template <typename T>
 double TrainModel<T>::forward(const T *x, const int32_t *labels, int64_t n, bool data_init) {
   if (n < 1) invalid_argument("forward: empty batch");
   const GemmBf16Scope products(bf16_);
+  if constexpr (std::is_same_v<T, float>) {
+    if (bf16_) {
+      weights16_.fresh = false;
+      weights16_.of(params_.values().data(), static_cast<int64_t>(params_.size()));
+    }
+  }
   batch_ = n;
   labels_.assign(static_cast<size_t>(n), -1);
   if (labels)
@@ -667,6 +756,10 @@ template <typename T>
 void TrainModel<T>::backward() {
   if (batch_ < 1) invalid_argument("backward without a forward pass");
   const GemmBf16Scope products(bf16_);
+  if constexpr (std::is_same_v<T, float>) {
+    if (bf16_ && !weights16_.fresh)  // bf16 chosen after the forward
+      weights16_.of(params_.values().data(), static_cast<int64_t>(params_.size()));
+  }
   params_.zero_grads();
   grad_.assign(static_cast<size_t>(batch_ * layers_.back().in.numel()), T(0));
   for (size_t i = layers_.size(); i-- > 0;) layer_backward(layers_[i]);
@@ -866,10 +959,13 @@ void TrainModel<T>::release_tape() {
     std::vector<double>().swap(l.stat_mean);
     std::vector<double>().swap(l.stat_inv_std);
     for (std::vector<T> &b : l.net.bufs) drop(b);
+    std::vector<Bf16Copy>().swap(l.net.bufs16);
   }
   for (std::vector<T> &b : pool_) drop(b);
+  std::vector<Bf16Copy>().swap(pool16_);
+  weights16_ = Bf16Copy(), grad16_ = Bf16Copy();
   for (std::vector<T> *v :
-       {&cur_, &next_, &grad_, &dgrad_, &col_, &dcol_, &net_g_, &net_dg_, &cnhw_})
+       {&cur_, &next_, &grad_, &dgrad_, &col_, &dcol_, &net_g_, &net_dg_, &cnhw_, &product_})
     drop(*v);
   batch_ = 0;  // a backward now needs a forward first
 }

@@ -31,7 +31,10 @@ class TrainModel final : public TrainCompute<T> {
   void set_recompute(bool on) override { recompute_ = on; }
   // fp32, or bf16 (float only, on CPUs with bf16 units): the nets' convolutions take bf16
   // inputs and weights and accumulate in fp32, forward and both backward products; parameters,
-  // gradients, the optimiser and everything else stay fp32.
+  // gradients, the optimiser and everything else stay fp32. Each operand is rounded once per
+  // step, where it is made: the weights at the forward, a ReLU's output in the pass that
+  // computes it (and kept in bf16 only when the next conv reads nothing else), an output
+  // gradient in the pass that masks it; every product that reads it again takes that copy.
   void set_precision(flowrt_precision p) override;
   Graph export_graph(const std::vector<T> &values) const override;
 
@@ -61,6 +64,9 @@ class TrainModel final : public TrainCompute<T> {
     // place, so its input and output share a buffer (unless it is a residual source).
     std::vector<std::vector<T>> bufs;
     std::vector<int> act;
+    // bf16 products: the bf16 copy of a buffer that a conv reads (made by its forward, read
+    // again by its weight gradient), by buffer index.
+    std::vector<Bf16Copy> bufs16;
     bool empty() const { return ops.empty(); }
   };
   struct Layer {
@@ -129,6 +135,15 @@ class TrainModel final : public TrainCompute<T> {
   // With recompute_, a net's activations live in pool_ except while it runs: swapping them in
   // and out makes every net share one set of buffers.
   void swap_pool(Net &net);
+  // bf16 products only (null otherwise): the bf16 copy of parameter `id` (weights16_), and of a
+  // conv's input buffer when its products read it directly.
+  const uint16_t *weights16(int id);
+  const uint16_t *input16(Net &net, int buf, const ConvGeometry &g, const BatchGeometry &bg);
+  // Whether net op k (an actnorm or a conv), the ReLU after it and the conv after that hand
+  // over the ReLU's output in bf16 only: the actnorm's or the conv's output pass writes the next
+  // conv's operand (bf16 products; neither the ReLU's nor the conv's input kept for an add; a
+  // conv whose products read its input directly).
+  bool relu_into_bf16(const Net &net, size_t k) const;
   // Runs a layer's net again on channels [c0, c0 + cn) of its stored input (recompute mode).
   void recompute_net(Layer &l, const BatchGeometry &bg, int64_t c0, int64_t cn);
   void layer_backward(Layer &l);
@@ -146,9 +161,14 @@ class TrainModel final : public TrainCompute<T> {
   std::vector<double> layer_log_p_;  // [layer][image]
   // Scratch for convolutions and the nets' gradients.
   std::vector<T> col_, dcol_, net_g_, net_dg_, net_skip_g_, cnhw_;
+  std::vector<T> product_;  // a conv's fp32 product whose ReLU'd output is kept in bf16 only
   bool recompute_ = false;
   bool bf16_ = false;
+  // bf16 products: every parameter in bf16, converted once per forward (the weights do not
+  // change until the update), and the output-gradient copy conv_backward makes.
+  Bf16Copy weights16_, grad16_;
   std::vector<std::vector<T>> pool_;
+  std::vector<Bf16Copy> pool16_;
 };
 
 }  // namespace flowrt::train
