@@ -29,27 +29,7 @@ void relu_backward_bf16_run(const uint16_t *y16, float *dy, int64_t n) {
 
 FLOWRT_AVX512_CLONES
 float mask_sum_row_bf16(float *row, const float *y, const uint16_t *y16, uint16_t *d16, int64_t n) {
-  constexpr int kLanes = 16;  // as mask_sum_row: the same sum, bit for bit
-  float lanes[kLanes] = {};
-  int64_t q = 0;
-  for (; q + kLanes <= n; q += kLanes)
-    for (int l = 0; l < kLanes; ++l) {
-      const bool keep = (!y || y[q + l] > 0.f) && (!y16 || y16[q + l] != 0);
-      const float v = keep ? row[q + l] : 0.f;
-      row[q + l] = v;
-      d16[q + l] = bf16_bits(v);
-      lanes[l] += v;
-    }
-  float acc = 0;
-  for (; q < n; ++q) {
-    const bool keep = (!y || y[q] > 0.f) && (!y16 || y16[q] != 0);
-    const float v = keep ? row[q] : 0.f;
-    row[q] = v;
-    d16[q] = bf16_bits(v);
-    acc += v;
-  }
-  for (int l = 0; l < kLanes; ++l) acc += lanes[l];
-  return acc;
+  return mask_sum_row<true>(row, y, y16, d16, n);
 }
 
 void affine_relu_bf16(const float *scale, const float *shift, int64_t ch, int64_t ld,
@@ -59,7 +39,8 @@ void affine_relu_bf16(const float *scale, const float *shift, int64_t ch, int64_
   for (int64_t r = 0; r < ch * blocks; ++r) {
     const int64_t c = r / blocks, q0 = (r % blocks) * detail::kAffineBlock;
     const int64_t q1 = std::min(ld, q0 + detail::kAffineBlock);
-    affine_relu_bf16_run(scale[c], shift[c], x + c * ld + q0, y16 + c * ld + q0, q1 - q0);
+    affine_relu_bf16_run(scale ? scale[c] : 1.f, shift ? shift[c] : 0.f, x + c * ld + q0,
+                         y16 + c * ld + q0, q1 - q0);
   }
 }
 

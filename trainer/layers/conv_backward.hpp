@@ -203,8 +203,9 @@ template <typename T>
 const uint16_t *bf16_copy(Bf16Copy *copy, const T *src, int64_t n) {
   if constexpr (std::is_same_v<T, float>) {
     if (copy && gemm_bf16_active()) {
-      copy->fresh = false;
-      return copy->of(src, n);
+      uint16_t *dst = copy->write(n);
+      to_bf16(src, n, dst);
+      return dst;
     }
   }
   (void)copy, (void)src, (void)n;
@@ -250,9 +251,7 @@ void conv_forward(const ConvGeometry &g, const BatchGeometry &bg, const T *weigh
   }
   if constexpr (std::is_same_v<T, float>) {
     if (out16 && relu) {
-      const std::vector<float> ones(static_cast<size_t>(g.out_ch), 1.f);
-      const std::vector<float> zeros(bias ? 0 : static_cast<size_t>(g.out_ch), 0.f);
-      affine_relu_bf16(ones.data(), bias ? bias : zeros.data(), g.out_ch, ld, out, out16);
+      affine_relu_bf16(nullptr, bias, g.out_ch, ld, out, out16);
       return;
     }
   }
@@ -288,11 +287,8 @@ void conv_backward(const ConvGeometry &g, const BatchGeometry &bg, const T *weig
   // products of a 1x1 or im2col conv read (an output-side conv's read its scattered taps).
   uint16_t *pass16 = nullptr;
   if constexpr (std::is_same_v<T, float>) {
-    if (g16 && gemm_bf16_active() && !detail::output_side(g) && (dbias || relu_out || relu_out16)) {
-      g16->data.resize(static_cast<size_t>(g.out_ch * ld));
-      g16->fresh = true;
-      pass16 = g16->data.data();
-    }
+    if (g16 && gemm_bf16_active() && !detail::output_side(g) && (dbias || relu_out || relu_out16))
+      pass16 = g16->write(g.out_ch * ld);
   }
   if (dbias || relu_out || relu_out16) {
 #pragma omp parallel for schedule(static) if (parallel_worth(g.out_ch * ld))
@@ -303,9 +299,9 @@ void conv_backward(const ConvGeometry &g, const BatchGeometry &bg, const T *weig
       T acc;
       if constexpr (std::is_same_v<T, float>) {
         acc = pass16 ? mask_sum_row_bf16(row, y, y16, pass16 + o * ld, ld)
-                     : mask_sum_row(row, y, y16, ld);
+                     : mask_sum_row<false>(row, y, y16, nullptr, ld);
       } else {
-        acc = mask_sum_row(row, y, y16, ld);
+        acc = mask_sum_row<false>(row, y, y16, nullptr, ld);
       }
       if (dbias) dbias[o] += acc;
     }

@@ -177,6 +177,13 @@ class MatmulCache {
 
 thread_local MatmulCache t_cache;
 
+// Whether a product takes the caller's bf16 copy of an operand (rows x cols as op() reads it,
+// leading dimension ld): only in bf16, and only of a dense operand — oneDNN runs a strided bf16
+// operand on its slower gemm kernel rather than the brgemm matmul, so that one is packed here.
+bool uses_copy(bool bf16, bool trans, int64_t rows, int64_t cols, int64_t ld) {
+  return bf16 && ld == (trans ? rows : cols);
+}
+
 }  // namespace
 #endif
 
@@ -223,11 +230,8 @@ void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float al
            const uint16_t *a16, const uint16_t *b16) {
 #ifdef FLOWRT_HAVE_ONEDNN
   const bool bf16 = gemm_bf16_active();
-  if (!bf16) a16 = b16 = nullptr;
-  // A copy of a strided operand is not used: oneDNN runs a strided bf16 operand on its slower
-  // gemm kernel rather than the brgemm matmul, so such an operand is packed densely here.
-  if (lda != (trans_a ? m : k)) a16 = nullptr;
-  if (ldb != (trans_b ? k : n)) b16 = nullptr;
+  if (!uses_copy(bf16, trans_a, m, k, lda)) a16 = nullptr;
+  if (!uses_copy(bf16, trans_b, k, n, ldb)) b16 = nullptr;
   if ((!a && !a16) || (!b && !b16))
     fail(FLOWRT_INTERNAL_ERROR, "sgemm: an operand given only in bf16 is not a dense one");
   if (k > 0 && alpha == 1.f) {
@@ -264,9 +268,8 @@ std::string sgemm_impl(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t
                        int64_t ldb, int64_t ldc, float beta, bool a16, bool b16) {
 #ifdef FLOWRT_HAVE_ONEDNN
   const bool bf16 = gemm_bf16_active();
-  if (!bf16) a16 = b16 = false;
-  if (lda != (trans_a ? m : k)) a16 = false;
-  if (ldb != (trans_b ? k : n)) b16 = false;
+  a16 = a16 && uses_copy(bf16, trans_a, m, k, lda);
+  b16 = b16 && uses_copy(bf16, trans_b, k, n, ldb);
   if (Matmul *mm = t_cache.get(Key{bf16, trans_a, trans_b, m, n, k, lda, ldb, ldc, beta, a16, b16}))
     return mm->impl;
   return "dnnl_sgemm";

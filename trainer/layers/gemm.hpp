@@ -140,12 +140,15 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
 struct Bf16Copy {
   std::vector<uint16_t> data;
   bool fresh = false;
+  // The copy of src (n elements), converted unless it is fresh.
   const uint16_t *of(const float *src, int64_t n) {
-    if (!fresh) {
-      data.resize(static_cast<size_t>(n));
-      to_bf16(src, n, data.data());
-      fresh = true;
-    }
+    if (!fresh) to_bf16(src, n, write(n));
+    return data.data();
+  }
+  // Room for n elements that the caller fills now; the copy is fresh from then on.
+  uint16_t *write(int64_t n) {
+    data.resize(static_cast<size_t>(n));
+    fresh = true;
     return data.data();
   }
 };

@@ -289,6 +289,7 @@ const T *TrainModel<T>::net_forward(Net &net, const BatchGeometry &bg, bool data
       continue;
     }
     const int out = used++;
+    bool fused_relu = false;  // the ReLU after this op runs in its output pass
     const std::vector<T> &x = net.bufs[cur];
     std::vector<T> &y = net.bufs[out];
     if (op.kind == NetOp::Conv) {
@@ -302,10 +303,7 @@ const T *TrainModel<T>::net_forward(Net &net, const BatchGeometry &bg, bool data
       uint16_t *out16 = nullptr;
       std::vector<T> *product = &y;
       if (relu && relu_into_bf16(net, k)) {
-        Bf16Copy &y16 = net.bufs16[out];
-        y16.data.resize(static_cast<size_t>(op.geo.out_ch * ld));
-        y16.fresh = true;
-        out16 = y16.data.data();
+        out16 = net.bufs16[out].write(op.geo.out_ch * ld);
         product = &product_;
       }
       product->resize(static_cast<size_t>(op.geo.out_ch * ld));
@@ -314,13 +312,7 @@ const T *TrainModel<T>::net_forward(Net &net, const BatchGeometry &bg, bool data
                    product->data(), col_, relu, input16(net, cur, op.geo, bg), weights16(op.weight),
                    out16);
       ch = op.geo.out_ch;
-      if (relu) {
-        net.act[k + 1] = out;
-        net.act[k + 2] = out;
-        cur = out;
-        ++k;
-        continue;
-      }
+      fused_relu = relu;
     } else {
       std::vector<T> scale(ch), shift(ch);
       if (op.kind == NetOp::ActNorm) {
@@ -337,31 +329,25 @@ const T *TrainModel<T>::net_forward(Net &net, const BatchGeometry &bg, bool data
       }
       // An actnorm and the ReLU after it in one pass (unless the ReLU's input is kept for an add);
       // with bf16 products, straight into the next conv's bf16 operand.
-      const bool relu = op.kind == NetOp::ActNorm && k + 1 < net.ops.size() &&
-                        net.ops[k + 1].kind == NetOp::Relu && !net.ops[k + 1].source;
+      fused_relu = op.kind == NetOp::ActNorm && k + 1 < net.ops.size() &&
+                   net.ops[k + 1].kind == NetOp::Relu && !net.ops[k + 1].source;
       const bool into_bf16 = relu_into_bf16(net, k);
       if constexpr (std::is_same_v<T, float>) {
-        if (into_bf16) {
-          Bf16Copy &y16 = net.bufs16[out];
-          y16.data.resize(static_cast<size_t>(ch * ld));
-          affine_relu_bf16(scale.data(), shift.data(), ch, ld, x.data(), y16.data.data());
-          y16.fresh = true;
-        }
+        if (into_bf16)
+          affine_relu_bf16(scale.data(), shift.data(), ch, ld, x.data(),
+                           net.bufs16[out].write(ch * ld));
       }
       if (!into_bf16) {
         y.resize(static_cast<size_t>(ch * ld));
-        affine_relu(scale.data(), shift.data(), ch, ld, x.data(), y.data(), relu);
-      }
-      if (relu) {
-        net.act[k + 1] = out;
-        net.act[k + 2] = out;
-        cur = out;
-        ++k;
-        continue;
+        affine_relu(scale.data(), shift.data(), ch, ld, x.data(), y.data(), fused_relu);
       }
     }
     net.act[k + 1] = out;
     cur = out;
+    if (fused_relu) {  // in place: the ReLU's input and output are this op's output
+      net.act[k + 2] = out;
+      ++k;
+    }
   }
   return net.bufs[cur].data();
 }
