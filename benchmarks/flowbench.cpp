@@ -522,10 +522,12 @@ int run(int argc, char **argv) {
     }
   } else if (load_peak(cache, m.cpu, threads, &peak)) {
     have_peak = true;
-    std::printf(
-        "peak fp32 (cached, %d threads): matmul %.1f, conv3x3 %.1f GFLOP/s; bf16 matmul "
-        "%.1f GFLOP/s\n",
-        threads, peak.matmul_gflops, peak.conv_gflops, peak.bf16_matmul_gflops);
+    std::printf("peak fp32 (cached, %d threads): matmul %.1f, conv3x3 %.1f GFLOP/s; ", threads,
+                peak.matmul_gflops, peak.conv_gflops);
+    if (peak.bf16_matmul_gflops > 0)
+      std::printf("bf16 matmul %.1f GFLOP/s\n", peak.bf16_matmul_gflops);
+    else
+      std::printf("no bf16 units\n");
   }
 
   Graph g;

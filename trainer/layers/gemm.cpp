@@ -219,10 +219,16 @@ bool gemm_bf16_active() {
 void to_bf16(const float *src, int64_t n, uint16_t *dst) {
   if (n <= 0) return;
 #ifdef FLOWRT_HAVE_ONEDNN
-  t_cache.convert(src, n, dst);
-#else
-  for (int64_t i = 0; i < n; ++i) dst[i] = bf16_bits(src[i]);
+  // oneDNN's reorder is the fast path where bf16 products run; below avx512_core_bf16 its
+  // reorder takes another kernel (on AVX2 it drops the sign of -0), and nothing reads the copy
+  // but code that expects bf16_bits' rounding.
+  static const bool reorder = onednn::cpu_has_bf16();
+  if (reorder) {
+    t_cache.convert(src, n, dst);
+    return;
+  }
 #endif
+  for (int64_t i = 0; i < n; ++i) dst[i] = bf16_bits(src[i]);
 }
 
 void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a,

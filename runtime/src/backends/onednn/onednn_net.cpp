@@ -445,6 +445,18 @@ std::unique_ptr<OnednnNet::Plan> OnednnNet::create(size_t n, Context &ctx, Needs
         auto e2 = make(blocked);
         if (!is_ref_impl(impl_name(e2.pd))) e = std::move(e2), reorder_after = true;
       }
+      // Below AVX-512 oneDNN 2.6 gives a net's first 3x3 conv at the 8x8 and 4x4 levels 8-channel
+      // blocked activations when left to choose, and a reorder then runs on either side of it;
+      // its AVX2 kernel also reads and writes plain NHWC, which the neighbours use.
+      const memory::desc plain_src({static_cast<memory::dim>(n), c->in, h_, w_}, dt_, tag::nhwc);
+      if (!reorder_after && cur_md == plain_src && e.pd.src_desc() != plain_src) {
+        ConvDescs both = d;
+        both.src = plain_src;
+        both.dst =
+            memory::desc({static_cast<memory::dim>(n), c->out, h_, w_}, dst_type(k), tag::nhwc);
+        auto e3 = make(both);
+        if (!is_ref_impl(impl_name(e3.pd))) e = std::move(e3);
+      }
       const auto &pd = e.pd;
       item.prim = e.prim;
       feed(pd.src_desc());
