@@ -1,4 +1,5 @@
-// The machine's measured peaks: fp32, a large oneDNN matmul and a Glow-sized 3x3 convolution;
+// The machine's measured peaks: fp32, the cores' FMA throughput on registers (the hardware's
+// peak, whatever a library reaches), a large oneDNN matmul and a Glow-sized 3x3 convolution;
 // bf16, the same matmul with bf16 inputs and fp32 output (where the CPU has bf16 units); all
 // with the benchmark's threads. Measuring takes a few seconds, so the result is cached in a small
 // JSON file keyed by CPU model and thread count.
@@ -9,14 +10,21 @@
 namespace flowrt::bench {
 
 struct Peak {
+  double fma_gflops = 0;  // 0: not measured (a cache written before it existed)
+  const char *fma_isa = "";
   double matmul_gflops = 0, conv_gflops = 0;
   double bf16_matmul_gflops = 0;  // 0: no bf16 units
   std::string bf16_impl;          // oneDNN's kernel for it, or the ISA that has no bf16 units
-  double best() const { return matmul_gflops > conv_gflops ? matmul_gflops : conv_gflops; }
+  double best() const {
+    const double lib = matmul_gflops > conv_gflops ? matmul_gflops : conv_gflops;
+    return fma_gflops > lib ? fma_gflops : lib;
+  }
 };
 
-// Returns false when oneDNN is not built in.
+// Returns false when oneDNN is not built in (the FMA peak is measured either way).
 bool measure_peak(int threads, Peak *peak);
+// The cores' fp32 FMA rate with `threads` threads, in GFLOP/s, and the vector width it used.
+double measure_fma_peak(int threads, const char **isa);
 // The cache: $XDG_CACHE_HOME/flowrt/peak.json or ~/.cache/flowrt/peak.json.
 std::string peak_cache_path();
 bool load_peak(const std::string &path, const std::string &cpu, int threads, Peak *peak);

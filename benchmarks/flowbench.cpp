@@ -318,12 +318,14 @@ bool check_backend(const Graph &g, const std::string &backend, size_t n, int thr
   if (!std::isfinite(dz)) dz = HUGE_VAL;
   for (size_t i = 0; i < n; ++i)
     dbpd = std::max(dbpd, std::fabs(lr[i] - lo[i]) / (g.dims() * std::log(2.0)));
-  // Two float32 backends each within 1e-5 bits/dim of the exact (float64) value may differ by
-  // twice that: on the 96-step cifar model both are (ref 6.3e-6, onednn 9.8e-6 from the float64
-  // evaluator of converters/numpy_eval.py on 16 random images) while differing by up to 1.5e-5.
+  // Two float32 backends each within ~2e-5 bits/dim of the exact (float64) value may differ by
+  // twice that. On the 96-step cifar model, against the float64 evaluator of
+  // converters/numpy_eval.py on 16 random images: ref 6.3e-6 and onednn 9.8e-6 on AVX-512 (they
+  // differed by up to 1.5e-5); ref 9.9e-6 and onednn 1.2e-5 on AVX2 (AMD Zen 3: oneDNN's AVX2
+  // kernels sum in another order; they differed by up to 2.4e-5 at batch 16).
   // TF32, BF16 and FP16 are not exact by design: their error is reported, not held to fp32's
   // bounds.
-  const bool ok = reduced || (dz / zmax <= 1e-4 && dbpd <= 2e-5 && ds <= 1e-3 && mismatched == 0);
+  const bool ok = reduced || (dz / zmax <= 1e-4 && dbpd <= 4e-5 && ds <= 1e-3 && mismatched == 0);
   const std::string verdict = reduced ? std::string(precision_name(used)) + " error (reported)"
                               : ok    ? "ok"
                                       : "FAILED";
@@ -467,9 +469,9 @@ void write_json(const std::string &path, const Options &o, const Machine &m, con
     f << (k ? ", " : "") << "\"" << precision_name(o.precisions[k]) << "\"";
   f << "],\n  \"model\": \"" << json_escape(model) << "\",\n";
   if (peak)
-    f << "  \"peak_gflops\": {\"matmul\": " << peak->matmul_gflops
-      << ", \"conv3x3\": " << peak->conv_gflops << ", \"bf16_matmul\": " << peak->bf16_matmul_gflops
-      << "},\n";
+    f << "  \"peak_gflops\": {\"fma\": " << peak->fma_gflops
+      << ", \"matmul\": " << peak->matmul_gflops << ", \"conv3x3\": " << peak->conv_gflops
+      << ", \"bf16_matmul\": " << peak->bf16_matmul_gflops << "},\n";
   f << "  \"results\": [\n";
   for (size_t i = 0; i < results.size(); ++i) {
     const Result &r = results[i];
@@ -508,9 +510,10 @@ int run(int argc, char **argv) {
       have_peak = true;
       save_peak(cache, m.cpu, threads, peak);
       std::printf(
-          "peak fp32 (%d threads): matmul 2048^3 %.1f GFLOP/s, conv3x3 512->512 16x16 "
-          "N=16 %.1f GFLOP/s (cached in %s)\n",
-          threads, peak.matmul_gflops, peak.conv_gflops, cache.c_str());
+          "peak fp32 (%d threads): %s %.1f GFLOP/s, matmul 2048^3 %.1f GFLOP/s, conv3x3 "
+          "512->512 16x16 N=16 %.1f GFLOP/s (cached in %s)\n",
+          threads, peak.fma_isa, peak.fma_gflops, peak.matmul_gflops, peak.conv_gflops,
+          cache.c_str());
       if (peak.bf16_matmul_gflops > 0)
         std::printf("peak bf16 (%d threads): matmul 2048^3 %.1f GFLOP/s (%.1fx fp32), %s\n",
                     threads, peak.bf16_matmul_gflops, peak.bf16_matmul_gflops / peak.matmul_gflops,
@@ -522,8 +525,8 @@ int run(int argc, char **argv) {
     }
   } else if (load_peak(cache, m.cpu, threads, &peak)) {
     have_peak = true;
-    std::printf("peak fp32 (cached, %d threads): matmul %.1f, conv3x3 %.1f GFLOP/s; ", threads,
-                peak.matmul_gflops, peak.conv_gflops);
+    std::printf("peak fp32 (cached, %d threads): FMA %.1f, matmul %.1f, conv3x3 %.1f GFLOP/s; ",
+                threads, peak.fma_gflops, peak.matmul_gflops, peak.conv_gflops);
     if (peak.bf16_matmul_gflops > 0)
       std::printf("bf16 matmul %.1f GFLOP/s\n", peak.bf16_matmul_gflops);
     else
