@@ -426,36 +426,30 @@ std::unique_ptr<OnednnNet::Plan> OnednnNet::create(size_t n, Context &ctx, Needs
         });
       };
       auto e = make(d);
-      // oneDNN 2.6's AVX2 convolutions write plain NHWC only from a plain NHWC source (AVX-512's
-      // take any source): with the source pinned to NHWC too, no reorder runs at all (a net's
-      // first conv reads the plain input). Else the conv writes its own layout and a reorder
-      // makes it plain; both are far cheaper than ref:any.
-      bool reorder_after = false;
-      const memory::desc plain = d.dst;
-      if (plain_dst(k) && is_ref_impl(impl_name(e.pd))) {
-        ConvDescs both = d;
-        both.src = memory::desc({static_cast<memory::dim>(n), c->in, h_, w_}, dt_, tag::nhwc);
-        auto e1 = make(both);
+      // Plain NHWC on both sides is tried where oneDNN's own choice is ref:any for a plain output
+      // (oneDNN 2.6's AVX2 convolutions write plain NHWC only from a plain NHWC source; AVX-512's
+      // take any source), or would reorder a plain input (below AVX-512 it gives the nets' first
+      // 3x3 conv at the 8x8 and 4x4 levels 8-channel blocked activations, and a reorder then
+      // runs on either side): its AVX2 kernel also runs plain NHWC, which the neighbours use.
+      // Else a plain output that only ref:any writes is written in the conv's own layout and a
+      // reorder makes it plain; both are far cheaper than ref:any.
+      ConvDescs plain_io = d;
+      plain_io.src = nhwc(c->in, dt_);
+      plain_io.dst = nhwc(c->out, dst_type(k));
+      const bool ref_plain = plain_dst(k) && is_ref_impl(impl_name(e.pd));
+      const bool reorders_input = cur_md == plain_io.src && e.pd.src_desc() != plain_io.src;
+      if (ref_plain || reorders_input) {
+        auto e1 = make(plain_io);
         if (!is_ref_impl(impl_name(e1.pd))) e = std::move(e1);
       }
+      bool reorder_after = false;
+      const memory::desc plain = d.dst;
       if (plain_dst(k) && is_ref_impl(impl_name(e.pd))) {
         ConvDescs blocked = d;
         blocked.dst =
             memory::desc({static_cast<memory::dim>(n), c->out, h_, w_}, dst_type(k), tag::any);
         auto e2 = make(blocked);
         if (!is_ref_impl(impl_name(e2.pd))) e = std::move(e2), reorder_after = true;
-      }
-      // Below AVX-512 oneDNN 2.6 gives a net's first 3x3 conv at the 8x8 and 4x4 levels 8-channel
-      // blocked activations when left to choose, and a reorder then runs on either side of it;
-      // its AVX2 kernel also reads and writes plain NHWC, which the neighbours use.
-      const memory::desc plain_src({static_cast<memory::dim>(n), c->in, h_, w_}, dt_, tag::nhwc);
-      if (!reorder_after && cur_md == plain_src && e.pd.src_desc() != plain_src) {
-        ConvDescs both = d;
-        both.src = plain_src;
-        both.dst =
-            memory::desc({static_cast<memory::dim>(n), c->out, h_, w_}, dst_type(k), tag::nhwc);
-        auto e3 = make(both);
-        if (!is_ref_impl(impl_name(e3.pd))) e = std::move(e3);
       }
       const auto &pd = e.pd;
       item.prim = e.prim;
