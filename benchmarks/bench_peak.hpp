@@ -21,10 +21,8 @@ struct Peak {
   }
 };
 
-// Returns false when oneDNN is not built in (the FMA peak is measured either way).
+// Returns false when oneDNN is not built in.
 bool measure_peak(int threads, Peak *peak);
-// The cores' fp32 FMA rate with `threads` threads, in GFLOP/s, and the vector width it used.
-double measure_fma_peak(int threads, const char **isa);
 // The cache: $XDG_CACHE_HOME/flowrt/peak.json or ~/.cache/flowrt/peak.json.
 std::string peak_cache_path();
 bool load_peak(const std::string &path, const std::string &cpu, int threads, Peak *peak);
